@@ -9,8 +9,11 @@ layer; this module converts between them and to the WebUI's compvis layer names
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Literal
+from typing import Any, Literal
+
+import torch
 
 KOHYA_UNET_PREFIX = "lora_unet_"
 WEBUI_UNET_PREFIX = "diffusion_model_"
@@ -93,3 +96,21 @@ def kohya_to_webui_layer(kohya_name: str) -> str:
             f"not a kohya UNet LoRA name: {kohya_name!r} (expected prefix 'lora_unet_')"
         )
     return WEBUI_UNET_PREFIX + to_sgm_name(kohya_name)[len(KOHYA_UNET_PREFIX) :]
+
+
+def convert_key_style(lora: dict[str, Any], style: NameStyle | None) -> dict[str, Any]:
+    """Return ``lora`` with its kohya keys rewritten to ``style`` (None keeps them as given)."""
+    if style is None:
+        return dict(lora)
+    rename = to_sgm_name if style == "sgm" else to_diffusers_name
+    return {rename(key): value for key, value in lora.items()}
+
+
+def lora_digest(lora: dict[str, torch.Tensor], length: int = 12) -> str:
+    """Short content hash of a LoRA dict (keys, dtypes, shapes, values), whatever the key order."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(lora.items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{data.dtype}|{tuple(data.shape)}".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:length]

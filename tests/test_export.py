@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from hyperlora_ext.errors import InvalidNameError
+from hyperlora_ext.export import ExportExistsError, export_lora, sanitize_name
+from hyperlora_ext.lora_format import (
+    LORA_PARTS,
+    kohya_to_webui_layer,
+    lora_digest,
+    sdxl_attention_modules,
+)
+
+
+def _lora(dtype=torch.bfloat16) -> dict[str, torch.Tensor]:
+    """A small kohya LoRA over the first SDXL modules (diffusers-style names)."""
+    gen = torch.Generator().manual_seed(0)
+    lora = {}
+    for name, info in list(sdxl_attention_modules().items())[:4]:
+        width, cross = info["hidden_size"], info["cross_attention_dim"] or info["hidden_size"]
+        for part in LORA_PARTS:
+            in_features = cross if part in ("to_k", "to_v") else width
+            lora[f"{name}_{part}.alpha"] = torch.tensor(4.0)
+            lora[f"{name}_{part}.lora_down.weight"] = torch.randn(8, in_features, generator=gen).to(
+                dtype
+            )
+            lora[f"{name}_{part}.lora_up.weight"] = torch.randn(width, 8, generator=gen).to(dtype)
+    return lora
+
+
+def test_export_writes_a_loadable_kohya_file_with_card_and_preview(tmp_path):
+    lora = _lora()
+    path = export_lora(
+        lora, tmp_path, "Alice", model="fidelity", photos=2, preview=Image.new("RGB", (64, 64))
+    )
+    assert path == tmp_path / "Alice.safetensors"
+    loaded = load_file(path)
+    assert set(loaded) == set(lora)  # safetensors stores keys sorted
+    for key, tensor in loaded.items():
+        expected_dtype = torch.float32 if key.endswith(".alpha") else torch.float16
+        assert tensor.dtype == expected_dtype
+        torch.testing.assert_close(tensor.float(), lora[key].float(), rtol=0, atol=0)
+        assert kohya_to_webui_layer(key.split(".")[0]).startswith("diffusion_model_")
+    with safe_open(path, "pt") as handle:
+        meta = handle.metadata()
+    assert meta["ss_base_model_version"].startswith("sdxl_")
+    assert meta["ss_network_dim"] == "8" and meta["ss_network_alpha"] == "4.0"
+    assert "fcsks fxhks fhyks" in meta["modelspec.description"]
+    assert meta["hyperlora_digest"] == lora_digest(loaded)
+    card = json.loads((tmp_path / "Alice.json").read_text())
+    assert card["sd version"] == "SDXL" and card["preferred weight"] == 0.8
+    assert card["activation text"] == "fcsks fxhks fhyks"
+    assert Image.open(tmp_path / "Alice.preview.png").size == (64, 64)
+
+
+def test_export_in_sgm_style_renames_every_module(tmp_path):
+    path = export_lora(_lora(), tmp_path, "bob", model="m", photos=1, style="sgm")
+    keys = list(load_file(path))
+    assert all("down_blocks" not in key and "up_blocks" not in key for key in keys)
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.alpha" in keys
+
+
+def test_export_never_overwrites_unless_asked(tmp_path):
+    export_lora(_lora(), tmp_path, "carol", model="m", photos=1)
+    first = (tmp_path / "carol.safetensors").read_bytes()
+    with pytest.raises(ExportExistsError, match="already exists"):
+        export_lora(_lora(torch.float32), tmp_path, "carol", model="m", photos=1)
+    assert (tmp_path / "carol.safetensors").read_bytes() == first
+    export_lora(_lora(torch.float32), tmp_path, "carol", model="m", photos=1, overwrite=True)
+    assert not list(tmp_path.glob(".carol*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("Alice Smith", "Alice Smith"), ("../../etc/passwd", "etc_passwd"), ("a/b\\c:d", "a_b_c_d")],
+)
+def test_sanitize_name_keeps_names_inside_the_folder(name, expected):
+    assert sanitize_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["", "   ", "..", "CON", "nul"])
+def test_sanitize_name_rejects_unusable_names(name):
+    with pytest.raises(InvalidNameError, match="not usable"):
+        sanitize_name(name)
