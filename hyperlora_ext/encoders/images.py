@@ -1,0 +1,264 @@
+"""Decode and normalise the photos users hand us, whatever form they come in, into RGB PIL images.
+
+Every failure raises :class:`ImageError` naming the image (its label), what was wrong, what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hyperlora_ext.errors import ImageError
+
+MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs, absurd scans)
+BACKGROUND = (127, 127, 127)  # neutral grey behind transparent pixels (the reference's fill colour)
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_PATHLIKE = re.compile(r"[/\\]|\.\w{1,5}$")  # a separator, or a file extension at the end
+_SUPPORTED = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+
+
+def source_name(source: Any) -> str | None:
+    """A short human name for a source (its file name), or None when it has none."""
+    if isinstance(source, (tuple, list)) and source:
+        return source_name(source[0])
+    if isinstance(source, Path):
+        return source.name
+    if isinstance(source, str) and not source.startswith("data:") and len(source) < 1024:
+        return os.path.basename(source) if os.path.splitext(source)[1] else None
+    name = getattr(source, "name", None) or getattr(source, "filename", None)
+    if isinstance(name, str) and name:
+        return os.path.basename(name)
+    return None
+
+
+def image_label(index: int, source: Any) -> str:
+    """'image 2 (alice.jpg)' style label, 1-based, for messages."""
+    name = source_name(source)
+    return f"image {index + 1} ({name})" if name else f"image {index + 1}"
+
+
+def load_image(source: Any, label: str) -> Image.Image:
+    """Decode ``source`` into a fully loaded RGB image (EXIF orientation applied)."""
+    image = _open(source, label)
+    _check_size(image, label)
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animated: the first frame
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # our own limit applies, see _check_size
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(
+            f"{label}: the image data is corrupt or truncated ({exc}). "
+            "Re-export or re-download the photo and try again."
+        ) from exc
+    return _to_rgb(image, label)
+
+
+def image_digest(image: Image.Image) -> str:
+    """sha256 over mode, size and pixels: a cache key that ignores file names and metadata."""
+    h = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def _open(source: Any, label: str) -> Image.Image:
+    if isinstance(source, (tuple, list)) and len(source) == 2 and _is_caption(source[1]):
+        source = source[0]  # gradio gallery item: (image, caption)
+    if source is None:
+        raise ImageError(f"{label}: no image was given. Upload a photo or remove the empty slot.")
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source, label)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _from_bytes(bytes(source), label)
+    if isinstance(source, Path):
+        return _from_file(source, label)
+    if isinstance(source, str):
+        return _from_string(source, label)
+    if isinstance(source, dict):  # gradio FileData, ImageEditor ("composite"), sketch ("image")
+        for key in ("path", "name", "url", "composite", "image"):
+            if source.get(key) is not None:
+                return _open(source[key], label)
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and name:  # gradio 3 temp-file wrapper
+        return _from_file(Path(name), label)
+    raise ImageError(
+        f"{label}: unsupported input of type {type(source).__name__}. "
+        "Pass a PIL image, a numpy array, image bytes, a file path or a base64 string."
+    )
+
+
+def _is_caption(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _from_string(text: str, label: str) -> Image.Image:
+    if _DATA_URL.match(text):
+        payload = "".join(text.split(",", 1)[1].split())
+        return _from_bytes(_b64decode(payload, label), label)
+    if not text.strip():
+        raise ImageError(f"{label}: the image is an empty string. Upload a photo instead.")
+    if len(text) < 4096 and _is_file(text):
+        return _from_file(Path(text), label)
+    compact = "".join(text.split())
+    looks_like_path = len(text) < 4096 and "\n" not in text and bool(_PATHLIKE.search(text))
+    if looks_like_path and not (_BASE64.fullmatch(compact) and len(compact) % 4 == 0):
+        raise ImageError(f"{label}: file not found: {text}. Check the path or upload the photo.")
+    return _from_bytes(_b64decode(compact, label), label)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # name too long, NUL byte, ...
+        return False
+
+
+def _b64decode(text: str, label: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(
+            f"{label}: the text is neither an existing file path nor valid base64 image data "
+            f"({exc}). Send the file itself, its path, or base64 of the file bytes."
+        ) from exc
+
+
+def _from_file(path: Path, label: str) -> Image.Image:
+    if not path.is_file():
+        raise ImageError(f"{label}: file not found: {path}. Check the path or upload the photo.")
+    return _from_bytes(path.read_bytes(), label)
+
+
+def _from_bytes(data: bytes, label: str) -> Image.Image:
+    if not data:
+        raise ImageError(f"{label}: the file is empty (0 bytes). Upload the photo again.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(_too_big(label, "its header declares too many pixels")) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            f"{label}: not a recognised image format. Use a {_SUPPORTED} file."
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(
+            f"{label}: the image data is corrupt or truncated ({exc}). "
+            "Re-export or re-download the photo and try again."
+        ) from exc
+
+
+def _from_array(array: np.ndarray, label: str) -> Image.Image:
+    a = array
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
+        raise ImageError(
+            f"{label}: array of shape {array.shape} is not an image. "
+            "Expected height x width (x 3 or 4 channels)."
+        )
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        # like the reference: clip to [0, 1], scale to 255, truncate
+        a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255).astype(np.uint8)
+    elif a.dtype == np.uint16:
+        a = _scale16(a)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _too_big(label: str, detail: str) -> str:
+    return (
+        f"{label}: image too large ({detail}; the limit is {MAX_PIXELS / 1e6:g} megapixels). "
+        "Resize it to a few megapixels before uploading."
+    )
+
+
+def _check_size(image: Image.Image, label: str) -> None:
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(_too_big(label, f"{w}x{h} pixels = {w * h / 1e6:.1f} megapixels"))
+    if w < 1 or h < 1:
+        raise ImageError(f"{label}: the image has no pixels ({w}x{h}). Upload a real photo.")
+
+
+def _scale16(a: np.ndarray) -> np.ndarray:
+    """16-bit samples -> 8 bit (65535 -> 255), rounding."""
+    return ((a.astype(np.float64) / 257.0) + 0.5).astype(np.uint8)
+
+
+def _on_background(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def _wide_to_gray(image: Image.Image) -> Image.Image:
+    """Modes I / I;16* / F: scale the value range to 8 bit instead of clipping it like PIL does."""
+    a = np.asarray(image)
+    if image.mode == "F":
+        a = np.nan_to_num(a.astype(np.float64))
+        peak = float(a.max(initial=0.0))
+        scale = 255.0 if peak <= 1.0 else (1.0 if peak <= 255.0 else 255.0 / 65535.0)
+        return Image.fromarray((np.clip(a * scale, 0, 255) + 0.5).astype(np.uint8))
+    a = a.astype(np.int64)
+    if image.mode.startswith("I;16") or int(a.max(initial=0)) > 255:
+        return Image.fromarray(_scale16(np.clip(a, 0, 65535)))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def _to_rgb(image: Image.Image, label: str) -> Image.Image:
+    mode = image.mode
+    try:
+        if mode == "RGB":
+            return image
+        if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            mode == "P" and "transparency" in image.info
+        ):
+            return _on_background(image)
+        if mode == "F" or mode.startswith("I"):
+            return _wide_to_gray(image).convert("RGB")
+        if mode == "CMYK":
+            return _cmyk_to_rgb(image)
+        return image.convert("RGB")  # L, 1, P, YCbCr, LAB, HSV, ...
+    except (ValueError, OSError) as exc:
+        raise ImageError(
+            f"{label}: cannot convert an image of mode {mode} to RGB ({exc}). "
+            "Re-save it as an 8-bit RGB JPEG or PNG."
+        ) from exc
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """Use the embedded ICC profile when there is one (print CMYK is far from naive inversion)."""
+    icc = image.info.get("icc_profile")
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            return ImageCms.profileToProfile(image, src, dst, outputMode="RGB")
+        except Exception:  # broken or unsupported profile: fall back to PIL's conversion
+            pass
+    return image.convert("RGB")

@@ -1,0 +1,212 @@
+"""Decoding and normalising user photos: every accepted form and every refusal with its message."""
+
+from __future__ import annotations
+
+import base64
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hyperlora_ext.encoders import images
+from hyperlora_ext.encoders.images import image_digest, image_label, load_image
+from hyperlora_ext.errors import ImageError
+
+LABEL = "image 2 (alice.jpg)"
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _gradient(size=(40, 30)) -> Image.Image:
+    w, h = size
+    x = np.linspace(0, 255, w, dtype=np.uint8)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.uint8)[:, None].repeat(w, 1)
+    return Image.fromarray(np.stack([x, y, 255 - x], -1))
+
+
+def _refused(source, *fragments: str) -> str:
+    with pytest.raises(ImageError) as info:
+        load_image(source, LABEL)
+    msg = str(info.value)
+    assert msg.startswith(LABEL + ":"), msg
+    for fragment in fragments:
+        assert fragment.lower() in msg.lower(), msg
+    return msg
+
+
+def test_sources_decode_to_the_same_rgb_pixels(tmp_path):
+    photo = _gradient()
+    png = _encode(photo, "PNG")
+    path = tmp_path / "alice.png"
+    path.write_bytes(png)
+    b64 = base64.b64encode(png).decode()
+    sources = [
+        photo,
+        np.asarray(photo),
+        np.asarray(photo).astype(np.float32) / 255,
+        png,
+        bytearray(png),
+        path,
+        str(path),
+        SimpleNamespace(name=str(path)),  # gradio 3 temp-file wrapper
+        {"path": str(path)},  # gradio 4 FileData
+        {"composite": photo, "layers": []},  # gradio 4 ImageEditor
+        (photo, "a caption"),
+        b64,
+        "data:image/png;base64," + b64,
+    ]
+    for source in sources:
+        out = load_image(source, LABEL)
+        assert out.mode == "RGB" and out.size == photo.size
+        assert np.array_equal(np.asarray(out), np.asarray(photo)), type(source)
+
+
+def test_short_base64_with_slashes_is_not_mistaken_for_a_path():
+    for value in range(256):
+        tiny = Image.new("RGB", (1, 1), (value, 255 - value, 7))
+        b64 = base64.b64encode(_encode(tiny, "PNG")).decode()
+        if "/" in b64:
+            break
+    assert "/" in b64
+    assert load_image(b64, LABEL).getpixel((0, 0)) == (value, 255 - value, 7)
+    wrapped = "data:image/png;base64," + "\n".join(b64[i : i + 20] for i in range(0, len(b64), 20))
+    assert load_image(wrapped, LABEL).getpixel((0, 0)) == (value, 255 - value, 7)
+
+
+def test_float_arrays_follow_the_reference_clip_and_truncation():
+    a = np.array([[[-0.5, 0.5, 2.0]]], np.float32)
+    assert np.asarray(load_image(a, LABEL)).tolist() == [[[0, 127, 255]]]
+
+
+def test_exif_orientation_is_applied():
+    photo = _gradient((40, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = _encode(photo, "PNG", exif=exif)
+    out = load_image(data, LABEL)
+    assert out.size == (30, 40)
+    expected = photo.transpose(Image.Transpose.ROTATE_270)
+    assert np.array_equal(np.asarray(out), np.asarray(expected))
+
+
+def test_alpha_is_composited_on_neutral_grey():
+    rgba = Image.new("RGBA", (4, 2), (255, 0, 0, 255))
+    rgba.putpixel((0, 0), (255, 0, 0, 0))  # fully transparent
+    rgba.putpixel((1, 0), (255, 255, 255, 128))  # half transparent white
+    out = np.asarray(load_image(_encode(rgba, "PNG"), LABEL))
+    assert out[0, 0].tolist() == [127, 127, 127]
+    assert all(190 <= v <= 192 for v in out[0, 1])  # halfway between 127 and 255
+    assert out[1, 3].tolist() == [255, 0, 0]
+    la = Image.new("LA", (2, 1), (200, 0))
+    assert np.asarray(load_image(la, LABEL))[0, 0].tolist() == [127, 127, 127]
+
+
+def test_palette_with_and_without_transparency():
+    p = Image.new("P", (3, 1))
+    p.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    p.putpixel((0, 0), 0)
+    p.putpixel((1, 0), 1)
+    out = np.asarray(load_image(_encode(p, "PNG"), LABEL))
+    assert out[0, 0].tolist() == [10, 20, 30] and out[0, 1].tolist() == [200, 100, 50]
+    out = np.asarray(load_image(_encode(p, "PNG", transparency=0), LABEL))
+    assert out[0, 0].tolist() == [127, 127, 127] and out[0, 1].tolist() == [200, 100, 50]
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # pure red in naive CMYK
+    out = np.asarray(load_image(_encode(cmyk, "JPEG", quality=95), LABEL))
+    r, g, b = out[8, 8].astype(int)
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    values = np.array([[0, 257 * 100, 65535]], np.uint16)
+    i16 = Image.fromarray(values)  # mode I;16
+    assert i16.mode == "I;16"
+    for source in (i16, _encode(i16, "PNG"), values):
+        out = np.asarray(load_image(source, LABEL))
+        assert out[0, :, 0].tolist() == [0, 100, 255], type(source)
+        assert (out[..., 0] == out[..., 1]).all()
+
+
+def test_int32_and_float_modes_are_scaled():
+    i32 = Image.fromarray(np.array([[0, 32768, 65535]], np.int32), "I")
+    assert np.asarray(load_image(i32, LABEL))[0, :, 0].tolist() == [0, 128, 255]
+    f = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32), "F")
+    assert np.asarray(load_image(f, LABEL))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_grey_and_bilevel_become_three_equal_channels():
+    grey = Image.fromarray(np.array([[0, 77, 255]], np.uint8), "L")
+    assert np.asarray(load_image(grey, LABEL))[0].tolist() == [[0] * 3, [77] * 3, [255] * 3]
+    one = Image.new("1", (2, 1), 0)
+    one.putpixel((1, 0), 1)
+    assert np.asarray(load_image(_encode(one, "PNG"), LABEL))[0].tolist() == [[0] * 3, [255] * 3]
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    r, g, b = np.asarray(load_image(data, LABEL))[4, 4].astype(int)
+    assert r > 200 and g < 50 and b < 50
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    _refused(_encode(Image.new("RGB", (40, 30)), "PNG"), "too large", "40x30", "resize")
+    _refused(Image.new("RGB", (40, 30)), "too large")
+
+
+def test_pillows_own_bomb_error_is_translated(monkeypatch):
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", 100
+    )  # header > 2x this -> DecompressionBombError
+    _refused(_encode(Image.new("RGB", (40, 30)), "PNG"), "too large", "resize")
+
+
+def test_corrupt_and_truncated_data_are_refused():
+    _refused(b"this is not an image at all", "not a recognised image format", "JPEG")
+    jpeg = _encode(_gradient((64, 64)), "JPEG")
+    _refused(jpeg[: len(jpeg) // 2], "corrupt or truncated", "re-export")
+    png = _encode(_gradient((64, 64)), "PNG")
+    broken = png[:60] + bytes(len(png) - 60)  # valid header, zeroed data
+    _refused(broken, "corrupt or truncated")
+
+
+def test_empty_missing_and_unsupported_inputs_are_refused(tmp_path):
+    _refused(b"", "empty")
+    _refused(None, "no image")
+    _refused("", "empty")
+    _refused(tmp_path / "nope.jpg", "not found", "nope.jpg")
+    _refused("/no/such/dir/photo.png", "not found")
+    _refused(42, "unsupported input", "int")
+    _refused(np.zeros((5, 5, 7), np.uint8), "not an image", "(5, 5, 7)")
+    _refused(np.zeros((0, 4, 3), np.uint8), "not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    _refused(empty, "empty")
+
+
+def test_bad_base64_is_refused():
+    _refused("not*base64*at*all", "base64")
+    _refused("data:image/png;base64,@@@@", "base64")
+    _refused(base64.b64encode(b"hello world").decode(), "not a recognised image format")
+
+
+def test_labels_and_digest(tmp_path):
+    assert image_label(1, tmp_path / "alice.jpg") == "image 2 (alice.jpg)"
+    assert image_label(0, Image.new("RGB", (1, 1))) == "image 1"
+    assert image_label(2, SimpleNamespace(name="/tmp/gradio/x/bob.png")) == "image 3 (bob.png)"
+    a = _gradient()
+    assert image_digest(a) == image_digest(a.copy())
+    b = a.copy()
+    b.putpixel((0, 0), (1, 2, 3))
+    assert image_digest(a) != image_digest(b)
+    assert image_digest(a) != image_digest(a.convert("L").convert("RGB"))
