@@ -1,0 +1,150 @@
+"""``python -m hyperlora_ext``: the standalone command line.
+
+One function per subcommand (``cmd_<name>(args) -> exit code``), registered in
+:func:`build_parser`. Exit codes: 0 success, 1 a HyperLoRA error or failed check (the message says
+what and how to fix it), 2 bad command-line usage (argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.models import HYPERLORA_MODELS, ModelRoots, default_models_dir
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+MODEL_ALIASES = {"fidelity": HYPERLORA_MODELS[0], "edit": HYPERLORA_MODELS[1]}
+
+
+# ------------------------------------------------------------- shared options
+def add_roots_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that locate the models; every subcommand that needs models adds them."""
+    group = parser.add_argument_group("model folders")
+    group.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="the WebUI's models folder (default: $HYPERLORA_MODELS_DIR, the WebUI's models/ "
+        "when installed as an extension, else ./models)",
+    )
+    group.add_argument("--hyper-lora-dir", type=Path, help="override models/hyper_lora/hyper_lora")
+    group.add_argument("--clip-vit-dir", type=Path, help="override models/hyper_lora/clip_vit")
+    group.add_argument(
+        "--insightface-dir", type=Path, help="override models/insightface (holds models/antelopev2)"
+    )
+
+
+def roots_from_args(args: argparse.Namespace) -> ModelRoots:
+    roots = ModelRoots.from_models_dir(args.models_dir or default_models_dir())
+    overrides = {
+        "hyper_lora": args.hyper_lora_dir,
+        "clip_vit": args.clip_vit_dir,
+        "insightface": args.insightface_dir,
+    }
+    return replace(roots, **{k: v.expanduser() for k, v in overrides.items() if v is not None})
+
+
+# ---------------------------------------------------------------- subcommands
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hyperlora_ext.doctor import doctor, has_errors, render
+
+    checks = doctor(roots_from_args(args), environment=not args.models_only)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        print(render(checks))
+    return EXIT_ERROR if has_errors(checks) else EXIT_OK
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from hyperlora_ext.download import Sources, download, pending, plan_downloads
+
+    roots = roots_from_args(args)
+    sources = Sources(
+        hyperlora=args.hyperlora_repo, clip=args.clip_repo, antelopev2=args.antelopev2_repo
+    )
+    models = [MODEL_ALIASES.get(m, m) for m in args.model or HYPERLORA_MODELS]
+    items = plan_downloads(roots, parts=args.only, models=models, sources=sources)
+    if args.dry_run:
+        for item in items:
+            todo = pending(item, force=args.force)
+            print(f"{item.label} -> {item.folder}")
+            for file in item.files:
+                state = "fetch" if file in todo else "installed"
+                print(f"  [{state:>9}] {file.dest.name}  <- {file.repo_id}: {file.remote}")
+        return EXIT_OK
+    outcomes = download(items, force=args.force, log=print)
+    installed = sum(o.action == "installed" for o in outcomes)
+    print(f"Done: {installed} file(s) installed, {len(outcomes) - installed} already present.")
+    print(f"Check the result with: python -m hyperlora_ext doctor {roots.cli_arguments()}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from hyperlora_ext.download import PARTS, Sources
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hyperlora_ext",
+        description="HyperLoRA identity LoRAs: model setup and standalone tools.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    doctor = commands.add_parser(
+        "doctor", help="show what is installed, where, what is missing and how to fix it"
+    )
+    add_roots_arguments(doctor)
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument("--models-only", action="store_true", help="skip the Python package checks")
+    doctor.set_defaults(func=cmd_doctor)
+
+    defaults = Sources()
+    download = commands.add_parser(
+        "download",
+        help="fetch the HyperLoRA models, CLIP ViT-L/14 and antelopev2 from the Hugging Face Hub",
+        description="Fetch the models into the folder layout the extension reads. Interrupted "
+        "downloads resume; installed files that pass their checks are skipped.",
+    )
+    add_roots_arguments(download)
+    download.add_argument(
+        "--only", nargs="+", choices=PARTS, default=list(PARTS), help="fetch only these parts"
+    )
+    download.add_argument(
+        "--model",
+        action="append",
+        help=f"HyperLoRA model to fetch (repeatable; 'fidelity', 'edit' or a folder name of the "
+        f"source repo; default: both {', '.join(HYPERLORA_MODELS)})",
+    )
+    download.add_argument("--hyperlora-repo", default=defaults.hyperlora, help="%(default)s")
+    download.add_argument("--clip-repo", default=defaults.clip, help="%(default)s")
+    download.add_argument(
+        "--antelopev2-repo",
+        default=defaults.antelopev2,
+        help="a mirror of InsightFace's antelopev2 pack, 'owner/name' or 'owner/name/folder' "
+        "(default: %(default)s)",
+    )
+    download.add_argument(
+        "--force", action="store_true", help="fetch again even when installed files pass checks"
+    )
+    download.add_argument(
+        "--dry-run", action="store_true", help="only show what would be fetched and where"
+    )
+    download.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HyperLoRAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

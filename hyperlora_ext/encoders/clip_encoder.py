@@ -1,0 +1,214 @@
+"""CLIP ViT-L/14 vision encoder returning ``hidden_states[-2]`` (reference §4.5).
+
+Accepted layouts:
+* a folder with ``config.json`` + ``model.safetensors`` of the full openai/clip-vit-large-patch14
+  (CLIPConfig, text tower included): only the vision tower's weights are read;
+* a folder with a CLIPVisionConfig (``CLIPVisionModel`` / ``...WithProjection``);
+* a single ``.safetensors`` file of the vision tower (``vision_model.*`` keys, as WebUI users
+  keep in ``models/clip_vision/``): the config is built in code with the ViT-L/14 settings, sizes
+  taken from the tensor shapes.
+
+HyperLoRA only needs the output of the second-to-last encoder layer, so the model is built without
+the last layer (its weights are never read) and ``last_hidden_state`` is exactly that output.
+transformers is imported lazily; nothing here contacts a model hub.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engine.checkpoint import open_safetensors
+from ..errors import CheckpointError, ModelNotFoundError
+
+REQUIRED_ENCODER = "CLIP ViT-L/14 vision encoder (openai/clip-vit-large-patch14)"
+VIT_L14 = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+)
+_KNOWN_WIDTHS = {768: "ViT-B", 1024: "ViT-L/14", 1280: "ViT-H/14", 1664: "ViT-bigG/14"}
+_PREFIX = "vision_model."
+_TOWER_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
+_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
+_PATCH = "embeddings.patch_embedding.weight"
+
+
+def heads_for_width(hidden_size: int) -> int:
+    """Attention heads of a CLIP vision tower of this width: 64-wide heads (ViT-L/14: 16 heads).
+
+    Test-size towers narrower than 64 use 16-wide heads.
+    """
+    return hidden_size // 64 if hidden_size >= 64 else max(1, hidden_size // 16)
+
+
+class ClipVisionEncoder:
+    """A loaded CLIP vision tower; ``encode`` gives the tokens HyperLoRA's resampler reads."""
+
+    def __init__(self, model: Any, source: Path):
+        self.model = model
+        self.source = source
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @torch.no_grad()
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 224, 224) CLIP-normalised pixels -> (N, 257, hidden) ``hidden_states[-2]``."""
+        pixels = pixel_values.to(self.device, self.dtype)
+        return self.model(pixel_values=pixels).last_hidden_state
+
+    def to(self, device: torch.device | str) -> ClipVisionEncoder:
+        self.model.to(device)
+        return self
+
+
+def load_clip_vision(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    expected_hidden_size: int = 1024,
+) -> ClipVisionEncoder:
+    """Load the CLIP vision tower from a HuggingFace folder or a single safetensors file."""
+    path = Path(path)
+    if path.is_dir():
+        weights_path = path / "model.safetensors"
+        config = _folder_config(path)
+    elif path.is_file() and path.suffix == ".safetensors":
+        weights_path, config = path, None
+    else:
+        raise ModelNotFoundError(
+            f"{path}: no CLIP vision encoder here; expected a folder with config.json and "
+            f"model.safetensors, or a .safetensors file, of the {REQUIRED_ENCODER}"
+        )
+    with open_safetensors(weights_path) as handle:
+        shapes = _vision_shapes(weights_path, handle)
+        if config is None:
+            config = _config_from_shapes(weights_path, shapes)
+        _check_width(path, config.hidden_size, expected_hidden_size)
+        _check_width(path, shapes[_PATCH][0], expected_hidden_size)
+        model = _build(config, handle, shapes, weights_path, torch.device(device), dtype)
+    return ClipVisionEncoder(model, path)
+
+
+def _folder_config(folder: Path):
+    from transformers import CLIPVisionConfig
+
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"{folder}: config.json is missing; download the {REQUIRED_ENCODER} folder "
+            "(config.json + model.safetensors)"
+        )
+    try:  # a CLIPConfig folder yields its vision_config
+        return CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{folder / 'config.json'}: not a CLIP config ({error})") from error
+
+
+def _tower_keys(handle: Any) -> dict[str, str]:
+    """Vision-tower keys relative to the tower (``embeddings.*``, ``encoder.*``) -> file keys."""
+    names = {}
+    keys = handle.keys()  # a safe_open handle is not iterable
+    for key in keys:
+        name = key.removeprefix(_PREFIX)
+        if name.startswith(_TOWER_PARTS) and not name.endswith("position_ids"):
+            names[name] = key
+    return names
+
+
+def _vision_shapes(path: Path, handle: Any) -> dict[str, tuple[int, ...]]:
+    """Tower-relative vision keys -> shapes, from the header."""
+    shapes = {
+        name: tuple(handle.get_slice(key).get_shape()) for name, key in _tower_keys(handle).items()
+    }
+    if _PATCH not in shapes:
+        raise CheckpointError(
+            f"{path}: no CLIP vision-tower weights (transformers 'vision_model.*' keys) found; "
+            f"HyperLoRA needs the {REQUIRED_ENCODER} in transformers format"
+        )
+    return shapes
+
+
+def _config_from_shapes(path: Path, shapes: dict[str, tuple[int, ...]]):
+    """ViT-L/14 settings with the sizes a single vision-tower file reveals."""
+    from transformers import CLIPVisionConfig
+
+    hidden, _, patch, _ = shapes[_PATCH]
+    positions = shapes.get("embeddings.position_embedding.weight", (0,))[0]
+    layers = {int(m[1]) for k in shapes if (m := _LAYER.match(k))}
+    fc1 = shapes.get("encoder.layers.0.mlp.fc1.weight")
+    if not layers or fc1 is None or positions < 2:
+        raise CheckpointError(f"{path}: incomplete CLIP vision tower (no encoder layers found)")
+    grid = round((positions - 1) ** 0.5)
+    settings = VIT_L14 | dict(
+        hidden_size=hidden,
+        intermediate_size=fc1[0],
+        num_hidden_layers=max(layers) + 1,
+        num_attention_heads=heads_for_width(hidden),
+        patch_size=patch,
+        image_size=grid * patch,
+    )
+    return CLIPVisionConfig(**settings)
+
+
+def _check_width(path: Path, hidden: int, expected: int) -> None:
+    if hidden != expected:
+        kind = _KNOWN_WIDTHS.get(hidden, "an unknown CLIP")
+        raise CheckpointError(
+            f"{path}: this CLIP vision encoder has hidden size {hidden} ({kind}); HyperLoRA needs "
+            f"the {REQUIRED_ENCODER}, hidden size {expected}"
+        )
+
+
+def _build(config, handle: Any, shapes: dict, path: Path, device: torch.device, dtype):
+    """Vision tower without its last layer, weights assigned straight from the file."""
+    from transformers import CLIPVisionModel
+
+    config.num_hidden_layers -= 1  # hidden_states[-2] is the output of the second-to-last layer
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        model = CLIPVisionModel(config)
+    # transformers 4.x nests the tower in .vision_model; 5.x flattens it into the model
+    tower = getattr(model, "vision_model", model)
+    expected = {k: tuple(v.shape) for k, v in tower.state_dict().items() if "position_ids" not in k}
+    dropped = f"encoder.layers.{config.num_hidden_layers}."
+    problems = [f"missing key {k!r}" for k in expected if k not in shapes]
+    problems += [
+        f"key {k!r}: expected shape {list(s)}, found {list(shapes[k])}"
+        for k, s in expected.items()
+        if k in shapes and shapes[k] != s
+    ]
+    problems += [
+        f"unexpected key {k!r}" for k in shapes if k not in expected and not k.startswith(dropped)
+    ]
+    if problems:
+        raise CheckpointError(f"{path} is not a {REQUIRED_ENCODER} ({'; '.join(problems[:5])})")
+    names = _tower_keys(handle)
+    state = {k: handle.get_tensor(names[k]).to(device=device, dtype=dtype) for k in expected}
+    tower.load_state_dict(state, strict=False, assign=True)
+    embeddings = tower.embeddings
+    positions = embeddings.position_embedding.num_embeddings
+    embeddings.register_buffer(
+        "position_ids", torch.arange(positions, device=device).expand((1, -1)), persistent=False
+    )
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:  # a transformers version with tensors this loader does not know about
+        raise CheckpointError(f"{path}: no weights for {leftover[:3]} in this CLIP vision model")
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,109 @@
+"""The LoRA bases of ``hyper_lora_modules.safetensors`` and their mixing (reference §3.3, §4.6).
+
+Each of the M x 4 attention linears has a down basis (H, in, r) and an up basis (H, r, out); a
+LoRA matrix is a linear combination of its H basis matrices with coefficients taken from one
+resampler token. Bases of the same width are stored together in one (G, H, r*width) tensor per
+group, filled tensor by tensor straight from the file (cast once, no second copy), and laid out
+so that mixing a whole group is one ``bmm`` that reads every basis once and yields each
+``lora_down`` (r, in) / ``lora_up`` (out, r) as a contiguous slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .checkpoint import ModuleSpec, Shape
+
+# Layer names in the file, in the reference's order; "to_out" becomes "to_out_0" in LoRA keys.
+LAYERS = ("to_q", "to_k", "to_v", "to_out")
+TOKENS_PER_MODULE = 2 * len(LAYERS)  # one down token and one up token per layer
+
+
+def layer_widths(spec: ModuleSpec, layer: str) -> tuple[int, int]:
+    """(in_features, out_features) of one attention linear."""
+    return (spec.kv_in if layer in ("to_k", "to_v") else spec.hidden_size), spec.hidden_size
+
+
+def expected_shapes(specs: list[ModuleSpec], hyper_dim: int, rank: int) -> dict[str, Shape]:
+    shapes: dict[str, Shape] = {}
+    for index, spec in enumerate(specs):
+        for layer in LAYERS:
+            width_in, width_out = layer_widths(spec, layer)
+            shapes[f"{index}.{layer}.id_down_basis"] = (hyper_dim, width_in, rank)
+            shapes[f"{index}.{layer}.id_up_basis"] = (hyper_dim, rank, width_out)
+    return shapes
+
+
+@dataclass
+class _Group:
+    """All bases of one direction ("down" / "up") and one width."""
+
+    direction: str
+    width: int
+    keys: list[str] = field(default_factory=list)  # file keys, in member order
+    members: list[tuple[int, int]] = field(default_factory=list)  # (module, layer) indices
+    tokens: list[int] = field(default_factory=list)  # resampler token driving each member
+    bases: torch.Tensor | None = None  # (G, H, r * width)
+    token_index: torch.Tensor | None = None
+
+
+class BasisBank:
+    """Grouped bases of every module, and the mixing of resampler tokens into LoRA matrices."""
+
+    def __init__(self, specs: list[ModuleSpec], hyper_dim: int, rank: int):
+        self.hyper_dim, self.rank = hyper_dim, rank
+        groups: dict[tuple[str, int], _Group] = {}
+        for module, spec in enumerate(specs):
+            for layer_index, layer in enumerate(LAYERS):
+                width_in, width_out = layer_widths(spec, layer)
+                token = TOKENS_PER_MODULE * module + 2 * layer_index
+                for direction, width, offset in (("down", width_in, 0), ("up", width_out, 1)):
+                    group = groups.setdefault((direction, width), _Group(direction, width))
+                    group.keys.append(f"{module}.{layer}.id_{direction}_basis")
+                    group.members.append((module, layer_index))
+                    group.tokens.append(token + offset)
+        self.groups = list(groups.values())
+
+    def load(self, handle: Any, dtype: torch.dtype, device: torch.device) -> BasisBank:
+        """Fill the group tensors from an open safetensors file, one basis at a time."""
+        h, r = self.hyper_dim, self.rank
+        for group in self.groups:
+            group.bases = torch.empty(
+                (len(group.keys), h, r * group.width), dtype=dtype, device=device
+            )
+            group.token_index = torch.tensor(group.tokens, device=device)
+            for slot, key in zip(group.bases, group.keys, strict=True):
+                # down (H, in, r) -> (H, r, in); up (H, r, out) -> (H, out, r): the same transpose
+                slot.view(h, -1, group.width if group.direction == "down" else r).copy_(
+                    handle.get_tensor(key).transpose(1, 2)
+                )
+        return self
+
+    def mix(self, tokens: torch.Tensor) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+        """LoRA matrices for resampler ``tokens`` (Q, H) in the bases' dtype and device.
+
+        Returns {(module, layer): {"down": (r, in), "up": (out, r)}} on the CPU, each matrix
+        contiguous with its own storage (safetensors refuses to save tensors sharing memory).
+        """
+        result: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        for group in self.groups:
+            coefficients = tokens.index_select(0, group.token_index).unsqueeze(1)  # (G, 1, H)
+            mixed = torch.bmm(coefficients, group.bases).squeeze(1).cpu()  # (G, r * width)
+            shape = (
+                (self.rank, group.width) if group.direction == "down" else (group.width, self.rank)
+            )
+            for member, row in zip(group.members, mixed, strict=True):
+                result.setdefault(member, {})[group.direction] = row.view(shape).clone()
+        return result
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for g in self.groups for t in (g.bases, g.token_index) if t is not None]
+
+    def to(self, device: torch.device | str) -> BasisBank:
+        for group in self.groups:
+            group.bases = group.bases.to(device)
+            group.token_index = group.token_index.to(device)
+        return self

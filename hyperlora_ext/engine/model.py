@@ -1,0 +1,211 @@
+"""HyperLoRAModel: a loaded model folder that turns face embeddings into an identity LoRA.
+
+``load_hyperlora`` validates the headers of all three safetensors files first (cheap), then reads
+each tensor once, casting it straight into its final place. ``predict_lora`` runs the reference
+pipeline of §7: ID projector -> resampler (batch mean over the photos) -> basis mixing, and
+returns the kohya LoRA dict.
+"""
+
+from __future__ import annotations
+
+import platform
+from contextlib import ExitStack
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from ..lora_format import LORA_PARTS
+from .bases import TOKENS_PER_MODULE, BasisBank, expected_shapes
+from .checkpoint import (
+    BASES_FILE,
+    ID_PROJECTOR_FILE,
+    MODULES_JSON,
+    RESAMPLER_FILE,
+    ModuleSpec,
+    check_state,
+    header_shapes,
+    open_safetensors,
+    read_module_specs,
+    shape_of,
+)
+from .id_projector import IdProjector
+from .resampler import DEFAULT_DIM_HEAD, Resampler, ResamplerConfig
+
+
+@cache
+def _cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 dot products (x86 AVX512-BF16 / AMX, Arm BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            words = set(cpuinfo.read().split())
+    except OSError:  # not Linux: Windows / macOS CPUs are treated as lacking fast bf16
+        return False
+    x86 = {"avx512_bf16", "amx_bf16"}
+    arm = {"bf16"} if platform.machine().lower() in ("aarch64", "arm64") else set()
+    return bool(words & (x86 | arm))
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """The fastest dtype that keeps quality for ``device``.
+
+    GPUs: float16 (the reference's default). CPUs: bfloat16 where the CPU has native bf16
+    instructions (there bf16 matmuls run about 2x faster than float32), else float32. float16 is
+    never the CPU default: CPU fp16 matmuls are about 10x slower than bf16 (see bench/README.md).
+    """
+    if torch.device(device).type != "cpu":
+        return torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+class HyperLoRAModel:
+    """A loaded HyperLoRA model (ID projector, resampler, grouped LoRA bases)."""
+
+    def __init__(
+        self,
+        specs: list[ModuleSpec],
+        id_projector: IdProjector,
+        resampler: Resampler,
+        bank: BasisBank,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        self.specs = specs
+        self.id_projector = id_projector
+        self.resampler = resampler
+        self.bank = bank
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def module_names(self) -> list[str]:
+        """LoRA name prefixes, in the JSON's key order."""
+        return [spec.name for spec in self.specs]
+
+    @property
+    def embedding_dim(self) -> int:
+        """Hidden size of the CLIP vision tokens this model expects (E)."""
+        return self.resampler.config.embedding_dim
+
+    @property
+    def id_embed_dim(self) -> int:
+        return self.id_projector.input_dim
+
+    @property
+    def rank(self) -> int:
+        return self.bank.rank
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return self.id_projector.tensors() + self.resampler.tensors() + self.bank.tensors()
+
+    def nbytes(self) -> int:
+        """Bytes held by the model's tensors."""
+        return sum(t.numel() * t.element_size() for t in self._tensors())
+
+    def to(self, device: torch.device | str) -> HyperLoRAModel:
+        """Move every tensor to ``device`` in place (e.g. to the CPU between jobs); returns self."""
+        device = torch.device(device)
+        self.id_projector.to(device)
+        self.resampler.to(device)
+        self.bank.to(device)
+        self.device = device
+        return self
+
+    @torch.no_grad()
+    def predict_lora(
+        self, id_embeds: torch.Tensor, clip_hidden_states: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The identity LoRA of N photos, in kohya keys (reference §4.7 order and dtypes).
+
+        ``id_embeds``: (N, 512) or (N, 1, 512) normalised ArcFace embeddings;
+        ``clip_hidden_states``: (N, S, E) CLIP ViT-L/14 ``hidden_states[-2]`` (S = 257).
+        Row i of both is photo i.
+        """
+        embeds, clip = self._check_inputs(id_embeds, clip_hidden_states)
+        id_tokens = self.id_projector(embeds.to(self.device, self.dtype))
+        tokens = self.resampler(id_tokens, clip.to(self.device, self.dtype))
+        matrices = self.bank.mix(tokens.to(self.dtype))
+        alpha = float(self.rank) * 0.5
+        lora: dict[str, torch.Tensor] = {}
+        for module, spec in enumerate(self.specs):
+            for layer, part in enumerate(LORA_PARTS):
+                pair = matrices[(module, layer)]
+                key = f"{spec.name}_{part}"
+                lora[f"{key}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
+                lora[f"{key}.lora_down.weight"] = pair["down"]
+                lora[f"{key}.lora_up.weight"] = pair["up"]
+        return lora
+
+    def _check_inputs(self, id_embeds: torch.Tensor, clip: torch.Tensor):
+        width = self.id_embed_dim
+        if id_embeds.dim() == 3 and id_embeds.shape[1] == 1:
+            id_embeds = id_embeds[:, 0]
+        if id_embeds.dim() != 2 or id_embeds.shape[1] != width or id_embeds.shape[0] == 0:
+            raise ValueError(
+                f"id_embeds must be (N, {width}) or (N, 1, {width}) with N >= 1, "
+                f"got {list(id_embeds.shape)}"
+            )
+        n, e = id_embeds.shape[0], self.embedding_dim
+        if clip.dim() != 3 or clip.shape[0] != n or clip.shape[2] != e:
+            raise ValueError(
+                f"clip_hidden_states must be ({n}, tokens, {e}) to match {n} id_embeds, "
+                f"got {list(clip.shape)}"
+            )
+        return id_embeds, clip
+
+
+def load_hyperlora(
+    folder: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    *,
+    dim_head: int = DEFAULT_DIM_HEAD,
+) -> HyperLoRAModel:
+    """Load a released HyperLoRA model folder (e.g. ``sdxl_hyper_id_lora_v1_fidelity/``).
+
+    ``dtype=None`` picks :func:`default_dtype` for ``device``. Raises CheckpointError naming the
+    file, key and expected vs found shape when anything is missing or does not match.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: HyperLoRA model folder not found")
+    device = torch.device(device)
+    dtype = dtype or default_dtype(device)
+    specs = read_module_specs(folder / MODULES_JSON)
+    paths = {name: folder / name for name in (RESAMPLER_FILE, ID_PROJECTOR_FILE, BASES_FILE)}
+    with ExitStack() as stack:
+        files = {name: stack.enter_context(open_safetensors(p)) for name, p in paths.items()}
+        shapes = {name: header_shapes(paths[name], f) for name, f in files.items()}
+        config, rank = _check_headers(paths, shapes, specs, dim_head)
+        resampler = Resampler(config, _read_all(files, shapes, RESAMPLER_FILE), dtype, device)
+        num_tokens = shapes[ID_PROJECTOR_FILE]["0.weight"][0] // config.embedding_dim
+        weights = _read_all(files, shapes, ID_PROJECTOR_FILE)
+        projector = IdProjector(weights, num_tokens, dtype, device)
+        bank = BasisBank(specs, config.output_dim, rank).load(files[BASES_FILE], dtype, device)
+    return HyperLoRAModel(specs, projector, resampler, bank, device, dtype)
+
+
+def _read_all(files, shapes, name: str) -> dict[str, torch.Tensor]:
+    """All tensors of one small file (resampler, ID projector), in the file's dtype."""
+    return {key: files[name].get_tensor(key) for key in shapes[name]}
+
+
+def _check_headers(paths, shapes, specs, dim_head) -> tuple[ResamplerConfig, int]:
+    """Validate all three files against each other before any tensor data is read."""
+    path = paths[RESAMPLER_FILE]
+    config = ResamplerConfig.from_shapes(path, shapes[RESAMPLER_FILE], dim_head)
+    check_state(path, shapes[RESAMPLER_FILE], config.expected_shapes())
+    if config.num_queries != TOKENS_PER_MODULE * len(specs):
+        raise CheckpointError(
+            f"{path}: 'latents' has {config.num_queries} queries but {MODULES_JSON} lists "
+            f"{len(specs)} modules ({TOKENS_PER_MODULE} queries each, expected "
+            f"{TOKENS_PER_MODULE * len(specs)}); the files come from different models"
+        )
+    path = paths[ID_PROJECTOR_FILE]
+    found = shapes[ID_PROJECTOR_FILE]
+    check_state(path, found, IdProjector.expected_shapes(path, found, config.embedding_dim))
+    path = paths[BASES_FILE]
+    rank = shape_of(path, shapes[BASES_FILE], "0.to_q.id_down_basis", 3)[2]
+    check_state(path, shapes[BASES_FILE], expected_shapes(specs, config.output_dim, rank))
+    return config, rank

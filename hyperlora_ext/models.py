@@ -1,0 +1,447 @@
+"""Model roots and registry: where the HyperLoRA models, CLIP ViT-L/14 and antelopev2 live.
+
+The default layout is the one users already have from the official ComfyUI plugin, placed under the
+WebUI's ``models/`` folder::
+
+    models/
+      hyper_lora/
+        hyper_lora/<name>/      hyper_lora_modules.json, hyper_lora_modules.safetensors,
+                                resampler.safetensors, id_projector.safetensors
+        clip_vit/<name>/        config.json, model.safetensors (openai/clip-vit-large-patch14)
+      clip_vision/<file>.safetensors   optional single-file CLIP ViT-L/14 vision encoders
+      insightface/models/antelopev2/   *.onnx (or the zip's nested antelopev2/antelopev2/)
+
+Model names are plain folder or file names, never paths: :func:`safe_child` rejects anything that
+would leave its root. Every "not found" error says what is missing and where it should go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperlora_ext.errors import InvalidNameError, ModelNotFoundError
+
+HYPERLORA_MODELS = ("sdxl_hyper_id_lora_v1_fidelity", "sdxl_hyper_id_lora_v1_edit")
+DEFAULT_CLIP = "clip_vit_large_14"  # the folder name the official plugin's instructions use
+ANTELOPEV2 = "antelopev2"
+CLIP_L14_WIDTH = 1024
+CLIP_L14_LAYERS = 24
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file a model folder must hold, and how to tell that it is the right file."""
+
+    name: str
+    tensors: tuple[str, ...] = ()  # names a .safetensors file must contain (header only)
+    min_bytes: int = 1  # anything smaller is a broken download (e.g. a Git LFS pointer)
+
+
+HYPERLORA_FILES = (
+    FileSpec("hyper_lora_modules.json"),
+    FileSpec(
+        "hyper_lora_modules.safetensors",
+        (
+            "0.to_q.id_down_basis",
+            "0.to_k.id_down_basis",
+            "0.to_v.id_up_basis",
+            "0.to_out.id_up_basis",
+        ),
+    ),
+    FileSpec(
+        "resampler.safetensors",
+        ("latents", "proj_in.weight", "proj_in_2.weight", "proj_out.weight"),
+    ),
+    FileSpec("id_projector.safetensors", ("0.weight", "0.bias", "2.weight", "2.bias")),
+)
+CLIP_FILES = (
+    FileSpec("config.json"),
+    FileSpec(
+        "model.safetensors",
+        ("vision_model.embeddings.patch_embedding.weight", "vision_model.post_layernorm.weight"),
+    ),
+)
+# FaceAnalyzer uses the detector, the 106-point landmarks and the recognition model; the other two
+# files belong to the complete pack (other extensions sharing the folder use them).
+ANTELOPEV2_REQUIRED = ("scrfd_10g_bnkps.onnx", "2d106det.onnx", "glintr100.onnx")
+ANTELOPEV2_FILES = (*ANTELOPEV2_REQUIRED, "1k3d68.onnx", "genderage.onnx")
+
+
+_ROOT_OPTIONS = (
+    ("--hyper-lora-dir", "hyper_lora"),
+    ("--clip-vit-dir", "clip_vit"),
+    ("--insightface-dir", "insightface"),
+)
+
+
+@dataclass(frozen=True)
+class ModelRoots:
+    """The folders the registry searches. ``models_dir`` is only used to phrase hints."""
+
+    hyper_lora: Path
+    clip_vit: Path
+    insightface: Path  # the insightface root: antelopev2 lives in <insightface>/models/antelopev2
+    clip_vision_files: Path | None = None
+    models_dir: Path | None = None
+
+    @classmethod
+    def from_models_dir(cls, models_dir: str | Path) -> ModelRoots:
+        models = Path(models_dir).expanduser()
+        return cls(
+            hyper_lora=models / "hyper_lora" / "hyper_lora",
+            clip_vit=models / "hyper_lora" / "clip_vit",
+            insightface=models / "insightface",
+            clip_vision_files=models / "clip_vision",
+            models_dir=models,
+        )
+
+    @property
+    def antelopev2(self) -> Path:
+        """Where the antelopev2 pack is installed (the flat layout)."""
+        return self.insightface / "models" / ANTELOPEV2
+
+    def cli_arguments(self) -> str:
+        """The command-line options that select these roots (for hints users can paste)."""
+        models = self.models_dir or self.hyper_lora.parent.parent
+        text = f"--models-dir {_quote(models)}"
+        default = ModelRoots.from_models_dir(models)
+        for option, field in _ROOT_OPTIONS:
+            if getattr(self, field) != getattr(default, field):
+                text += f" {option} {_quote(getattr(self, field))}"
+        return text
+
+    def download_hint(self) -> str:
+        return f"python -m hyperlora_ext download {self.cli_arguments()}"
+
+
+def default_models_dir() -> Path:
+    """The WebUI's ``models/`` folder when this package sits in ``<webui>/extensions/<ext>/``.
+
+    ``HYPERLORA_MODELS_DIR`` overrides it; outside a WebUI it is ``./models``.
+    """
+    env = os.environ.get("HYPERLORA_MODELS_DIR")
+    if env:
+        return Path(env).expanduser()
+    extension = Path(__file__).resolve().parent.parent
+    if extension.parent.name == "extensions":
+        return extension.parent.parent / "models"
+    return Path.cwd() / "models"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the registry found for one model: where, and which of its files are missing or bad."""
+
+    kind: str  # "hyperlora" | "clip" | "antelopev2"
+    name: str
+    path: Path
+    missing: tuple[str, ...] = ()  # file names absent or empty
+    problem: str = ""  # anything else (e.g. a symlink leaving the root)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.problem
+
+
+# --------------------------------------------------------------------------- names
+def safe_child(root: str | Path, name: str) -> Path:
+    """``root / name`` for a plain ``name``; InvalidNameError for anything leaving ``root``.
+
+    Rejected: empty names, ``.``/``..``, path separators of any platform, drive letters, NUL and
+    control characters, and entries (e.g. symlinks) that resolve to somewhere outside ``root``.
+    """
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise InvalidNameError(f"invalid model name {name!r}: expected a plain, non-empty name")
+    if name in (".", "..") or any(c in name for c in "/\\:") or not name.isprintable():
+        raise InvalidNameError(
+            f"invalid model name {name!r}: a model name is a folder or file name inside "
+            f"{root}, not a path (no '/', '\\', ':', '..' or control characters)"
+        )
+    root = Path(root)
+    child = root / name
+    if child.exists() or child.is_symlink():
+        try:
+            real_root, real_child = root.resolve(), child.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise InvalidNameError(f"model {name!r} in {root} cannot be resolved: {exc}") from exc
+        if real_child == real_root or not real_child.is_relative_to(real_root):
+            raise InvalidNameError(
+                f"model {name!r} in {root} points to {real_child}, outside its folder; "
+                f"move the files into {child} or set the model folder to where they are"
+            )
+    return child
+
+
+# ----------------------------------------------------------------- file checks
+def missing_files(folder: Path, specs: Sequence[FileSpec]) -> tuple[str, ...]:
+    """Names of the files that are absent, not regular files, or empty."""
+    return tuple(
+        spec.name
+        for spec in specs
+        if not (folder / spec.name).is_file() or (folder / spec.name).stat().st_size == 0
+    )
+
+
+def check_file(path: Path, spec: FileSpec, expected_size: int | None = None) -> str | None:
+    """What is wrong with one model file, or None. Reads only the safetensors header."""
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        return f"{path} has {size} bytes, the source lists {expected_size}"
+    if size < spec.min_bytes:
+        return f"{path} has only {size} bytes, expected at least {spec.min_bytes}"
+    if path.suffix == ".json":
+        return _check_json(path)
+    if path.suffix == ".safetensors":
+        return _check_safetensors(path, spec.tensors)
+    return None
+
+
+def _check_json(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"{path} is not valid JSON ({exc})"
+    if not isinstance(data, dict) or not data:
+        return f"{path} should hold a non-empty JSON object"
+    return None
+
+
+def _check_safetensors(path: Path, tensors: Sequence[str]) -> str | None:
+    keys = safetensors_keys(path)
+    if keys is None:
+        return f"{path} is not a complete safetensors file (truncated or not safetensors)"
+    absent = [name for name in tensors if name not in keys]
+    if absent:
+        return f"{path} lacks the tensor(s) {', '.join(absent)}: it is not the expected model file"
+    return None
+
+
+def safetensors_keys(path: Path) -> set[str] | None:
+    """Tensor names from the header, or None when the file is not a complete safetensors file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return set(handle.keys())
+    except Exception:  # safetensors raises its own error types for truncated / foreign files
+        return None
+
+
+# ------------------------------------------------------------------- HyperLoRA
+def inspect_hyperlora(roots: ModelRoots) -> list[ModelStatus]:
+    """Every model folder under ``roots.hyper_lora`` (complete or not), sorted by name."""
+    return [_hyperlora_status(roots, name) for name in _entries(roots.hyper_lora, dirs=True)]
+
+
+def _hyperlora_status(roots: ModelRoots, name: str) -> ModelStatus:
+    try:
+        folder = safe_child(roots.hyper_lora, name)
+    except InvalidNameError as exc:
+        return ModelStatus("hyperlora", name, roots.hyper_lora / name, problem=str(exc))
+    return ModelStatus("hyperlora", name, folder, missing_files(folder, HYPERLORA_FILES))
+
+
+def list_hyperlora_models(roots: ModelRoots) -> list[str]:
+    """Names of the complete HyperLoRA model folders."""
+    return [s.name for s in inspect_hyperlora(roots) if s.complete]
+
+
+def resolve_hyperlora(roots: ModelRoots, name: str) -> Path:
+    """The folder of HyperLoRA model ``name``; explains what is missing and where it goes."""
+    installed = list_hyperlora_models(roots)
+    if not name:
+        raise ModelNotFoundError(
+            f"no HyperLoRA model chosen; installed: {_names(installed)} (in {roots.hyper_lora})"
+        )
+    folder = safe_child(roots.hyper_lora, name)
+    needed = ", ".join(spec.name for spec in HYPERLORA_FILES)
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"HyperLoRA model {name!r} not found: there is no folder {folder}. "
+            f"Installed: {_names(installed)}. A model is a folder {roots.hyper_lora}/<name>/ "
+            f"holding {needed}. To fetch the released models run: {roots.download_hint()}"
+        )
+    missing = missing_files(folder, HYPERLORA_FILES)
+    if missing:
+        raise ModelNotFoundError(
+            f"HyperLoRA model {name!r} in {folder} is incomplete: missing or empty "
+            f"{', '.join(missing)}. Put them into {folder} (from the model's folder in the "
+            f"bytedance-research/HyperLoRA repository) or run: {roots.download_hint()}"
+        )
+    return folder
+
+
+# ------------------------------------------------------------------------ CLIP
+def inspect_clip(roots: ModelRoots) -> list[ModelStatus]:
+    """CLIP folders under ``roots.clip_vit`` and ViT-L/14 files in ``roots.clip_vision_files``."""
+    found = []
+    for name in _entries(roots.clip_vit, dirs=True):
+        try:
+            folder = safe_child(roots.clip_vit, name)
+        except InvalidNameError as exc:
+            found.append(ModelStatus("clip", name, roots.clip_vit / name, problem=str(exc)))
+            continue
+        found.append(ModelStatus("clip", name, folder, missing_files(folder, CLIP_FILES)))
+    files = roots.clip_vision_files
+    if files is not None:
+        for name in _entries(files, dirs=False):
+            if not name.endswith(".safetensors"):
+                continue
+            try:
+                path = safe_child(files, name)
+            except InvalidNameError as exc:
+                found.append(ModelStatus("clip", name, files / name, problem=str(exc)))
+                continue
+            if is_clip_l14_file(path):  # clip_vision also holds ViT-H/bigG files for IP-Adapter
+                found.append(ModelStatus("clip", name, path))
+    return found
+
+
+def list_clip_encoders(roots: ModelRoots) -> list[str]:
+    """Names of the usable CLIP ViT-L/14 encoders: folder names first, then single files."""
+    return [s.name for s in inspect_clip(roots) if s.complete]
+
+
+def resolve_clip(roots: ModelRoots, name: str | None = None) -> Path:
+    """The CLIP ViT-L/14 folder (or single file) ``name``; None picks the installed one."""
+    if not name:
+        return _default_clip(roots)
+    if name.endswith(".safetensors"):
+        return _resolve_clip_file(roots, name)
+    folder = safe_child(roots.clip_vit, name)
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"CLIP encoder {name!r} not found: there is no folder {folder}. "
+            f"Installed: {_names(list_clip_encoders(roots))}. {_clip_help(roots)}"
+        )
+    missing = missing_files(folder, CLIP_FILES)
+    if missing:
+        raise ModelNotFoundError(
+            f"CLIP encoder folder {folder} is incomplete: missing or empty {', '.join(missing)}. "
+            f"{_clip_help(roots)}"
+        )
+    return folder
+
+
+def _resolve_clip_file(roots: ModelRoots, name: str) -> Path:
+    if roots.clip_vision_files is None:
+        raise ModelNotFoundError(
+            f"CLIP encoder {name!r} is a single file, but no single-file folder is configured. "
+            f"{_clip_help(roots)}"
+        )
+    path = safe_child(roots.clip_vision_files, name)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"CLIP encoder {name!r} not found: there is no file {path}. "
+            f"Installed: {_names(list_clip_encoders(roots))}. {_clip_help(roots)}"
+        )
+    if not is_clip_l14_file(path):
+        raise ModelNotFoundError(
+            f"{path} is not a CLIP ViT-L/14 vision encoder in HuggingFace format (24 layers "
+            f"of width 1024, 'vision_model.*' tensors), which HyperLoRA needs. {_clip_help(roots)}"
+        )
+    return path
+
+
+def _default_clip(roots: ModelRoots) -> Path:
+    usable = [s for s in inspect_clip(roots) if s.complete]
+    for status in usable:
+        if status.name == DEFAULT_CLIP:
+            return status.path
+    if usable:
+        return usable[0].path
+    incomplete = [s for s in inspect_clip(roots) if s.missing]
+    detail = "".join(f" {s.path} lacks {', '.join(s.missing)}." for s in incomplete)
+    raise ModelNotFoundError(f"no CLIP ViT-L/14 vision encoder found.{detail} {_clip_help(roots)}")
+
+
+def _clip_help(roots: ModelRoots) -> str:
+    where = f"{roots.clip_vit / DEFAULT_CLIP}/ with config.json and model.safetensors"
+    single = (
+        f", or a single-file ViT-L/14 vision encoder in {roots.clip_vision_files}/"
+        if roots.clip_vision_files is not None
+        else ""
+    )
+    return (
+        f"HyperLoRA needs openai/clip-vit-large-patch14 in {where}{single}. "
+        f"To fetch it run: {roots.download_hint()}"
+    )
+
+
+def is_clip_l14_file(path: Path) -> bool:
+    """True for a HuggingFace-format CLIP ViT-L/14 vision checkpoint (checked from the header)."""
+    from safetensors import safe_open
+
+    last, beyond = f"vision_model.encoder.layers.{CLIP_L14_LAYERS - 1}.", "vision_model.encoder."
+    beyond += f"layers.{CLIP_L14_LAYERS}."
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            keys = set(handle.keys())
+            patch = "vision_model.embeddings.patch_embedding.weight"
+            if patch not in keys:
+                return False
+            shape = handle.get_slice(patch).get_shape()
+    except Exception:  # not a readable safetensors file
+        return False
+    has_last = any(k.startswith(last) for k in keys)
+    has_beyond = any(k.startswith(beyond) for k in keys)
+    return has_last and not has_beyond and list(shape) == [CLIP_L14_WIDTH, 3, 14, 14]
+
+
+# ------------------------------------------------------------------ antelopev2
+def inspect_antelopev2(roots: ModelRoots) -> ModelStatus:
+    """The antelopev2 pack: the flat layout, else the nested one the official zip unpacks to."""
+    flat = roots.antelopev2
+    for folder in (flat, flat / ANTELOPEV2):
+        if folder.is_dir() and any(folder.glob("*.onnx")):
+            return ModelStatus("antelopev2", ANTELOPEV2, folder, _missing_onnx(folder))
+    return ModelStatus("antelopev2", ANTELOPEV2, flat, ANTELOPEV2_REQUIRED)
+
+
+def _missing_onnx(folder: Path) -> tuple[str, ...]:
+    specs = [FileSpec(name) for name in ANTELOPEV2_REQUIRED]
+    return missing_files(folder, specs)
+
+
+def resolve_antelopev2(roots: ModelRoots) -> Path:
+    """The folder holding antelopev2's ``*.onnx`` files (FaceAnalyzer accepts it as its root)."""
+    status = inspect_antelopev2(roots)
+    if status.complete:
+        return status.path
+    if status.path.is_dir() and any(status.path.glob("*.onnx")):
+        raise ModelNotFoundError(
+            f"the InsightFace antelopev2 pack in {status.path} is incomplete: missing "
+            f"{', '.join(status.missing)}. Re-download it: {roots.download_hint()}"
+        )
+    raise ModelNotFoundError(
+        f"InsightFace antelopev2 not found: put {', '.join(ANTELOPEV2_FILES)} into "
+        f"{roots.antelopev2}/ (the nested {roots.antelopev2 / ANTELOPEV2}/ of the official zip "
+        f"works too), or run: {roots.download_hint()}"
+    )
+
+
+# --------------------------------------------------------------------- helpers
+def _entries(folder: Path, *, dirs: bool) -> list[str]:
+    """Sorted visible sub-folders (or files) of ``folder``; none when it does not exist."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if not entry.name.startswith(".") and (entry.is_dir() if dirs else entry.is_file())
+    )
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def _quote(path: Path) -> str:
+    text = str(path)
+    return f'"{text}"' if " " in text else text

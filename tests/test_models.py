@@ -1,0 +1,307 @@
+"""Model registry: layout, listing, resolution, safe names and file checks, on temp folders.
+
+The ``make_*`` builders are shared with the doctor, download and CLI tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from hyperlora_ext import models as models_module
+from hyperlora_ext.errors import InvalidNameError, ModelNotFoundError
+from hyperlora_ext.models import (
+    ANTELOPEV2_FILES,
+    CLIP_FILES,
+    HYPERLORA_FILES,
+    FileSpec,
+    ModelRoots,
+    check_file,
+    default_models_dir,
+    inspect_antelopev2,
+    list_clip_encoders,
+    list_hyperlora_models,
+    resolve_antelopev2,
+    resolve_clip,
+    resolve_hyperlora,
+    safe_child,
+)
+
+FIDELITY = "sdxl_hyper_id_lora_v1_fidelity"
+
+
+# ------------------------------------------------------------------ builders
+def write_safetensors(path: Path, names: tuple[str, ...] | list[str], extra: dict | None = None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: np.full((2, 3), i, dtype=np.float16) for i, name in enumerate(names)}
+    save_file({**tensors, **(extra or {})}, str(path))
+    return path
+
+
+def write_model_files(folder: Path, specs) -> Path:
+    """Small files that pass the registry's checks for ``specs``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        path = folder / spec.name
+        if spec.name.endswith(".json"):
+            path.write_text(
+                '{"lora_unet_a_attn1": {"hidden_size": 8, "cross_attention_dim": null}}'
+            )
+        elif spec.name.endswith(".safetensors"):
+            write_safetensors(path, spec.tensors)
+        else:
+            path.write_bytes(b"onnx" * 16)
+    return folder
+
+
+def make_hyperlora(roots: ModelRoots, name: str = FIDELITY) -> Path:
+    return write_model_files(roots.hyper_lora / name, HYPERLORA_FILES)
+
+
+def make_clip(roots: ModelRoots, name: str = "clip_vit_large_14") -> Path:
+    return write_model_files(roots.clip_vit / name, CLIP_FILES)
+
+
+def make_antelopev2(roots: ModelRoots, nested: bool = False) -> Path:
+    folder = roots.antelopev2 / "antelopev2" if nested else roots.antelopev2
+    return write_model_files(folder, [FileSpec(name) for name in ANTELOPEV2_FILES])
+
+
+def make_clip_file(path: Path, width: int = 1024, layers: int = 24) -> Path:
+    """A single-file HuggingFace-format CLIP vision checkpoint with the real ViT shape markers."""
+    patch = np.zeros((width, 3, 14, 14), dtype=np.float16)
+    names = [f"vision_model.encoder.layers.{i}.mlp.fc1.bias" for i in range(layers)]
+    extra = {"vision_model.embeddings.patch_embedding.weight": patch}
+    return write_safetensors(path, [*names, "vision_model.post_layernorm.weight"], extra)
+
+
+def make_tree(models_dir: Path, *, nested: bool = False) -> ModelRoots:
+    """A complete install: one HyperLoRA model, the CLIP folder and antelopev2."""
+    roots = ModelRoots.from_models_dir(models_dir)
+    make_hyperlora(roots)
+    make_clip(roots)
+    make_antelopev2(roots, nested=nested)
+    return roots
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> ModelRoots:
+    return ModelRoots.from_models_dir(tmp_path / "models")
+
+
+# ------------------------------------------------------------------- layout
+def test_default_layout_follows_the_official_plugin(tmp_path):
+    roots = ModelRoots.from_models_dir(tmp_path)
+    assert roots.hyper_lora == tmp_path / "hyper_lora" / "hyper_lora"
+    assert roots.clip_vit == tmp_path / "hyper_lora" / "clip_vit"
+    assert roots.insightface == tmp_path / "insightface"
+    assert roots.antelopev2 == tmp_path / "insightface" / "models" / "antelopev2"
+    assert roots.clip_vision_files == tmp_path / "clip_vision"
+    assert str(tmp_path) in roots.download_hint()
+
+
+def test_hints_repeat_overridden_folders(tmp_path):
+    roots = ModelRoots.from_models_dir(tmp_path / "my models")
+    assert roots.download_hint().endswith(f'--models-dir "{tmp_path / "my models"}"')
+    moved = replace(roots, insightface=tmp_path / "faces")
+    assert moved.cli_arguments().endswith(f"--insightface-dir {tmp_path / 'faces'}")
+    assert "--hyper-lora-dir" not in moved.cli_arguments()
+
+
+def test_default_models_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HYPERLORA_MODELS_DIR", str(tmp_path / "m"))
+    assert default_models_dir() == tmp_path / "m"
+    monkeypatch.delenv("HYPERLORA_MODELS_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert default_models_dir() == tmp_path / "models"  # outside a WebUI
+    webui = tmp_path / "webui"
+    installed = webui / "extensions" / "sd-webui-hyperlora" / "hyperlora_ext" / "models.py"
+    installed.parent.mkdir(parents=True)
+    monkeypatch.setattr(models_module, "__file__", str(installed))
+    assert default_models_dir() == webui / "models"
+
+
+# ---------------------------------------------------------------- HyperLoRA
+def test_lists_and_resolves_complete_models_only(roots):
+    make_hyperlora(roots, "b_model")
+    make_hyperlora(roots, "a_model")
+    (roots.hyper_lora / "a_model" / "resampler.safetensors").unlink()
+    (roots.hyper_lora / ".hyperlora-download" / "x").mkdir(parents=True)  # staging is hidden
+    assert list_hyperlora_models(roots) == ["b_model"]
+    assert resolve_hyperlora(roots, "b_model") == roots.hyper_lora / "b_model"
+
+
+def test_incomplete_model_lists_exactly_what_is_missing(roots):
+    folder = make_hyperlora(roots)
+    (folder / "resampler.safetensors").unlink()
+    (folder / "id_projector.safetensors").write_bytes(b"")  # empty counts as missing
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_hyperlora(roots, FIDELITY)
+    message = str(err.value)
+    assert str(folder) in message
+    assert "resampler.safetensors" in message and "id_projector.safetensors" in message
+    assert "hyper_lora_modules.json" not in message  # present files are not blamed
+    assert "download" in message
+
+
+def test_unknown_model_says_where_it_goes_and_what_is_installed(roots):
+    make_hyperlora(roots, "other")
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_hyperlora(roots, FIDELITY)
+    message = str(err.value)
+    assert str(roots.hyper_lora / FIDELITY) in message
+    assert "Installed: other" in message
+    assert all(spec.name in message for spec in HYPERLORA_FILES)
+
+
+def test_empty_model_name_is_not_found(roots):
+    with pytest.raises(ModelNotFoundError, match="no HyperLoRA model chosen"):
+        resolve_hyperlora(roots, "")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "../secret", "a/b", "a\\b", "/etc", "C:evil", "x\x00y", " x", "x\n", "~/m"],
+)
+def test_names_that_could_escape_are_rejected(roots, name):
+    make_hyperlora(roots)
+    with pytest.raises(InvalidNameError):
+        resolve_hyperlora(roots, name)
+    with pytest.raises(InvalidNameError):
+        safe_child(roots.hyper_lora, name)
+
+
+def test_symlink_leaving_the_root_is_rejected(roots, tmp_path):
+    outside = make_hyperlora(ModelRoots.from_models_dir(tmp_path / "elsewhere"), "real")
+    roots.hyper_lora.mkdir(parents=True)
+    (roots.hyper_lora / "evil").symlink_to(outside, target_is_directory=True)
+    (roots.hyper_lora / "loop").symlink_to(roots.hyper_lora / "loop")
+    assert list_hyperlora_models(roots) == []
+    with pytest.raises(InvalidNameError, match="outside"):
+        resolve_hyperlora(roots, "evil")
+    with pytest.raises(InvalidNameError):
+        resolve_hyperlora(roots, "loop")
+
+
+def test_symlink_inside_the_root_is_allowed(roots):
+    make_hyperlora(roots, "real")
+    (roots.hyper_lora / "alias").symlink_to(roots.hyper_lora / "real", target_is_directory=True)
+    assert list_hyperlora_models(roots) == ["alias", "real"]
+    assert resolve_hyperlora(roots, "alias") == roots.hyper_lora / "alias"
+
+
+# --------------------------------------------------------------------- CLIP
+def test_clip_folder_default_prefers_the_official_name(roots):
+    make_clip(roots, "another")
+    make_clip(roots, "clip_vit_large_14")
+    assert list_clip_encoders(roots) == ["another", "clip_vit_large_14"]
+    assert resolve_clip(roots) == roots.clip_vit / "clip_vit_large_14"
+    assert resolve_clip(roots, "another") == roots.clip_vit / "another"
+
+
+def test_clip_missing_config_is_named(roots):
+    folder = make_clip(roots)
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_clip(roots)
+    assert "config.json" in str(err.value) and str(folder) in str(err.value)
+    with pytest.raises(ModelNotFoundError, match=r"missing or empty config\.json"):
+        resolve_clip(roots, "clip_vit_large_14")
+
+
+def test_no_clip_at_all_explains_where_it_goes(roots):
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_clip(roots)
+    assert str(roots.clip_vit / "clip_vit_large_14") in str(err.value)
+    assert "openai/clip-vit-large-patch14" in str(err.value)
+
+
+def test_single_file_vit_l14_encoders_are_found_by_header(roots):
+    files = roots.clip_vision_files
+    make_clip_file(files / "clip_l.safetensors")
+    make_clip_file(files / "clip_h.safetensors", width=1280, layers=32)  # IP-Adapter's ViT-H
+    write_safetensors(files / "junk.safetensors", ["x"])
+    (files / "notes.txt").write_text("hi")
+    assert list_clip_encoders(roots) == ["clip_l.safetensors"]
+    assert resolve_clip(roots) == files / "clip_l.safetensors"
+    assert resolve_clip(roots, "clip_l.safetensors") == files / "clip_l.safetensors"
+    with pytest.raises(ModelNotFoundError, match="not a CLIP ViT-L/14"):
+        resolve_clip(roots, "clip_h.safetensors")
+    with pytest.raises(ModelNotFoundError, match="no file"):
+        resolve_clip(roots, "absent.safetensors")
+    with pytest.raises(InvalidNameError):
+        resolve_clip(roots, "../clip_vision/clip_l.safetensors")
+
+
+# --------------------------------------------------------------- antelopev2
+@pytest.mark.parametrize("nested", [False, True])
+def test_antelopev2_both_layouts(roots, nested):
+    folder = make_antelopev2(roots, nested=nested)
+    assert resolve_antelopev2(roots) == folder
+    assert inspect_antelopev2(roots).complete
+
+
+def test_antelopev2_missing_says_where(roots):
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_antelopev2(roots)
+    assert str(roots.antelopev2) in str(err.value)
+    assert "glintr100.onnx" in str(err.value)
+
+
+def test_antelopev2_incomplete_lists_missing_files(roots):
+    folder = make_antelopev2(roots, nested=True)
+    (folder / "glintr100.onnx").unlink()
+    (folder / "genderage.onnx").unlink()  # not used by HyperLoRA: not required
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_antelopev2(roots)
+    assert "missing glintr100.onnx." in str(err.value)
+    assert str(folder) in str(err.value)
+
+
+def test_resolved_antelopev2_folder_is_accepted_by_the_face_analyzer(roots):
+    faces = pytest.importorskip("hyperlora_ext.encoders.faces")
+    folder = make_antelopev2(roots, nested=True)
+    assert faces.find_pack(resolve_antelopev2(roots)) == folder
+
+
+# --------------------------------------------------------------- file checks
+def test_check_file_catches_broken_downloads(tmp_path):
+    spec = FileSpec("resampler.safetensors", ("latents", "proj_in.weight"))
+    good = write_safetensors(tmp_path / "resampler.safetensors", ["latents", "proj_in.weight"])
+    assert check_file(good, spec) is None
+    assert check_file(good, spec, expected_size=good.stat().st_size) is None
+    assert "source lists" in check_file(good, spec, expected_size=good.stat().st_size + 1)
+    assert "at least" in check_file(good, FileSpec(spec.name, min_bytes=10**9))
+
+    wrong = write_safetensors(tmp_path / "w" / "resampler.safetensors", ["latents"])
+    assert "proj_in.weight" in check_file(wrong, spec)
+
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-4])
+    assert "not a complete safetensors" in check_file(truncated, spec)
+
+    pointer = tmp_path / "p.safetensors"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
+    assert "not a complete safetensors" in check_file(pointer, spec)
+
+    bad_json = tmp_path / "x.json"
+    bad_json.write_text("<html>rate limited</html>")
+    assert "not valid JSON" in check_file(bad_json, FileSpec("x.json"))
+    assert "missing" in check_file(tmp_path / "absent.json", FileSpec("absent.json"))
+
+
+def test_registry_does_not_import_heavy_modules():
+    # models.py is imported by the pipeline and the CLI; it must stay light.
+    code = (
+        "import sys, hyperlora_ext.models; "
+        "heavy = ('torch', 'insightface', 'onnxruntime', 'transformers', 'huggingface_hub'); "
+        "sys.exit(sorted(n for n in heavy if n in sys.modules) or 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
