@@ -85,6 +85,57 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lora(args: argparse.Namespace) -> int:
+    """Photos -> identity LoRA -> an ordinary LoRA file (plus its card and preview)."""
+    import time
+
+    import torch
+
+    from hyperlora_ext.export import export_lora
+    from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
+
+    start = time.perf_counter()
+
+    def progress(stage: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {stage}", file=sys.stderr, flush=True)
+
+    out: Path = args.out
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    pipeline = IdentityPipeline(roots_from_args(args), device=args.device, dtype=dtype[args.dtype])
+    options = IdentityOptions(
+        model=MODEL_ALIASES.get(args.model, args.model),
+        face_choice=args.face,
+        face_index=args.face_index,
+        remove_background=not args.keep_background,
+        grayscale=args.grayscale,
+        clip=args.clip,
+    )
+    labels = [f"image {i + 1} ({Path(ref).name})" for i, ref in enumerate(args.ref)]
+    result = pipeline.predict(
+        [Path(ref) for ref in args.ref], options, labels=labels, progress=progress
+    )
+    for report in result.reports:
+        status = "used" if report.used else f"skipped: {report.reason}"
+        print(f"  {report.label}: {report.faces_found} face(s) found, {status}", file=sys.stderr)
+    progress("writing the LoRA file")
+    preview = next((r.preview for r in result.reports if r.used), None)
+    path = export_lora(
+        result.lora,
+        out.parent,
+        out.stem,
+        model=options.model,
+        photos=result.photos_used,
+        style=None if args.style == "as-is" else args.style,
+        preview=preview,
+        overwrite=args.overwrite,
+    )
+    progress(f"done: {path} (identity {result.digest}, {result.photos_used} photo(s))")
+    print(path)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from hyperlora_ext.download import PARTS, Sources
@@ -135,7 +186,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only show what would be fetched and where"
     )
     download.set_defaults(func=cmd_download)
+    _add_lora_parser(commands)
     return parser
+
+
+def _add_lora_parser(commands) -> None:
+    lora = commands.add_parser(
+        "lora",
+        help="turn photos of a person into an ordinary SDXL LoRA file",
+        description="Detect the face in each photo, predict the identity LoRA and write it as a "
+        "kohya LoRA (.safetensors) with a Lora-tab card (.json) and preview (.preview.png).",
+    )
+    lora.add_argument(
+        "--ref", action="append", required=True, metavar="PHOTO", help="a photo (repeatable)"
+    )
+    lora.add_argument(
+        "--model",
+        default=HYPERLORA_MODELS[0],
+        help="HyperLoRA model folder name, or 'fidelity' / 'edit' (default: %(default)s)",
+    )
+    lora.add_argument("--out", required=True, type=Path, help="the LoRA file to write")
+    lora.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    lora.add_argument(
+        "--style",
+        choices=("as-is", "sgm", "diffusers"),
+        default="as-is",
+        help="kohya key names: as the model names them, or 'sgm' for kohya sd-scripts training",
+    )
+    lora.add_argument("--face", choices=("largest", "index", "best_score"), default="largest")
+    lora.add_argument("--face-index", type=int, default=0, help="with --face index: 0 = leftmost")
+    lora.add_argument(
+        "--keep-background", action="store_true", help="do not grey out the background"
+    )
+    lora.add_argument("--grayscale", action="store_true", help="encode the face in grayscale")
+    lora.add_argument("--clip", help="CLIP ViT-L/14 encoder name (default: the installed one)")
+    lora.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    lora.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: bf16 or fp32 on CPU (whichever is fast here), fp16 on CUDA",
+    )
+    add_roots_arguments(lora)
+    lora.set_defaults(func=cmd_lora)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,3 +142,35 @@ def test_photos_to_exported_file(pipeline, tmp_path):
         layer = key.split(".")[0].rsplit("_to_", 1)[0]
         assert kohya_to_webui_layer(layer) in sdxl_layers
     assert (tmp_path / "alice.preview.png").exists()
+
+
+def test_cli_lora_writes_the_file_with_progress(roots, tmp_path, capsys):
+    from hyperlora_ext.cli import main
+
+    photo = tmp_path / "alice.png"
+    _photo().save(photo)
+    dark = tmp_path / "dark.png"
+    Image.new("RGB", (100, 100)).save(dark)
+    argv = ["lora", "--ref", str(photo), "--ref", str(dark), "--model", MODEL]
+    argv += ["--out", str(tmp_path / "out" / "alice"), "--style", "sgm", "--dtype", "fp32"]
+    argv += ["--models-dir", str(roots.models_dir)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "detecting faces" in err and "predicting the LoRA" in err
+    assert "image 2 (dark.png)" in err and "skipped" in err
+    keys = load_file(tmp_path / "out" / "alice.safetensors")
+    assert all("down_blocks" not in key for key in keys)
+    # a second run refuses to overwrite, with a clear message and exit code 1
+    assert main(argv) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_lora_reports_missing_models(tmp_path, capsys):
+    from hyperlora_ext.cli import main
+
+    photo = tmp_path / "a.png"
+    _photo().save(photo)
+    argv = ["lora", "--ref", str(photo), "--out", str(tmp_path / "x.safetensors")]
+    assert main([*argv, "--models-dir", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "sdxl_hyper_id_lora_v1_fidelity" in err and "download" in err
