@@ -1,0 +1,53 @@
+"""The interface every host adapter (A1111, Forge) implements, and its report type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+# Every adapter names its patch "<prefix><digest>" so a new face (new tensors) re-applies and our
+# entries can be found again after a crashed job.
+NAME_PREFIX = "hyperlora_"
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """How many of the LoRA's layers were patched into the live UNet.
+
+    ``expected`` counts the layers in the LoRA (560 for a full SDXL identity); ``skipped`` counts
+    those left out (no such layer, or its live shape differs); ``reasons`` says why, one line per
+    skipped layer, or one line for a model the identity cannot apply to at all.
+    """
+
+    matched: int
+    expected: int
+    skipped: int = 0
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return self.expected > 0 and self.matched == self.expected
+
+    def summary(self) -> str:
+        return f"{self.matched}/{self.expected} layers"
+
+
+class HostAdapter(Protocol):
+    """Patches an identity LoRA into the host WebUI's UNet for one job and takes it out again."""
+
+    def apply(
+        self, p: Any, lora: Mapping[str, torch.Tensor], weight: float, name: str
+    ) -> ApplyReport:
+        """Make the LoRA active at ``weight`` for the next sampling pass.
+
+        ``name`` is the identity digest (the adapter adds its own prefix). Idempotent: calling it
+        again with the same arguments (hires fix, every batch) changes nothing.
+        """
+        ...
+
+    def restore(self, p: Any) -> None:
+        """Take the identity out; afterwards the UNet weights equal the pre-job weights."""
+        ...

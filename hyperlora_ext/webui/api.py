@@ -1,0 +1,650 @@
+"""HyperLoRA's HTTP API (``/hyperlora/v1/...``) and how generation requests report its failures.
+
+Routes, registered on the WebUI's FastAPI app by :func:`register_routes` (``on_app_started``):
+
+* ``GET  /hyperlora/v1/status``            version, readiness, device, cache;
+* ``GET  /hyperlora/v1/models``            installed models and what is missing;
+* ``POST /hyperlora/v1/detect``            faces in posted photos (boxes, scores, crops);
+* ``POST /hyperlora/v1/encode``            photos -> identity digest; save it or return the file;
+* ``GET  /hyperlora/v1/identities``        saved identities;
+* ``GET|DELETE /hyperlora/v1/identities/{name}``.
+
+Photos are base64 strings or ``data:image/...;base64,`` URLs only: never server paths or URLs.
+Errors are JSON ``{"error": <type>, "detail": <message>}`` with a 4xx status.
+
+Generation requests (``/sdapi/v1/txt2img|img2img``) answer 200 even when a script hook fails,
+because the WebUI swallows hook exceptions. HyperLoRA writes its failures into the response's
+``info`` (``extra_generation_params["HyperLoRA error"]``). A client may instead ask the request to
+fail (header ``X-HyperLoRA-On-Error: fail``, or the setting ``hyperlora_api_on_error``): the
+script then calls :func:`fail_api_request`, which stops the job before sampling, and a thin
+wrapper around those two routes (:func:`install_fail_mode`) answers 422 with the message.
+"""
+
+import base64
+import binascii
+import io
+import json
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyperlora_ext.args import ArgumentError, HyperLoRAArgs
+from hyperlora_ext.errors import (
+    CheckpointError,
+    HyperLoRAError,
+    ImageError,
+    InvalidNameError,
+    ModelNotFoundError,
+    NoFaceError,
+)
+
+PREFIX = "/hyperlora/v1"
+GENERATION_ROUTES = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img")
+ERROR_HEADER = "x-hyperlora-on-error"  # "fail" or "info"
+ON_ERROR_OPTION = "hyperlora_api_on_error"  # WebUI setting, the default for requests
+ERROR_KEY = "HyperLoRA error"
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits of the routes (requests over them get 413 or 422)."""
+
+    max_body_bytes: int = 96 * 2**20
+    max_images: int = 16
+    max_image_bytes: int = 20 * 2**20  # decoded file size of one photo
+    max_crop_side: int = 1024
+
+
+@dataclass
+class Backend:
+    """What the routes need from the host. :func:`webui_backend` builds it from the WebUI."""
+
+    roots: Callable[[], Any]  # -> models.ModelRoots
+    pipeline: Callable[[], Any]  # -> identity.IdentityPipeline
+    identities: Callable[[], Any]  # -> identities.IdentityStore
+    face_analyzer: Callable[[], Any]  # -> encoders.faces.FaceAnalyzer
+    lock: Any = field(default_factory=nullcontext)  # one GPU job at a time (the WebUI's queue)
+    version: str = ""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class ImageTooLargeError(ImageError):
+    """A posted photo is over the size limit."""
+
+
+# --------------------------------------------------------------------------- the WebUI side
+def lora_dir() -> Path:
+    from modules import shared
+
+    return Path(shared.cmd_opts.lora_dir)
+
+
+def identity_store() -> Any:
+    """The WebUI's saved identities (``<Lora folder>/hyperlora``)."""
+    from hyperlora_ext.identities import get_store
+
+    return get_store(lora_dir())
+
+
+def load_identity(name: str) -> tuple[dict, str]:
+    """(lora, digest) of a saved identity, for the script."""
+    loaded = identity_store().load(name)
+    return loaded.lora, loaded.digest
+
+
+def webui_backend() -> Backend:
+    import hyperlora_ext
+    from hyperlora_ext.webui import host
+
+    try:
+        from modules.call_queue import queue_lock
+    except ImportError:  # pragma: no cover - every supported WebUI has it
+        queue_lock = nullcontext()
+    return Backend(
+        roots=host.model_roots,
+        pipeline=host.pipeline,
+        identities=identity_store,
+        # The pipeline's own analyzer: one copy of the ONNX sessions for detect and encode.
+        face_analyzer=lambda: host.pipeline()._face_analyzer(),
+        lock=queue_lock,
+        version=getattr(hyperlora_ext, "__version__", ""),
+    )
+
+
+# ------------------------------------------------------------------------------- decoding
+def decode_image_payload(value: Any, label: str, max_bytes: int = Limits.max_image_bytes) -> bytes:
+    """The file bytes of a base64 string or ``data:image/...;base64,`` URL; nothing else.
+
+    Raises ImageError (ImageTooLargeError over ``max_bytes``). Server paths and URLs are refused:
+    a remote client must not make the server read its own files or fetch addresses.
+    """
+    if not isinstance(value, str):
+        raise ImageError(
+            f"{label}: expected a base64 string or a data URL, got {type(value).__name__}"
+        )
+    text = value
+    if _DATA_URL.match(text):
+        text = text.split(",", 1)[1]
+    text = "".join(text.split())
+    if not text:
+        raise ImageError(f"{label}: the image is an empty string")
+    if len(text) * 3 // 4 > max_bytes:
+        raise ImageTooLargeError(
+            f"{label}: the image is larger than {max_bytes // 2**20} MiB; resize it"
+        )
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(
+            f"{label}: not valid base64 image data. Send the file's bytes as base64 or as a "
+            "data:image/...;base64, URL (server paths and http URLs are not accepted)"
+        ) from None
+    if not data:
+        raise ImageError(f"{label}: the image is empty")
+    return data
+
+
+def api_images(images: Sequence[Any], max_bytes: int = Limits.max_image_bytes) -> list[bytes]:
+    """Decode the photos of an API request (``p.is_api``) so the pipeline never sees a path."""
+    return [
+        decode_image_payload(image, f"image {i + 1}", max_bytes) for i, image in enumerate(images)
+    ]
+
+
+# ---------------------------------------------------------------------------------- routes
+def register_routes(app: Any, backend: Backend | None = None, limits: Limits | None = None) -> None:
+    """Add the ``/hyperlora/v1`` routes to ``app`` (once) and the fail-mode wrapper."""
+    from fastapi import APIRouter, Request
+
+    limits = limits or Limits()
+
+    if any(getattr(r, "path", "").startswith(PREFIX) for r in app.router.routes):
+        return
+    backend = backend or webui_backend()
+    router = APIRouter(prefix=PREFIX, tags=["HyperLoRA"])
+
+    @router.get("/status")
+    async def status() -> Any:
+        return await _run(lambda: _status(backend))
+
+    @router.get("/models")
+    async def models() -> Any:
+        return await _run(lambda: _models(backend))
+
+    @router.post("/detect")
+    async def detect(request: Request) -> Any:
+        return await _post(request, limits, lambda data: _detect(backend, limits, data))
+
+    @router.post("/encode")
+    async def encode(request: Request) -> Any:
+        return await _post(request, limits, lambda data: _encode(backend, limits, data))
+
+    @router.get("/identities")
+    async def identities() -> Any:
+        return await _run(lambda: {"identities": [_record(r) for r in backend.identities().list()]})
+
+    # {name:path} so that "a/b" or "../x" reach us and get a clear 400 instead of a bare 404.
+    @router.get("/identities/{name:path}")
+    async def identity(name: str, preview: bool = False) -> Any:
+        return await _run(lambda: _identity(backend, name, preview))
+
+    @router.delete("/identities/{name:path}")
+    async def delete_identity(name: str) -> Any:
+        return await _run(lambda: _delete(backend, name))
+
+    app.include_router(router)
+    install_fail_mode(app)
+
+
+async def _run(work: Callable[[], Any]) -> Any:
+    """Run blocking work off the event loop and turn our errors into JSON responses."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        return await run_in_threadpool(work)
+    except (ApiError, HyperLoRAError) as error:
+        return error_response(error)
+
+
+async def _post(request: Any, limits: Limits, work: Callable[[dict], Any]) -> Any:
+    try:
+        data = await _read_json(request, limits)
+    except ApiError as error:
+        return error_response(error)
+    return await _run(lambda: work(data))
+
+
+def error_response(error: Exception) -> Any:
+    from fastapi.responses import JSONResponse
+
+    status, message, field_name = _describe(error)
+    body = {"error": type(error).__name__, "detail": message}
+    if field_name:
+        body["field"] = field_name
+    return JSONResponse(status_code=status, content=body)
+
+
+def _describe(error: Exception) -> tuple[int, str, str | None]:
+    from hyperlora_ext.export import ExportExistsError
+    from hyperlora_ext.identities import IdentityNotFoundError
+
+    if isinstance(error, ApiError):
+        return error.status, error.message, error.field
+    statuses = (
+        (ArgumentError, 422),
+        (InvalidNameError, 400),
+        (IdentityNotFoundError, 404),
+        (ModelNotFoundError, 404),
+        (ExportExistsError, 409),
+        (ImageTooLargeError, 413),
+        (ImageError, 400),
+        (NoFaceError, 422),
+        (CheckpointError, 500),
+    )
+    status = next((code for kind, code in statuses if isinstance(error, kind)), 422)
+    return status, str(error), getattr(error, "field", None)
+
+
+async def _read_json(request: Any, limits: Limits) -> dict[str, Any]:
+    too_big = ApiError(413, f"the request body is larger than {limits.max_body_bytes} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body_bytes:
+            raise too_big
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "the request body must be a JSON object")
+    return data
+
+
+# ---------------------------------------------------------------------------- handlers
+def _status(backend: Backend) -> dict[str, Any]:
+    from hyperlora_ext.doctor import ERROR, model_checks
+
+    roots = backend.roots()
+    pipeline = backend.pipeline()
+    stats = pipeline.cache.stats
+    return {
+        "version": backend.version,
+        "ready": not any(c.status == ERROR for c in model_checks(roots)),
+        "device": str(pipeline.device),
+        "cache": {
+            "entries": len(pipeline.cache),
+            "bytes": pipeline.cache.nbytes,
+            "hits": stats.hits,
+            "misses": stats.misses,
+        },
+        "identities": len(backend.identities().names()),
+    }
+
+
+def _models(backend: Backend) -> dict[str, Any]:
+    from hyperlora_ext.doctor import ERROR, model_checks
+    from hyperlora_ext.models import inspect_antelopev2, inspect_clip, inspect_hyperlora
+
+    roots = backend.roots()
+    checks = model_checks(roots)
+    return {
+        "ready": not any(c.status == ERROR for c in checks),
+        "hyperlora": [_model_status(s) for s in inspect_hyperlora(roots)],
+        "clip": [_model_status(s) for s in inspect_clip(roots)],
+        "antelopev2": _model_status(inspect_antelopev2(roots)),
+        "problems": [c.to_dict() for c in checks if c.status != "ok"],
+    }
+
+
+def _model_status(status: Any) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "complete": status.complete,
+        "path": str(status.path),
+        "missing": list(status.missing),
+        "problem": status.problem,
+    }
+
+
+def _check_fields(data: Mapping[str, Any], known: Sequence[str]) -> None:
+    for key in data:
+        if key not in known:
+            raise ApiError(422, f"unknown field {key!r}; known fields: {', '.join(known)}", key)
+
+
+def _images(data: Mapping[str, Any], limits: Limits) -> list[bytes]:
+    images = data.get("images")
+    if not isinstance(images, list) or not images:
+        raise ApiError(422, "'images' must be a non-empty list of base64 images", "images")
+    if len(images) > limits.max_images:
+        raise ApiError(
+            422, f"{len(images)} images posted; at most {limits.max_images} per request", "images"
+        )
+    return api_images(images, limits.max_image_bytes)
+
+
+def _flag(data: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(422, f"'{name}' must be true or false, got {value!r}", name)
+    return value
+
+
+def _detect(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+    from hyperlora_ext.encoders.faces import choose_face
+    from hyperlora_ext.encoders.images import load_image
+
+    _check_fields(data, ("images", "crops", "crop_size"))
+    photos = _images(data, limits)
+    crops = _flag(data, "crops", True)
+    side = data.get("crop_size", 256)
+    if (
+        isinstance(side, bool)
+        or not isinstance(side, int)
+        or not 16 <= side <= limits.max_crop_side
+    ):
+        raise ApiError(
+            422,
+            f"'crop_size' must be a whole number from 16 to {limits.max_crop_side}",
+            "crop_size",
+        )
+    images = [load_image(photo, f"image {i + 1}") for i, photo in enumerate(photos)]
+    with backend.lock:
+        analyzer = backend.face_analyzer()
+        found = [analyzer.detect(image) for image in images]
+    results = []
+    for image, faces in zip(images, found, strict=True):
+        ordered = sorted(faces, key=lambda f: f.box[0])  # the order face_index counts in
+        entry: dict[str, Any] = {"width": image.width, "height": image.height, "faces": []}
+        for index, face in enumerate(ordered):
+            item = {"index": index, "box": [round(float(v), 1) for v in face.box]}
+            item["score"] = round(float(face.score), 4)
+            if crops:
+                item["crop"] = _png_base64(_face_crop(image, face.box, side))
+            entry["faces"].append(item)
+        for choice in ("largest", "best_score"):
+            entry[choice] = (
+                ordered.index(faces[choose_face(faces, choice)]) if faces else None
+            )  # fmt: skip
+        results.append(entry)
+    return {"images": results}
+
+
+def _face_crop(image: Any, box: Sequence[float], side: int) -> Any:
+    """The face box with a margin of half its size, fitted into ``side`` x ``side``."""
+    x1, y1, x2, y2 = box
+    margin_x, margin_y = (x2 - x1) / 2, (y2 - y1) / 2
+    area = (
+        max(0, int(x1 - margin_x)),
+        max(0, int(y1 - margin_y)),
+        min(image.width, int(x2 + margin_x) + 1),
+        min(image.height, int(y2 + margin_y) + 1),
+    )
+    crop = image.crop(area)
+    crop.thumbnail((side, side))
+    return crop
+
+
+def _png_base64(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+ENCODE_FIELDS = (
+    "images",
+    "model",
+    "face",
+    "face_index",
+    "remove_background",
+    "grayscale",
+    "save_as",
+    "overwrite",
+    "return_lora",
+)
+
+
+def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+    from hyperlora_ext.identities import check_name
+    from hyperlora_ext.identity import IdentityOptions
+    from hyperlora_ext.models import list_hyperlora_models
+
+    _check_fields(data, ENCODE_FIELDS)
+    option_fields = ("model", "face", "face_index", "remove_background", "grayscale")
+    args = HyperLoRAArgs.from_dict({k: data[k] for k in option_fields if k in data})
+    save_as = data.get("save_as")
+    if save_as is not None:
+        check_name(save_as)
+    overwrite = _flag(data, "overwrite", False)
+    return_lora = _flag(data, "return_lora", False)
+    store = backend.identities()
+    if save_as is not None and not overwrite and store.exists(save_as):
+        raise ApiError(409, f"an identity named {save_as!r} exists; set overwrite to replace it")
+    photos = _images(data, limits)
+    model = args.model or next(iter(list_hyperlora_models(backend.roots())), "")
+    options = IdentityOptions(
+        model=model,
+        face_choice=args.face,
+        face_index=args.face_index,
+        remove_background=args.remove_background,
+        grayscale=args.grayscale,
+    )
+    with backend.lock:
+        result = backend.pipeline().predict(photos, options)
+    response: dict[str, Any] = {
+        "digest": result.digest,
+        "model": result.model,
+        "photos_used": result.photos_used,
+        "cache_hit": result.cache_hit,
+        "seconds": round(result.seconds, 3),
+        "warnings": list(result.warnings),
+        "photos": [_photo_report(r) for r in result.reports],
+        "saved": None,
+        "lora": None,
+    }
+    preview = next((r.preview for r in result.reports if r.preview is not None), None)
+    if save_as is not None:
+        record = store.save(
+            save_as, result.lora, model=result.model, photos=result.photos_used,
+            options=_options_dict(options), preview=preview, overwrite=overwrite,
+        )  # fmt: skip
+        response["saved"] = _record(record)
+    if return_lora:
+        name = save_as or f"hyperlora_{result.digest}"
+        response["lora"] = _lora_file_base64(result, name)
+        response["lora_filename"] = f"{name}.safetensors"
+    return response
+
+
+def _options_dict(options: Any) -> dict[str, Any]:
+    values = asdict(options)
+    values.pop("model", None)
+    values.pop("clip", None)
+    return values
+
+
+def _photo_report(report: Any) -> dict[str, Any]:
+    return {
+        "label": report.label,
+        "faces_found": report.faces_found,
+        "used": report.used,
+        "reason": report.reason,
+        "box": [round(float(v), 1) for v in report.box] if report.box else None,
+        "score": None if report.score is None else round(float(report.score), 4),
+    }
+
+
+def _lora_file_base64(result: Any, name: str) -> str:
+    """The identity as the same .safetensors file a save writes."""
+    from hyperlora_ext.export import export_lora
+
+    with tempfile.TemporaryDirectory(prefix="hyperlora-") as folder:
+        path = export_lora(result.lora, folder, name, model=result.model, photos=result.photos_used)
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _record(record: Any) -> dict[str, Any]:
+    return {**record.to_dict(), "prompt_tag": record.prompt_tag}
+
+
+def _identity(backend: Backend, name: str, preview: bool) -> dict[str, Any]:
+    store = backend.identities()
+    response = _record(store.record(name))
+    if preview:
+        path = store.preview_path(name)
+        response["preview"] = base64.b64encode(path.read_bytes()).decode() if path else None
+    return response
+
+
+def _delete(backend: Backend, name: str) -> dict[str, Any]:
+    removed = backend.identities().delete(name)
+    return {"deleted": name, "files": [p.name for p in removed]}
+
+
+# ----------------------------------------------------------- failing generation requests
+@dataclass
+class _RequestErrors:
+    messages: list[str] = field(default_factory=list)
+
+
+# Set by the route wrapper for a generation request that asked to fail; the script's hooks run
+# in a worker thread that inherits this context (Starlette copies it into the threadpool).
+_failing_request: ContextVar[_RequestErrors | None] = ContextVar("hyperlora_fail", default=None)
+
+
+def fail_api_request(p: Any, message: str) -> bool:
+    """Make an API generation request fail with ``message`` if it asked to; True if so.
+
+    Call it after writing the error into ``p.extra_generation_params`` (which stays the default
+    way to report). Script hook exceptions are swallowed by the WebUI, so instead this stops the
+    job (``shared.state.interrupt()``: the batch loop ends before sampling, no time is wasted) and
+    records the message for the route wrapper, which answers 422 instead of the empty result. If
+    the wrapper is missing, the client still gets no images and the error in ``info``.
+    """
+    if not getattr(p, "is_api", False):
+        return False
+    errors = _failing_request.get()
+    if errors is None and not _option_says_fail():
+        return False
+    if errors is not None:
+        errors.messages.append(message)
+    from modules import shared
+
+    shared.state.interrupt()
+    return True
+
+
+def register_settings() -> None:
+    """The WebUI setting for the default API error mode (call from ``on_ui_settings``)."""
+    from modules import shared
+
+    info = shared.OptionInfo(
+        "info",
+        "HyperLoRA: when HyperLoRA fails in an API generation request",
+        _radio(),
+        {"choices": ["info", "fail"]},
+        section=("hyperlora", "HyperLoRA"),
+    )
+    shared.opts.add_option(
+        ON_ERROR_OPTION,
+        info.info(
+            "info: answer 200 with 'HyperLoRA error' in info; fail: answer 422. "
+            f"A request's '{ERROR_HEADER}' header overrides this"
+        ),
+    )
+
+
+def _radio() -> Any:
+    import gradio as gr
+
+    return gr.Radio
+
+
+def _option_says_fail() -> bool:
+    try:
+        from modules import shared
+    except ImportError:
+        return False
+    return str(shared.opts.data.get(ON_ERROR_OPTION, "info")).lower() == "fail"
+
+
+def _fail_requested(scope: Mapping[str, Any]) -> bool:
+    for key, value in scope.get("headers", ()):
+        if key.decode("latin-1").lower() == ERROR_HEADER:
+            mode = value.decode("latin-1").strip().lower()
+            if mode in ("fail", "true", "1"):
+                return True
+            if mode in ("info", "false", "0"):
+                return False
+    return _option_says_fail()
+
+
+def install_fail_mode(app: Any) -> int:
+    """Wrap the txt2img/img2img routes of ``app`` so failing requests answer 422; returns how many.
+
+    Only those two routes are touched (their ASGI callable is wrapped); the app's middleware stack,
+    which may already be built, is left alone. Safe to call twice.
+    """
+    wrapped = 0
+    for route in app.router.routes:
+        if getattr(route, "path", None) not in GENERATION_ROUTES or not hasattr(route, "app"):
+            continue
+        if not getattr(route.app, "_hyperlora_fail_mode", False):
+            route.app = _fail_mode(route.app)
+        wrapped += 1
+    return wrapped
+
+
+def _fail_mode(inner: Callable) -> Callable:
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope.get("type") != "http" or not _fail_requested(scope):
+            await inner(scope, receive, send)
+            return
+        errors = _RequestErrors()
+        token = _failing_request.set(errors)
+        held: list[dict] = []
+
+        async def hold(message: dict) -> None:
+            held.append(message)
+
+        try:
+            await inner(scope, receive, hold)
+        except Exception:
+            if not errors.messages:
+                raise  # not ours: the WebUI's own error handling answers
+        finally:
+            _failing_request.reset(token)
+        if errors.messages:
+            await _send_failure(send, errors.messages)
+            return
+        for message in held:
+            await send(message)
+
+    app._hyperlora_fail_mode = True  # type: ignore[attr-defined]
+    return app
+
+
+async def _send_failure(send: Callable, messages: list[str]) -> None:
+    """A 422 in the WebUI's own API error shape ({error, detail, body, errors})."""
+    detail = f"{ERROR_KEY}: {'; '.join(messages)}"
+    body = json.dumps(
+        {"error": "HyperLoRAError", "detail": detail, "body": "", "errors": detail}
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 422, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,145 @@
+"""Property tests: no input makes the argument parser or the image decoder raise anything but their
+documented error types (ArgumentError, ImageError), and valid values always round-trip."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from hyperlora_ext.args import MAX_FACE_INDEX, WEIGHT_RANGE, ArgumentError, HyperLoRAArgs
+from hyperlora_ext.encoders.images import load_image
+from hyperlora_ext.errors import ImageError
+from hyperlora_ext.webui.api import decode_image_payload
+
+FIELDS = HyperLoRAArgs.field_names()
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+field_names = st.sampled_from(FIELDS) | st.text(max_size=12)
+
+
+def parses_or_argument_error(parse, value) -> HyperLoRAArgs | None:
+    try:
+        args = parse(value)
+    except ArgumentError as error:
+        assert isinstance(error.field, str) and str(error).startswith("HyperLoRA argument")
+        return None
+    assert isinstance(args, HyperLoRAArgs)
+    return args
+
+
+@SETTINGS
+@given(st.dictionaries(field_names, json_values, max_size=6))
+def test_from_dict_raises_only_argument_error(values):
+    args = parses_or_argument_error(HyperLoRAArgs.from_dict, values)
+    if args is not None:
+        assert args == HyperLoRAArgs.from_dict(args.to_dict())  # a parsed value parses again
+
+
+@SETTINGS
+@given(st.lists(json_values, max_size=12))
+def test_from_positional_and_script_args_raise_only_argument_error(values):
+    parses_or_argument_error(HyperLoRAArgs.from_positional, values)
+    parses_or_argument_error(HyperLoRAArgs.from_script_args, values)
+
+
+@SETTINGS
+@given(st.dictionaries(field_names, json_values, max_size=6), st.lists(json_values, max_size=9))
+def test_named_dict_in_first_position_ignores_the_padding(values, padding):
+    named = parses_or_argument_error(HyperLoRAArgs.from_dict, values)
+    from_script = parses_or_argument_error(HyperLoRAArgs.from_script_args, [values, *padding])
+    assert named == from_script
+
+
+@SETTINGS
+@given(
+    st.floats(*WEIGHT_RANGE),
+    st.integers(0, MAX_FACE_INDEX),
+    st.sampled_from(["largest", "index", "best_score", "Largest", "Best score"]),
+    st.booleans(),
+)
+def test_valid_values_are_accepted_in_any_spelling(weight, face_index, face, flag):
+    args = HyperLoRAArgs.from_dict(
+        {
+            "weight": str(weight),
+            "face_index": float(face_index),
+            "face": face,
+            "grayscale": str(flag),
+        }
+    )
+    assert args.weight == weight and args.face_index == face_index and args.grayscale is flag
+    assert args.face in ("largest", "index", "best_score")
+
+
+@SETTINGS
+@given(st.floats(allow_nan=True, allow_infinity=True).filter(lambda w: not -1.5 <= w <= 1.5))
+def test_out_of_range_weights_name_the_field(weight):
+    try:
+        HyperLoRAArgs(weight=weight)
+    except ArgumentError as error:
+        assert error.field == "weight"
+    else:
+        raise AssertionError(f"weight {weight} was accepted")
+
+
+def png_bytes(width: int, height: int, mode: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+image_like = (
+    st.binary(max_size=300)
+    | st.text(max_size=200)
+    | st.text(
+        alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=200
+    )
+    | st.binary(max_size=200).map(lambda b: "data:image/png;base64," + base64.b64encode(b).decode())
+    | st.builds(
+        lambda data, cut: data[:cut],
+        st.builds(
+            png_bytes,
+            st.integers(1, 40),
+            st.integers(1, 40),
+            st.sampled_from(["RGB", "L", "RGBA", "P", "I;16", "1"]),
+        ),
+        st.integers(0, 400),
+    )
+    | json_values
+)
+
+
+@SETTINGS
+@given(image_like)
+def test_load_image_raises_only_image_error(source):
+    try:
+        image = load_image(source, "image 1")
+    except ImageError as error:
+        assert "image 1" in str(error)
+        return
+    assert image.mode == "RGB" and image.width >= 1 and image.height >= 1
+
+
+@SETTINGS
+@given(image_like)
+def test_api_decoding_raises_only_image_error_and_never_reads_files(source):
+    try:
+        data = decode_image_payload(source, "image 3", max_bytes=1000)
+    except ImageError as error:
+        assert "image 3" in str(error)
+        return
+    assert isinstance(data, bytes) and 0 < len(data) <= 1000
+    with contextlib.suppress(ImageError):
+        load_image(data, "image 3")

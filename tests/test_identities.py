@@ -1,0 +1,182 @@
+"""Saved identities: files on disk, records, loading, deleting, and names that cannot escape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from hyperlora_ext.errors import InvalidNameError
+from hyperlora_ext.export import ExportExistsError
+from hyperlora_ext.identities import (
+    RECORD_SUFFIX,
+    IdentityNotFoundError,
+    IdentityStore,
+    check_name,
+    load_identity,
+)
+from hyperlora_ext.lora_format import lora_digest
+
+PREFIX = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+
+
+def tiny_lora(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        f"{PREFIX}.lora_down.weight": torch.randn(4, 20, generator=g),
+        f"{PREFIX}.lora_up.weight": torch.randn(20, 4, generator=g),
+        f"{PREFIX}.alpha": torch.tensor(4.0),
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    return IdentityStore(tmp_path / "Lora")
+
+
+def save(store, name="alice", seed=0, **kwargs):
+    kwargs.setdefault("model", "fidelity")
+    kwargs.setdefault("photos", 3)
+    return store.save(name, tiny_lora(seed), **kwargs)
+
+
+def test_save_writes_lora_card_preview_and_record(store):
+    preview = Image.new("RGB", (8, 8), (200, 10, 10))
+    record = save(store, options={"face": "largest"}, preview=preview)
+    folder = store.folder
+    assert folder.name == "hyperlora"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(
+        ["alice.safetensors", "alice.json", "alice.preview.png", f"alice{RECORD_SUFFIX}"]
+    )
+    on_disk = json.loads((folder / f"alice{RECORD_SUFFIX}").read_text())
+    assert on_disk["model"] == "fidelity" and on_disk["photos"] == 3
+    assert on_disk["options"] == {"face": "largest"}
+    assert on_disk["created"].endswith("+00:00")
+    assert record.digest == lora_digest(load_file(folder / "alice.safetensors"))
+    assert record.prompt_tag == "<lora:alice:0.8>"
+    assert store.preview_path("alice") == folder / "alice.preview.png"
+
+
+def test_load_returns_the_stored_tensors_and_their_digest(store):
+    record = save(store)
+    loaded = store.load("alice")
+    original = tiny_lora(0)
+    assert set(loaded.lora) == set(original)
+    down = f"{PREFIX}.lora_down.weight"
+    assert torch.allclose(loaded.lora[down].float(), original[down], atol=1e-2)
+    assert loaded.digest == record.digest == lora_digest(loaded.lora)
+    assert loaded.record.model == "fidelity"
+    lora, digest = load_identity("alice", store.folder.parent)
+    assert digest == record.digest and set(lora) == set(original)
+
+
+def test_load_is_cached_until_the_file_changes(store):
+    save(store)
+    assert store.load("alice") is store.load("alice")
+    first = store.load("alice").digest
+    save(store, seed=1, overwrite=True)
+    assert store.load("alice").digest != first
+
+
+def test_existing_name_needs_overwrite(store):
+    save(store)
+    with pytest.raises(ExportExistsError, match="already exists"):
+        save(store, seed=1)
+    assert save(store, seed=1, overwrite=True).digest == store.load("alice").digest
+
+
+def test_list_names_and_records(store):
+    save(store, "bob")
+    save(store, "Alice")
+    assert store.names() == ["Alice", "bob"]
+    assert [r.name for r in store.list()] == ["Alice", "bob"]
+    assert store.exists("bob") and not store.exists("carol")
+    assert IdentityStore(store.folder / "nowhere").names() == []
+
+
+def test_a_lora_without_record_or_with_a_broken_one_is_still_listed(store):
+    save(store, "alice")
+    (store.folder / f"alice{RECORD_SUFFIX}").write_text("{not json")
+    save(store, "bob")
+    (store.folder / f"bob{RECORD_SUFFIX}").unlink()
+    records = {r.name: r for r in store.list()}
+    assert records["alice"].model == "" and records["bob"].photos == 0
+    assert store.load("bob").digest == lora_digest(load_file(store.folder / "bob.safetensors"))
+
+
+def test_delete_removes_every_file(store):
+    save(store, preview=Image.new("RGB", (4, 4)))
+    save(store, "bob")
+    removed = store.delete("alice")
+    assert len(removed) == 4
+    assert [p.name for p in store.folder.iterdir() if p.name.startswith("alice")] == []
+    assert store.names() == ["bob"]
+    with pytest.raises(IdentityNotFoundError, match=r"alice.*saved: bob"):
+        store.load("alice")
+    with pytest.raises(IdentityNotFoundError):
+        store.delete("alice")
+    with pytest.raises(IdentityNotFoundError):
+        store.record("alice")
+
+
+BAD_NAMES = [
+    "",
+    "   ",
+    "../escape",
+    "..",
+    "a/b",
+    "a\\b",
+    "/etc/passwd",
+    "C:evil",
+    "name\x00",
+    "tab\there",
+    " padded",
+    "con",
+    "x" * 101,
+    "semi;colon",
+    "..hidden",
+    None,
+    7,
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_names_that_are_not_plain_stems_are_refused_everywhere(store, tmp_path, name):
+    with pytest.raises(InvalidNameError):
+        check_name(name)
+    for action in (store.load, store.delete, store.record, store.exists):
+        with pytest.raises(InvalidNameError):
+            action(name)
+    with pytest.raises(InvalidNameError):
+        save(store, name)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == []
+
+
+def test_refusal_suggests_a_usable_name():
+    with pytest.raises(InvalidNameError, match="'my face'"):
+        check_name("my face!")
+    assert check_name("Alice (2024) [v2].final") == "Alice (2024) [v2].final"
+
+
+def test_symlinks_leaving_the_folder_are_refused(store, tmp_path):
+    outside = tmp_path / "secret.safetensors"
+    outside.write_bytes(b"not yours")
+    store.folder.mkdir(parents=True)
+    (store.folder / "evil.safetensors").symlink_to(outside)
+    with pytest.raises(InvalidNameError, match="outside"):
+        store.load("evil")
+    with pytest.raises(InvalidNameError):
+        store.delete("evil")
+    assert outside.read_bytes() == b"not yours"
+
+
+def test_an_unreadable_lora_file_is_a_clear_error(store):
+    store.folder.mkdir(parents=True)
+    (store.folder / "broken.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(Exception, match=r"cannot be read.*delete it"):
+        store.load("broken")

@@ -1,0 +1,88 @@
+"""A FastAPI app with the parts of A1111's ``modules/api/api.py`` HyperLoRA meets (webui.md §8).
+
+``POST /sdapi/v1/txt2img`` runs a job through the double's ``process_images`` under the queue
+lock, in a worker thread (a sync endpoint, as in A1111). ``alwayson_scripts`` are matched by title,
+case-insensitively; unknown titles give 422; each script's slice starts from the ``ui()`` defaults
+and is overwritten position by position. Exceptions escaping the job become A1111's JSON error
+``{error, detail, body, errors}`` with the exception's ``status_code`` or 500 (its middleware).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+
+def _error_response(error: Exception) -> JSONResponse:
+    body = {
+        "error": type(error).__name__,
+        "detail": vars(error).get("detail", ""),
+        "body": vars(error).get("body", ""),
+        "errors": str(error),
+    }
+    return JSONResponse(
+        status_code=vars(error).get("status_code", 500), content=jsonable_encoder(body)
+    )
+
+
+def create_app(runner: Any, sd_model: Any, defaults: dict[str, list] | None = None) -> FastAPI:
+    """``defaults``: script title (lower case) -> its ``ui()`` component values."""
+    from modules import call_queue, processing, shared
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def exception_handling(request: Request, call_next):
+        try:
+            return await call_next(request)
+        except Exception as error:
+            return _error_response(error)
+
+    @app.exception_handler(Exception)
+    async def handle_exception(request: Request, error: Exception):
+        return _error_response(error)
+
+    @app.exception_handler(HTTPException)
+    async def handle_http_exception(request: Request, error: HTTPException):
+        return _error_response(error)
+
+    def init_script_args(request: dict) -> list:
+        size = max((s.args_to for s in runner.scripts), default=1)
+        script_args: list = [None] * size
+        for script in runner.scripts:
+            values = (defaults or {}).get(script.title().lower(), [])
+            script_args[script.args_from : script.args_from + len(values)] = values
+        for title, entry in (request.get("alwayson_scripts") or {}).items():
+            script = runner.script(title)
+            if script is None:
+                raise HTTPException(status_code=422, detail=f"always on script {title} not found")
+            args = entry.get("args", [])
+            for i in range(min(script.args_to - script.args_from, len(args))):
+                script_args[script.args_from + i] = args[i]
+        return script_args
+
+    @app.post("/sdapi/v1/txt2img")
+    def txt2img(request: dict = Body(...)) -> dict:  # noqa: B008 (FastAPI's idiom)
+        script_args = init_script_args(request)
+        with call_queue.queue_lock:
+            p = processing.StableDiffusionProcessingTxt2Img(
+                sd_model=sd_model,
+                scripts_runner=runner,
+                prompt=request.get("prompt", ""),
+                steps=request.get("steps", 2),
+                n_iter=request.get("n_iter", 1),
+                is_api=True,
+            )
+            shared.state.begin()
+            p.script_args = tuple(script_args)
+            processed = processing.process_images(p)
+        return {
+            "images": [f"<image {i}>" for i in range(len(processed.images))],
+            "parameters": request,
+            "info": processed.js(),
+        }
+
+    return app

@@ -1,0 +1,493 @@
+"""The /hyperlora/v1 routes and API error surfacing, through a real FastAPI app and TestClient.
+
+The identity pipeline is real, on tiny random models (tests/factories.py) and the fake antelopev2
+pack, built once per session; the WebUI is the double in tests/webui/fake_webui.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+from safetensors.torch import load
+
+from hyperlora_ext import identity
+from hyperlora_ext.encoders.faces import FaceAnalyzer
+from hyperlora_ext.lora_format import lora_digest
+from hyperlora_ext.models import ModelRoots
+from hyperlora_ext.webui import api
+from tests import fake_antelopev2
+from tests.encoders._photos import face_photo
+from tests.factories import write_tiny_clip, write_tiny_hyperlora
+
+TINY_WIDTHS = {"w640": 20, "w1280": 40, "ctx": 64}  # the widths of write_tiny_hyperlora's layers
+
+
+def png_b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+FACE = png_b64(face_photo((320, 240), ((100, 40, 220, 200),)))
+OTHER_FACE = png_b64(face_photo((320, 240), ((60, 30, 200, 220),)))
+NO_FACE = png_b64(Image.new("RGB", (64, 64), (20, 20, 20)))
+
+
+# Built once per test session and shared with test_xyz.py.
+_SESSION: dict = {}
+
+
+def tiny_models(factory) -> tuple:
+    """(models folder with the tiny models, a warm IdentityPipeline over it), built once."""
+    if not _SESSION:
+        models = factory.mktemp("models")
+        roots = ModelRoots.from_models_dir(models)
+        write_tiny_hyperlora(roots.hyper_lora / "tiny")
+        write_tiny_clip(roots.clip_vit / "clip_vit_large_14")
+        fake_antelopev2.build(roots.antelopev2)
+        _SESSION.update(models=models, pipeline=identity.IdentityPipeline(roots))
+    return _SESSION["models"], _SESSION["pipeline"]
+
+
+def point_webui_at(models: Path, pipeline, monkeypatch) -> None:
+    """The double's models folder -> the tiny models; the process-wide pipeline -> the warm one."""
+    import modules.paths
+
+    monkeypatch.setattr(modules.paths, "models_path", str(models))
+    monkeypatch.setattr(identity, "_pipeline", pipeline)
+
+
+@pytest.fixture
+def session_pipeline(tmp_path_factory):
+    return tiny_models(tmp_path_factory)[1]
+
+
+@pytest.fixture
+def host(webui, tmp_path_factory, monkeypatch):
+    point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
+    return webui
+
+
+def make_client(backend=None, limits=None) -> TestClient:
+    app = FastAPI()
+    api.register_routes(app, backend, limits)
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(host):
+    return make_client()
+
+
+def expect_error(response, status, kind, *fragments):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == kind
+    for fragment in fragments:
+        assert fragment in body["detail"], body["detail"]
+    return body
+
+
+# ------------------------------------------------------------------------- status, models
+def test_status_and_models_when_installed(client, host):
+    status = client.get("/hyperlora/v1/status").json()
+    assert status["ready"] is True and status["device"] == "cpu"
+    assert status["identities"] == 0 and set(status["cache"]) == {
+        "entries",
+        "bytes",
+        "hits",
+        "misses",
+    }
+    models = client.get("/hyperlora/v1/models").json()
+    assert models["ready"] is True and models["problems"] == []
+    assert [(m["name"], m["complete"]) for m in models["hyperlora"]] == [("tiny", True)]
+    assert models["clip"][0]["complete"] and models["antelopev2"]["complete"]
+
+
+def test_models_says_what_is_missing(host, tmp_path, monkeypatch):
+    import modules.paths
+
+    empty = tmp_path / "empty_models"
+    (empty / "hyper_lora" / "hyper_lora" / "half").mkdir(parents=True)
+    monkeypatch.setattr(modules.paths, "models_path", str(empty))
+    client = make_client()
+    models = client.get("/hyperlora/v1/models").json()
+    assert models["ready"] is False
+    half = models["hyperlora"][0]
+    assert half["name"] == "half" and not half["complete"]
+    assert "resampler.safetensors" in half["missing"]
+    assert not models["antelopev2"]["complete"]
+    assert any("download" in p["fix"] for p in models["problems"])
+    assert client.get("/hyperlora/v1/status").json()["ready"] is False
+
+
+# -------------------------------------------------------------------------------- detect
+def test_detect_returns_boxes_scores_and_crops(client):
+    response = client.post("/hyperlora/v1/detect", json={"images": [FACE, NO_FACE]})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["images"]
+    assert (first["width"], first["height"]) == (320, 240)
+    (face,) = first["faces"]
+    x1, y1, x2, y2 = face["box"]
+    assert 80 < x1 < x2 < 240 and 20 < y1 < y2 < 220 and 0.5 < face["score"] <= 1
+    crop = Image.open(io.BytesIO(base64.b64decode(face["crop"])))
+    assert max(crop.size) <= 256 and crop.format == "PNG"
+    assert first["largest"] == first["best_score"] == 0
+    assert second == {"width": 64, "height": 64, "faces": [], "largest": None, "best_score": None}
+
+
+def test_detect_orders_faces_as_face_index_counts(host, tmp_path):
+    split_root = tmp_path / "split"
+    fake_antelopev2.build(split_root / "models" / "antelopev2", split=True)
+    backend = api.webui_backend()
+    backend.face_analyzer = lambda: FaceAnalyzer(split_root, providers=["CPUExecutionProvider"])
+    client = make_client(backend)
+    wide = png_b64(face_photo((640, 320), ((40, 60, 200, 260), (420, 40, 620, 300))))
+    body = client.post("/hyperlora/v1/detect", json={"images": [wide], "crops": False}).json()
+    (image,) = body["images"]
+    left, right = image["faces"]
+    assert [left["index"], right["index"]] == [0, 1] and left["box"][0] < right["box"][0]
+    assert "crop" not in left
+    assert image["best_score"] == 1 and right["score"] > left["score"]  # the fake: 0.95 / 0.99
+    assert image["largest"] == 1
+
+
+# ---------------------------------------------------------------- input errors (any POST)
+@pytest.mark.parametrize("route", ["detect", "encode"])
+def test_malformed_requests(client, route, tmp_path):
+    url = f"/hyperlora/v1/{route}"
+    expect_error(client.post(url, content=b"{not json"), 400, "ApiError", "not valid JSON")
+    expect_error(client.post(url, json=[FACE]), 422, "ApiError", "JSON object")
+    expect_error(client.post(url, json={}), 422, "ApiError", "'images'")
+    expect_error(client.post(url, json={"images": FACE}), 422, "ApiError", "'images'")
+    expect_error(client.post(url, json={"images": []}), 422, "ApiError", "non-empty")
+    body = expect_error(client.post(url, json={"images": [FACE], "colour": 1}), 422, "ApiError")
+    assert body["field"] == "colour" and "unknown field" in body["detail"]
+
+
+GARBAGE = [
+    ("!!!not base64!!!", "not valid base64"),
+    ("data:image/png;base64,@@@@", "not valid base64"),
+    ("http://example.com/a.png", "not accepted"),
+    ("/etc/passwd", "not valid base64"),
+    (base64.b64encode(b"just some bytes, no image").decode(), "not a recognised image format"),
+    ("", "empty string"),
+    (123, "expected a base64 string"),
+    ({"path": "/etc/passwd"}, "expected a base64 string"),
+]
+
+
+@pytest.mark.parametrize(("payload", "message"), GARBAGE)
+@pytest.mark.parametrize("route", ["detect", "encode"])
+def test_base64_garbage_is_a_400_naming_the_image(client, route, payload, message):
+    response = client.post(f"/hyperlora/v1/{route}", json={"images": [FACE, payload]})
+    expect_error(response, 400, "ImageError", "image 2", message)
+
+
+def test_a_server_file_path_is_never_read(client, tmp_path):
+    on_server = tmp_path / "server_photo.png"
+    face_photo().save(on_server)
+    for route in ("detect", "encode"):
+        response = client.post(f"/hyperlora/v1/{route}", json={"images": [str(on_server)]})
+        expect_error(response, 400, "ImageError", "image 1")
+
+
+def test_size_limits(host):
+    limits = api.Limits(max_body_bytes=200_000, max_images=2, max_image_bytes=10_000)
+    client = make_client(limits=limits)
+    big = base64.b64encode(b"\x89PNG" + b"\x00" * 20_000).decode()
+    response = client.post("/hyperlora/v1/detect", json={"images": [FACE, big]})
+    expect_error(response, 413, "ImageTooLargeError", "image 2", "larger than")
+    response = client.post("/hyperlora/v1/encode", json={"images": [FACE] * 3})
+    expect_error(response, 422, "ApiError", "3 images", "at most 2")
+    huge = {"images": ["A" * 300_000]}
+    expect_error(client.post("/hyperlora/v1/detect", json=huge), 413, "ApiError", "larger than")
+    # A body without Content-Length (chunked) is measured as it streams in.
+    chunks = (json.dumps(huge)[i : i + 50_000].encode() for i in range(0, 300_100, 50_000))
+    response = client.post("/hyperlora/v1/detect", content=chunks)
+    expect_error(response, 413, "ApiError", "larger than")
+
+
+def test_detect_crop_size_is_checked(client):
+    for bad in (0, 8, 5000, "big", True):
+        response = client.post("/hyperlora/v1/detect", json={"images": [FACE], "crop_size": bad})
+        assert expect_error(response, 422, "ApiError", "crop_size")["field"] == "crop_size"
+
+
+# -------------------------------------------------------------------------------- encode
+def test_encode_returns_the_digest_and_reuses_the_cache(client):
+    first = client.post("/hyperlora/v1/encode", json={"images": [OTHER_FACE], "model": "tiny"})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert len(body["digest"]) == 12 and body["model"] == "tiny" and body["photos_used"] == 1
+    assert body["photos"][0]["used"] and body["photos"][0]["faces_found"] == 1
+    assert body["saved"] is None and body["lora"] is None
+    again = client.post("/hyperlora/v1/encode", json={"images": [OTHER_FACE]}).json()
+    assert again["cache_hit"] is True and again["digest"] == body["digest"]  # default model: tiny
+    grey = client.post("/hyperlora/v1/encode", json={"images": [OTHER_FACE], "grayscale": True})
+    assert grey.json()["digest"] != body["digest"]
+
+
+def test_encode_saves_and_returns_the_lora_file(client, host):
+    request = {"images": [FACE, NO_FACE], "save_as": "alice", "return_lora": True}
+    body = client.post("/hyperlora/v1/encode", json=request).json()
+    assert body["photos_used"] == 1 and body["photos"][1]["used"] is False
+    assert body["warnings"] and "image 2" in body["warnings"][0]
+    saved = body["saved"]
+    assert saved["name"] == "alice" and saved["photos"] == 1 and saved["model"] == "tiny"
+    assert saved["prompt_tag"] == "<lora:alice:0.8>"
+    assert saved["options"]["face_choice"] == "largest"
+    folder = host.lora_dir / "hyperlora"
+    assert (folder / "alice.safetensors").is_file() and (folder / "alice.preview.png").is_file()
+    lora = load(base64.b64decode(body["lora"]))
+    assert body["lora_filename"] == "alice.safetensors"
+    assert lora_digest(lora) == saved["digest"]
+    response = client.post("/hyperlora/v1/encode", json={"images": [FACE], "save_as": "alice"})
+    expect_error(response, 409, "ApiError", "exists", "overwrite")
+    request = {"images": [OTHER_FACE], "save_as": "alice", "overwrite": True}
+    assert client.post("/hyperlora/v1/encode", json=request).json()["saved"]["photos"] == 1
+
+
+def test_encode_errors(client, host):
+    url = "/hyperlora/v1/encode"
+    expect_error(client.post(url, json={"images": [NO_FACE]}), 422, "NoFaceError", "image 1")
+    response = client.post(url, json={"images": [FACE], "model": "huge"})
+    expect_error(response, 404, "ModelNotFoundError", "'huge'", "tiny")
+    response = client.post(url, json={"images": [FACE], "model": "../tiny"})
+    expect_error(response, 400, "InvalidNameError")
+    body = expect_error(
+        client.post(url, json={"images": [FACE], "face": "sideways"}), 422, "ArgumentError"
+    )
+    assert body["field"] == "face"
+    body = expect_error(
+        client.post(url, json={"images": [FACE], "face_index": -1}), 422, "ArgumentError"
+    )
+    assert body["field"] == "face_index"
+    body = expect_error(
+        client.post(url, json={"images": [FACE], "overwrite": "yes"}), 422, "ApiError"
+    )
+    assert body["field"] == "overwrite"
+    for name in ("../evil", "a/b", "..", "", "x" * 101, 5):
+        response = client.post(url, json={"images": [FACE], "save_as": name})
+        expect_error(response, 400, "InvalidNameError")
+    assert not any(host.lora_dir.parent.rglob("*.safetensors"))
+
+
+# ---------------------------------------------------------------------------- identities
+def test_list_get_and_delete_identities(client, host):
+    assert client.get("/hyperlora/v1/identities").json() == {"identities": []}
+    client.post("/hyperlora/v1/encode", json={"images": [FACE], "save_as": "bob"})
+    client.post("/hyperlora/v1/encode", json={"images": [OTHER_FACE], "save_as": "Alice"})
+    listed = client.get("/hyperlora/v1/identities").json()["identities"]
+    assert [i["name"] for i in listed] == ["Alice", "bob"]
+    one = client.get("/hyperlora/v1/identities/bob").json()
+    assert one["name"] == "bob" and "preview" not in one
+    with_preview = client.get("/hyperlora/v1/identities/bob", params={"preview": True}).json()
+    assert Image.open(io.BytesIO(base64.b64decode(with_preview["preview"]))).size == (512, 512)
+    deleted = client.delete("/hyperlora/v1/identities/bob").json()
+    assert deleted["deleted"] == "bob" and "bob.safetensors" in deleted["files"]
+    assert not (host.lora_dir / "hyperlora" / "bob.safetensors").exists()
+    expect_error(
+        client.delete("/hyperlora/v1/identities/bob"), 404, "IdentityNotFoundError", "Alice"
+    )
+    expect_error(client.get("/hyperlora/v1/identities/bob"), 404, "IdentityNotFoundError")
+    assert client.get("/hyperlora/v1/status").json()["identities"] == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..%2F..%2Fsecret", "a%2Fb", "%2E%2E", "%2Fetc%2Fpasswd", "a%5Cb", "x%00y", "semi%3Bcolon"],
+)
+def test_identity_names_cannot_escape(client, host, name):
+    secret = host.lora_dir.parent / "secret.safetensors"
+    secret.write_bytes(b"keep me")
+    for method in (client.get, client.delete):
+        response = method(f"/hyperlora/v1/identities/{name}")
+        expect_error(response, 400, "InvalidNameError")
+    assert secret.read_bytes() == b"keep me"
+
+
+def test_registering_twice_adds_the_routes_once(host):
+    app = FastAPI()
+    api.register_routes(app)
+    api.register_routes(app)
+    routes = [(r.path, *r.methods) for r in app.router.routes if r.path.startswith(api.PREFIX)]
+    assert len(routes) == len(set(routes)) == 7
+
+
+# ------------------------------------------------- generation requests (alwayson_scripts)
+def generation_app(host, script_classes, *, fail_mode=True):
+    from tests.webui.fake_webui.api_app import create_app
+
+    model = host.load_model("sdxl", **TINY_WIDTHS)
+    runner = host.scripts.ScriptRunner(script_classes)
+    defaults = {"hyperlora": [False, None, "", 0.8, True, "largest", 0, True, False, ""]}
+    app = create_app(runner, model, defaults)
+    if fail_mode:
+        api.register_routes(app)
+    return TestClient(app)
+
+
+def info(response) -> dict:
+    assert response.status_code == 200, response.text
+    return json.loads(response.json()["info"])["extra_generation_params"]
+
+
+@pytest.fixture
+def generate(host):
+    clients = {}
+
+    def post(body, headers=None, fail_mode=True):
+        if fail_mode not in clients:
+            clients[fail_mode] = generation_app(host, [host.load_script()], fail_mode=fail_mode)
+        return clients[fail_mode].post("/sdapi/v1/txt2img", json=body, headers=headers or {})
+
+    yield post
+    host.shared.state.begin()
+
+
+def test_named_and_positional_args_through_the_api(generate, client):
+    named = {"enabled": True, "images": [FACE], "model": "tiny", "weight": 0.5}
+    params = info(generate({"prompt": "x", "alwayson_scripts": {"HyperLoRA": {"args": [named]}}}))
+    digest = client.post("/hyperlora/v1/encode", json={"images": [FACE]}).json()["digest"]
+    assert params["HyperLoRA identity"] == digest and params["HyperLoRA weight"] == "0.5"
+    assert "HyperLoRA error" not in params
+    positional = [True, [FACE], "tiny", 0.7]
+    params = info(generate({"alwayson_scripts": {"hyperlora": {"args": positional}}}))
+    assert params["HyperLoRA identity"] == digest and params["HyperLoRA weight"] == "0.7"
+
+
+def test_failures_are_visible_in_info_by_default(generate):
+    args = [{"enabled": True, "images": [NO_FACE], "model": "tiny"}]
+    response = generate({"alwayson_scripts": {"HyperLoRA": {"args": args}}})
+    params = info(response)
+    assert "image 1" in params["HyperLoRA error"]
+    assert response.json()["images"]  # the image was still made, without the identity
+    bad = [{"enabled": True, "weight": 9}]
+    error = info(generate({"alwayson_scripts": {"HyperLoRA": {"args": bad}}}))["HyperLoRA error"]
+    assert "'weight'" in error
+
+
+def test_unknown_alwayson_script_is_the_webuis_422(generate):
+    response = generate({"alwayson_scripts": {"HyperLoRRA": {"args": []}}})
+    assert response.status_code == 422 and "not found" in response.json()["detail"]
+
+
+class FailingScript:
+    """A minimal AlwaysOn script that reports ``message`` (if set) the documented way."""
+
+    message = "no face found in image 2"
+    calls: ClassVar[list[bool]] = []
+
+    @classmethod
+    def build(cls, scripts):
+        outer = cls
+
+        class Reporter(scripts.Script):
+            def title(self):
+                return "HyperLoRA"
+
+            def show(self, is_img2img):
+                return scripts.AlwaysVisible
+
+            def process(self, p, *args):
+                if outer.message:
+                    p.extra_generation_params[api.ERROR_KEY] = outer.message
+                    outer.calls.append(api.fail_api_request(p, outer.message))
+
+        return Reporter
+
+
+@pytest.fixture
+def failing(host):
+    FailingScript.calls = []
+    FailingScript.message = "no face found in image 2"
+    yield lambda fail_mode=True: generation_app(
+        host, [FailingScript.build(host.scripts)], fail_mode=fail_mode
+    )
+    host.shared.state.begin()
+
+
+def test_fail_header_turns_an_error_into_a_422(failing):
+    client = failing()
+    response = client.post("/sdapi/v1/txt2img", json={}, headers={"X-HyperLoRA-On-Error": "fail"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "HyperLoRAError"
+    assert body["detail"] == "HyperLoRA error: no face found in image 2"
+    assert FailingScript.calls == [True]
+
+
+def test_without_the_header_the_request_succeeds_with_the_error_in_info(failing):
+    client = failing()
+    params = info(client.post("/sdapi/v1/txt2img", json={}))
+    assert params["HyperLoRA error"] == "no face found in image 2"
+    assert FailingScript.calls == [False]
+
+
+def test_the_setting_makes_fail_the_default_and_the_header_overrides_it(failing, host):
+    host.shared.opts.data[api.ON_ERROR_OPTION] = "fail"
+    try:
+        client = failing()
+        assert client.post("/sdapi/v1/txt2img", json={}).status_code == 422
+        host.shared.state.begin()
+        response = client.post(
+            "/sdapi/v1/txt2img", json={}, headers={"X-HyperLoRA-On-Error": "info"}
+        )
+        assert response.status_code == 200
+    finally:
+        host.shared.opts.data.pop(api.ON_ERROR_OPTION)
+
+
+def test_fail_mode_without_an_error_returns_the_normal_response(failing):
+    FailingScript.message = ""
+    client = failing()
+    response = client.post("/sdapi/v1/txt2img", json={}, headers={"X-HyperLoRA-On-Error": "fail"})
+    assert response.status_code == 200 and len(response.json()["images"]) == 1
+
+
+def test_without_the_route_wrapper_the_job_still_stops_before_sampling(failing):
+    client = failing(fail_mode=False)
+    response = client.post("/sdapi/v1/txt2img", json={}, headers={"X-HyperLoRA-On-Error": "fail"})
+    # The header alone cannot reach the script here; the setting can: no images, error in info.
+    assert response.status_code == 200 and FailingScript.calls == [False]
+    import modules.shared
+
+    modules.shared.opts.data[api.ON_ERROR_OPTION] = "fail"
+    try:
+        response = client.post("/sdapi/v1/txt2img", json={})
+    finally:
+        modules.shared.opts.data.pop(api.ON_ERROR_OPTION)
+    assert response.status_code == 200 and response.json()["images"] == []
+    assert info(response)["HyperLoRA error"] == "no face found in image 2"
+
+
+def test_fail_api_request_ignores_ui_jobs(host):
+    class P:
+        is_api = False
+
+    assert api.fail_api_request(P(), "boom") is False
+    assert host.shared.state.interrupted is False
+
+
+def test_install_fail_mode_wraps_only_the_generation_routes_once(host):
+    from tests.webui.fake_webui.api_app import create_app
+
+    app = create_app(host.scripts.ScriptRunner([]), None)
+    assert api.install_fail_mode(app) == 1
+    assert api.install_fail_mode(app) == 1
+    txt2img = next(r for r in app.router.routes if r.path == "/sdapi/v1/txt2img")
+    assert txt2img.app._hyperlora_fail_mode and not hasattr(txt2img.app, "__wrapped__")
+
+
+def test_register_settings_adds_the_option(host):
+    api.register_settings()
+    assert host.shared.opts.get_default(api.ON_ERROR_OPTION) == "info"

@@ -1,0 +1,88 @@
+"""The shared argument model: positional and named forms, validation naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from hyperlora_ext.args import ArgumentError, HyperLoRAArgs, add_trigger_words
+from hyperlora_ext.errors import HyperLoRAError
+
+
+def test_defaults_match_the_issue():
+    args = HyperLoRAArgs()
+    assert (args.enabled, args.weight, args.trigger_words, args.face) == (
+        False,
+        0.8,
+        True,
+        "largest",
+    )
+    assert (args.remove_background, args.grayscale, args.identity, args.images) == (
+        True, False, "", ()
+    )  # fmt: skip
+
+
+def test_positional_and_named_forms_agree():
+    positional = [True, ["a.png"], "fidelity", 0.5, False, "Best score", 1, False, True, ""]
+    named = dict(zip(HyperLoRAArgs.field_names(), positional, strict=True))
+    assert HyperLoRAArgs.from_script_args(positional) == HyperLoRAArgs.from_script_args([named])
+    assert HyperLoRAArgs.from_positional([True]) == HyperLoRAArgs(enabled=True)
+
+
+def test_named_dict_ignores_the_api_padding_after_it():
+    args = HyperLoRAArgs.from_script_args([{"enabled": True, "weight": 1.1}, None, "x", 0.8])
+    assert args == HyperLoRAArgs(enabled=True, weight=1.1)
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"weight": 1.6}, "weight"),
+        ({"weight": "heavy"}, "weight"),
+        ({"weight": float("nan")}, "weight"),
+        ({"weight": True}, "weight"),
+        ({"face": "smallest"}, "face"),
+        ({"face_index": -1}, "face_index"),
+        ({"face_index": 1.5}, "face_index"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"model": 3}, "model"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_values_raise_naming_the_field(values, field):
+    with pytest.raises(ArgumentError) as error:
+        HyperLoRAArgs.from_dict(values)
+    assert error.value.field == field and field in str(error.value)
+    assert isinstance(error.value, HyperLoRAError)
+
+
+def test_too_many_positions_is_an_error():
+    with pytest.raises(ArgumentError):
+        HyperLoRAArgs.from_positional([False] * 11)
+
+
+def test_values_from_ui_and_infotext_are_normalised():
+    class Upload:  # gradio 3.41 gr.File tempfile wrapper
+        name = "/tmp/gradio/face.png"
+
+    args = HyperLoRAArgs.from_dict(
+        {
+            "enabled": "True", "weight": "-0.25", "face": "Best score", "face_index": 2.0,
+            "grayscale": "False", "images": [Upload(), ("pil-image", "caption"), "b64"],
+        }
+    )  # fmt: skip
+    assert (args.enabled, args.weight, args.face, args.face_index) == (True, -0.25, "best_score", 2)
+    assert args.grayscale is False
+    assert args.images == ("/tmp/gradio/face.png", "pil-image", "b64")
+    assert HyperLoRAArgs.from_dict({"images": "one-base64"}).images == ("one-base64",)
+
+
+def test_replace_validates_and_reports_changes():
+    args = HyperLoRAArgs(enabled=True).replace(weight=0.3, grayscale=True)
+    assert args.changed_from_default() == {"enabled": True, "weight": 0.3, "grayscale": True}
+    with pytest.raises(ArgumentError):
+        args.replace(weight=9)
+
+
+def test_trigger_words_are_added_once():
+    assert add_trigger_words("a man") == "fcsks fxhks fhyks, a man"
+    assert add_trigger_words(add_trigger_words("a man")) == "fcsks fxhks fhyks, a man"
