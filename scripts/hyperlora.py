@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from modules import scripts
+from modules import script_callbacks, scripts
 
 # A1111 puts this extension's folder on sys.path only while this file executes: import the
 # package now, so later (lazy) imports of its submodules resolve through hyperlora_ext.__path__.
@@ -17,9 +17,13 @@ import hyperlora_ext
 import hyperlora_ext.webui.host as host
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui import infotext
+from hyperlora_ext.webui import api, infotext, xyz
 
 assert hyperlora_ext.__version__
+
+script_callbacks.on_app_started(lambda demo, app: api.register_routes(app))
+script_callbacks.on_before_ui(xyz.register_axes)  # a no-op when the X/Y/Z script is absent
+script_callbacks.on_ui_settings(api.register_settings)
 
 
 # Not a dataclass: A1111 loads this file without a sys.modules entry, which dataclasses need.
@@ -78,9 +82,7 @@ class HyperLoRAScript(scripts.Script):
 
 
 def _arguments(p: Any, args: tuple) -> HyperLoRAArgs:
-    options = HyperLoRAArgs.from_script_args(args)
-    overrides = getattr(p, "hyperlora_xyz", None)  # X/Y/Z axes set this dict on their cell's p
-    return options.replace(**overrides) if overrides else options
+    return xyz.merge_overrides(HyperLoRAArgs.from_script_args(args), p)
 
 
 def _prepare(p: Any, options: HyperLoRAArgs) -> None:
@@ -107,6 +109,8 @@ def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
             "no reference photo: add at least one photo in the HyperLoRA panel (or pick a saved "
             "identity), or turn HyperLoRA off"
         )
+    if getattr(p, "is_api", False):  # API photos are base64 only: never let a client name a path
+        options = options.replace(images=tuple(api.api_images(options.images)))
     _free_vram_for_encoders(p)
     if not options.model:
         options = options.replace(model=_default_model())
@@ -145,6 +149,7 @@ def _report(p: Any, message: str) -> None:
     """Make a problem visible: the UI's comments and, for API clients, ``info``."""
     infotext.write_error(p.extra_generation_params, message)
     p.comment(f"HyperLoRA: {message}")
+    api.fail_api_request(p, message)
 
 
 def _saved_identity(name: str) -> tuple[dict, str]:
