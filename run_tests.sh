@@ -1,15 +1,44 @@
 #!/usr/bin/env bash
-# One command to set up the test environment and run the tests: ./run_tests.sh [pytest args]
-# Creates .venv (torch 2.13.0 CPU wheel + the A1111 1.10 pin set) when missing.
+# Set up the test environments and run lint + the test suite: ./run_tests.sh [pytest args]
+#
+# Runs the suite twice, once per WebUI stack (see ../shared/spec/deps.md):
+#   a1111: .venv        torch 2.13.0 CPU + requirements-test.txt       (A1111 1.10 pins, gradio 3.41)
+#   forge: .venv-forge  torch 2.13.0 CPU + requirements-test-forge.txt (Forge 2 pins, gradio 4.40)
+# HYPERLORA_TEST_ENVS="a1111" (or "forge") runs only one. Environments are created when missing
+# or when their requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, insightface, transformers" 2>/dev/null; then
-    python3.11 -m venv .venv
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet torch==2.13.0
-    .venv/bin/python -m pip install --quiet -r requirements-test.txt
-fi
-.venv/bin/python -m ruff check .
-.venv/bin/python -m ruff format --check .
-.venv/bin/python -m pytest "$@"
+
+ensure_env() {  # ensure_env VENV REQUIREMENTS
+    local venv=$1 requirements=$2 stamp
+    stamp="$(sha256sum "$requirements" | cut -c1-16)"
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements-stamp" 2>/dev/null)" = "$stamp" ]; then
+        return
+    fi
+    echo "== creating $venv from $requirements"
+    rm -rf "$venv"
+    python3.11 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet torch==2.13.0  # the CPU wheel; never a CUDA build
+    "$venv/bin/python" -m pip install --quiet -r "$requirements"
+    echo "$stamp" > "$venv/.requirements-stamp"
+}
+
+envs=${HYPERLORA_TEST_ENVS:-a1111 forge}
+status=0
+for env in $envs; do
+    case $env in
+        a1111) venv=.venv requirements=requirements-test.txt ;;
+        forge) venv=.venv-forge requirements=requirements-test-forge.txt ;;
+        *) echo "unknown test environment: $env (use a1111 or forge)"; exit 2 ;;
+    esac
+    ensure_env "$venv" "$requirements"
+    if [ "$env" = "${envs%% *}" ]; then
+        "$venv/bin/python" -m ruff check .
+        "$venv/bin/python" -m ruff format --check .
+    fi
+    echo "== tests in the $env environment"
+    "$venv/bin/python" -m pytest "$@" || status=$?
+done
+exit $status
