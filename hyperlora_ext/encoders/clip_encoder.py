@@ -91,6 +91,11 @@ def load_clip_vision(
     path = Path(path)
     if path.is_dir():
         weights_path = path / "model.safetensors"
+        if not weights_path.is_file():
+            raise ModelNotFoundError(
+                f"{weights_path}: file is missing (only safetensors weights are loaded, never "
+                f"pickled .bin files); download model.safetensors of the {REQUIRED_ENCODER}"
+            )
         config = _folder_config(path)
     elif path.is_file() and path.suffix == ".safetensors":
         weights_path, config = path, None

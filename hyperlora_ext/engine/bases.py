@@ -2,10 +2,10 @@
 
 Each of the M x 4 attention linears has a down basis (H, in, r) and an up basis (H, r, out); a
 LoRA matrix is a linear combination of its H basis matrices with coefficients taken from one
-resampler token. Bases of the same width are stored together in one (G, H, r*width) tensor per
-group, filled tensor by tensor straight from the file (cast once, no second copy), and laid out
-so that mixing a whole group is one ``bmm`` that reads every basis once and yields each
-``lora_down`` (r, in) / ``lora_up`` (out, r) as a contiguous slice.
+resampler token. Bases of the same direction and width are stored together in one
+(G, H, width * r) tensor per group, filled tensor by tensor straight from the file (one cast-copy
+in the file's own layout, no second copy), so that mixing a whole group is one ``bmm`` that reads
+every basis once. Only the small mixed matrices are transposed into kohya's orientation.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class _Group:
     keys: list[str] = field(default_factory=list)  # file keys, in member order
     members: list[tuple[int, int]] = field(default_factory=list)  # (module, layer) indices
     tokens: list[int] = field(default_factory=list)  # resampler token driving each member
-    bases: torch.Tensor | None = None  # (G, H, r * width)
+    bases: torch.Tensor | None = None  # (G, H, width * r): file layout (H, in, r) / (H, r, out)
     token_index: torch.Tensor | None = None
 
 
@@ -76,10 +76,7 @@ class BasisBank:
             )
             group.token_index = torch.tensor(group.tokens, device=device)
             for slot, key in zip(group.bases, group.keys, strict=True):
-                # down (H, in, r) -> (H, r, in); up (H, r, out) -> (H, out, r): the same transpose
-                slot.view(h, -1, group.width if group.direction == "down" else r).copy_(
-                    handle.get_tensor(key).transpose(1, 2)
-                )
+                slot.copy_(handle.get_tensor(key).view(h, -1))
         return self
 
     def mix(self, tokens: torch.Tensor) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
@@ -91,12 +88,13 @@ class BasisBank:
         result: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         for group in self.groups:
             coefficients = tokens.index_select(0, group.token_index).unsqueeze(1)  # (G, 1, H)
-            mixed = torch.bmm(coefficients, group.bases).squeeze(1).cpu()  # (G, r * width)
+            mixed = torch.bmm(coefficients, group.bases).squeeze(1).cpu()  # (G, width * r)
+            # down: (in, r) -> (r, in); up: (r, out) -> (out, r); the copy gives each its storage
             shape = (
-                (self.rank, group.width) if group.direction == "down" else (group.width, self.rank)
+                (group.width, self.rank) if group.direction == "down" else (self.rank, group.width)
             )
             for member, row in zip(group.members, mixed, strict=True):
-                result.setdefault(member, {})[group.direction] = row.view(shape).clone()
+                result.setdefault(member, {})[group.direction] = row.view(shape).t().contiguous()
         return result
 
     def tensors(self) -> list[torch.Tensor]:

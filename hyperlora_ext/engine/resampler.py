@@ -108,7 +108,7 @@ class Resampler:
         def take(key: str) -> torch.Tensor:
             return w.pop(key).to(device=device, dtype=dtype).contiguous()
 
-        def norm(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        def weight_bias(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
             return take(f"{prefix}.weight"), take(f"{prefix}.bias")
 
         def cat(*keys: str) -> torch.Tensor:
@@ -117,28 +117,28 @@ class Resampler:
         start, query0 = self._precompute(w)  # pops latents and block 0's attn1 / attn2 query
         self.start = start.to(device=device, dtype=dtype)
         self.query0 = query0.to(device=device, dtype=dtype).contiguous()
-        self.proj_in = norm("proj_in")
-        self.proj_in_2 = norm("proj_in_2")
-        self.proj_out = norm("proj_out")
+        self.proj_in = weight_bias("proj_in")
+        self.proj_in_2 = weight_bias("proj_in_2")
+        self.proj_out = weight_bias("proj_out")
         self.blocks: list[dict[str, Any]] = []
         for layer in range(config.depth):
             p = f"layers.{layer}."
             block: dict[str, Any] = {}
             if layer > 0:  # block 0's self-attention is folded into self.start
-                block["norm1"] = norm(f"{p}norm_attn1")
+                block["norm1"] = weight_bias(f"{p}norm_attn1")
                 block["qkv1"] = cat(*(f"{p}attn1.{x}.weight" for x in ("to_q", "to_k", "to_v")))
                 block["out1"] = take(f"{p}attn1.to_out.0.weight")
-                block["norm2_l"] = norm(f"{p}norm_attn2_l")
+                block["norm2_l"] = weight_bias(f"{p}norm_attn2_l")
                 block["q2"] = take(f"{p}attn2.to_q.weight")
             for attn, cond in (("attn2", "x"), ("attn3", "y")):
-                block[f"norm_{attn}_c"] = norm(f"{p}norm_{attn}_{cond}")
+                block[f"norm_{attn}_c"] = weight_bias(f"{p}norm_{attn}_{cond}")
                 block[f"kv_{attn}"] = cat(f"{p}{attn}.to_k.weight", f"{p}{attn}.to_v.weight")
                 block[f"out_{attn}"] = take(f"{p}{attn}.to_out.0.weight")
-            block["norm3_l"] = norm(f"{p}norm_attn3_l")
+            block["norm3_l"] = weight_bias(f"{p}norm_attn3_l")
             block["q3"] = take(f"{p}attn3.to_q.weight")
-            block["norm_ff"] = norm(f"{p}norm_ff")
-            block["ff1"] = norm(f"{p}ff.net.0.proj")
-            block["ff2"] = norm(f"{p}ff.net.2")
+            block["norm_ff"] = weight_bias(f"{p}norm_ff")
+            block["ff1"] = weight_bias(f"{p}ff.net.0.proj")
+            block["ff2"] = weight_bias(f"{p}ff.net.2")
             self.blocks.append(block)
         w.clear()
 

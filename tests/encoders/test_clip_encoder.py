@@ -143,3 +143,10 @@ def test_missing_layer_weights(clips, tmp_path):
         CheckpointError, match=r"missing key .*layers\.0\.self_attn\.k_proj\.weight"
     ):
         load_clip_vision(path, expected_hidden_size=32)
+
+
+def test_missing_weights(clips, tmp_path):
+    (tmp_path / "config.json").write_text((clips["hf_full"] / "config.json").read_text())
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelNotFoundError, match=r"model\.safetensors: file is missing"):
+        load_clip_vision(tmp_path, expected_hidden_size=32)
