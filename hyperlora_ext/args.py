@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hyperlora_ext.encoders.faces import CHOICES
 from hyperlora_ext.errors import HyperLoRAError
 
-FACE_CHOICES = ("largest", "index", "best_score")
+FACE_CHOICES = CHOICES  # how to pick the face when a photo shows several
 # How the accordion shows each face choice; parsing accepts these labels too.
 FACE_LABELS = {"largest": "Largest", "index": "Index", "best_score": "Best score"}
 WEIGHT_RANGE = (-1.5, 1.5)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from hyperlora_ext.args import FACE_CHOICES
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.models import HYPERLORA_MODELS, ModelRoots, default_models_dir
 
@@ -213,7 +214,7 @@ def _add_lora_parser(commands) -> None:
         default="as-is",
         help="kohya key names: as the model names them, or 'sgm' for kohya sd-scripts training",
     )
-    lora.add_argument("--face", choices=("largest", "index", "best_score"), default="largest")
+    lora.add_argument("--face", choices=FACE_CHOICES, default="largest")
     lora.add_argument("--face-index", type=int, default=0, help="with --face index: 0 = leftmost")
     lora.add_argument(
         "--keep-background", action="store_true", help="do not grey out the background"

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .args import TRIGGER_WORDS
 from .errors import HyperLoRAError, InvalidNameError
 from .lora_format import NameStyle, convert_key_style, lora_digest
 
-TRIGGER_WORDS = "fcsks fxhks fhyks"
 RECOMMENDED_WEIGHT = 0.8
 _UNSAFE_CHARS = re.compile(r"[^\w\- .()\[\]]+")
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {

@@ -1,0 +1,111 @@
+"""Identity pipeline cost: first call (loads everything) vs warm call vs cached call, on CPU.
+
+Full-size random weights in the released layouts: HyperLoRA (140 SDXL modules, fp16 on disk,
+about 3 GB), CLIP ViT-L/14 (random, transformers layout) and the synthetic antelopev2 pack of the
+tests (tiny, so face analysis is not representative of the real 400 MB pack). Prints a table.
+
+    .venv/bin/python bench/identity.py [--models-dir DIR] [--dtype bf16|fp32]
+
+The model tree is written to a temporary folder unless --models-dir points at one built before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hyperlora_ext.identity import IdentityOptions, IdentityPipeline, peak_rss_mb  # noqa: E402
+from hyperlora_ext.models import ModelRoots  # noqa: E402
+
+MODEL = "sdxl_hyper_id_lora_v1_fidelity"
+CLIP_L14 = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+)
+
+
+def build_tree(roots: ModelRoots) -> None:
+    """Write whatever part of the full-size model tree is missing."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from tests import fake_antelopev2
+
+    predict = _load_bench_module("predict")
+    if not (roots.hyper_lora / MODEL / "resampler.safetensors").exists():
+        print("writing the full-size HyperLoRA model ...", flush=True)
+        predict.write_full_model(roots.hyper_lora / MODEL)
+    clip_dir = roots.clip_vit / "clip_vit_large_14"
+    if not (clip_dir / "model.safetensors").exists():
+        print("writing a random CLIP ViT-L/14 ...", flush=True)
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_L14))
+        model.save_pretrained(clip_dir, safe_serialization=True)
+        del model
+    if not roots.antelopev2.exists():
+        fake_antelopev2.build(roots.antelopev2)
+
+
+def _load_bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def photo(shift: int):
+    from tests.encoders._photos import face_photo
+
+    return face_photo(faces=((210 + shift, 90, 430 + shift, 390),))
+
+
+def timed(pipeline: IdentityPipeline, photos, options) -> tuple[float, bool]:
+    start = time.perf_counter()
+    result = pipeline.predict(photos, options)
+    return time.perf_counter() - start, result.cache_hit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path)
+    parser.add_argument("--dtype", choices=("bf16", "fp32"), default=None)
+    args = parser.parse_args()
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.dtype]
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = ModelRoots.from_models_dir(args.models_dir or Path(tmp) / "models")
+        build_tree(roots)
+        rss_before = peak_rss_mb()
+        pipeline = IdentityPipeline(roots, device="cpu", dtype=dtype)
+        options = IdentityOptions(MODEL)
+        rows = [
+            ("first call (loads models, 1 photo)", *timed(pipeline, [photo(0)], options)),
+            ("warm call, new photo", *timed(pipeline, [photo(40)], options)),
+            ("warm call, 3 new photos", *timed(pipeline, [photo(s) for s in (5, 15, 25)], options)),
+            ("cached call (same photo again)", *timed(pipeline, [photo(40)], options)),
+            ("cached call, grid cell (other seed)", *timed(pipeline, [photo(40)], options)),
+        ]
+        warm = rows[1][1]
+        print(f"\nengine dtype: {pipeline._engine.dtype}, torch threads: {torch.get_num_threads()}")
+        print("| step | seconds | vs warm call | cache hit |\n|---|---|---|---|")
+        for label, seconds, hit in rows:
+            print(f"| {label} | {seconds:.3f} | {seconds / warm:.4f} | {hit} |")
+        print(f"\npeak RSS before the pipeline: {rss_before:.0f} MB (includes writing the tree)")
+        print(f"peak RSS after: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
