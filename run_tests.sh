@@ -8,7 +8,7 @@
 # or when their requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False NO_ALBUMENTATIONS_UPDATE=1
 
 ensure_env() {  # ensure_env VENV REQUIREMENTS
     local venv=$1 requirements=$2 stamp

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ class FaceAnalyzer:
             return self._models
 
     def _load_models(self) -> dict[str, Any]:
+        # insightface 0.7.3 imports albumentations, whose import checks PyPI for a newer version
+        # (a network call at every start): switch that off unless the user decided otherwise.
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
         from insightface.model_zoo import model_zoo
 
         folder = find_pack(self.models_root)
