@@ -24,6 +24,7 @@ from .lora_format import lora_digest
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
 FACE_CHOICES = ("largest", "index", "best_score")
+FACE_DEVICES = ("auto", "cpu", "cuda")
 Progress = Callable[[str], None]
 
 
@@ -85,9 +86,13 @@ class IdentityPipeline:
         keep_on_device: bool = False,
         cache_entries: int = 16,
         cache_bytes: int = 512 * 2**20,
+        face_device: str = "auto",
     ) -> None:
+        if face_device not in FACE_DEVICES:
+            raise HyperLoRAError(f"face device {face_device!r} is not one of {FACE_DEVICES}")
         self.roots = roots
         self.device = torch.device(device)
+        self.face_device = face_device
         self.dtype = dtype
         self.keep_on_device = keep_on_device
         self.cache: LruCache[IdentityResult] = LruCache(cache_entries, cache_bytes)
@@ -106,8 +111,13 @@ class IdentityPipeline:
         *,
         labels: Sequence[str] | None = None,
         progress: Progress | None = None,
+        before_compute: Callable[[], None] | None = None,
     ) -> IdentityResult:
-        """Predict the identity LoRA of the person in ``images`` (1..N photos)."""
+        """Predict the identity LoRA of the person in ``images`` (1..N photos).
+
+        ``before_compute`` runs only when the encoders are about to run (not on a cache hit),
+        e.g. to make room on the GPU.
+        """
         from .encoders.images import image_digest, load_image
 
         report = progress or (lambda stage: None)
@@ -132,6 +142,8 @@ class IdentityPipeline:
             cached = self.cache.get(key)
             if cached is not None:
                 return _as_cache_hit(cached, time.perf_counter() - start)
+            if before_compute is not None:
+                before_compute()
             result = self._compute(photos, labels, options, model_dir, clip_path, report)
             result.seconds = time.perf_counter() - start
             self.cache.put(key, result)
@@ -190,9 +202,15 @@ class IdentityPipeline:
         if self._faces is None:
             from .encoders.faces import FaceAnalyzer
 
-            providers = ["CPUExecutionProvider"] if self.device.type == "cpu" else None
+            providers = ["CPUExecutionProvider"] if self._faces_on_cpu() else None
             self._faces = FaceAnalyzer(resolve_antelopev2(self.roots), providers=providers)
         return self._faces
+
+    def _faces_on_cpu(self) -> bool:
+        """``auto`` follows the encoder device; ``cuda`` lets onnxruntime pick its best provider."""
+        if self.face_device == "auto":
+            return self.device.type == "cpu"
+        return self.face_device == "cpu"
 
     def _load_engine(self, model_dir: Path):
         from .engine.model import load_hyperlora

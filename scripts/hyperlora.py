@@ -17,13 +17,13 @@ import hyperlora_ext
 import hyperlora_ext.webui.host as host
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui import api, infotext, xyz
+from hyperlora_ext.webui import api, infotext, settings, xyz
 
 assert hyperlora_ext.__version__
 
 script_callbacks.on_app_started(lambda demo, app: api.register_routes(app))
 script_callbacks.on_before_ui(xyz.register_axes)  # a no-op when the X/Y/Z script is absent
-script_callbacks.on_ui_settings(api.register_settings)
+script_callbacks.on_ui_settings(lambda: settings.register(host.refresh_pipeline))
 
 
 # Not a dataclass: A1111 loads this file without a sys.modules entry, which dataclasses need.
@@ -111,10 +111,9 @@ def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
         )
     if getattr(p, "is_api", False):  # API photos are base64 only: never let a client name a path
         options = options.replace(images=tuple(api.api_images(options.images)))
-    _free_vram_for_encoders(p)
     if not options.model:
         options = options.replace(model=_default_model())
-    result = host.predict(options)
+    result = host.predict(options, before_compute=lambda: host.free_vram_for_encoders(p))
     return Job(
         result.lora, result.digest, options.weight, result.seconds, result.cache_hit
     ), options
@@ -171,13 +170,6 @@ def _default_model() -> str:
             f"no HyperLoRA model installed: put one under {host.model_roots().hyper_lora}"
         )
     return models[0]
-
-
-def _free_vram_for_encoders(p: Any) -> None:
-    from modules import lowvram
-
-    if lowvram.is_enabled(p.sd_model):
-        lowvram.send_everything_to_cpu()
 
 
 def _has_every_sampling_hook() -> bool:

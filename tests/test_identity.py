@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hyperlora_ext.errors import ImageError, ModelNotFoundError, NoFaceError
+from hyperlora_ext.errors import HyperLoRAError, ImageError, ModelNotFoundError, NoFaceError
 from hyperlora_ext.export import export_lora
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.lora_format import kohya_to_webui_layer, sdxl_attention_modules
@@ -174,3 +174,28 @@ def test_cli_lora_reports_missing_models(tmp_path, capsys):
     assert main([*argv, "--models-dir", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err
     assert "sdxl_hyper_id_lora_v1_fidelity" in err and "download" in err
+
+
+def test_before_compute_runs_on_a_cache_miss_only(pipeline):
+    calls: list[str] = []
+    for label in ("miss", "hit"):
+        pipeline.predict(
+            [_photo(30)], IdentityOptions(MODEL), before_compute=lambda lb=label: calls.append(lb)
+        )
+    assert calls == ["miss"]
+
+
+@pytest.mark.parametrize(
+    ("device", "face_device", "cpu_only"),
+    [("cpu", "auto", True), ("cuda", "auto", False), ("cuda", "cpu", True), ("cpu", "cuda", False)],
+)
+def test_face_device_chooses_the_onnxruntime_providers(roots, device, face_device, cpu_only):
+    pipeline = IdentityPipeline(roots, device=device, face_device=face_device)
+    providers = pipeline._face_analyzer().providers
+    assert (providers == ["CPUExecutionProvider"]) is cpu_only
+    assert cpu_only or providers is None  # None: onnxruntime's best available provider
+
+
+def test_unknown_face_device_is_refused(roots):
+    with pytest.raises(HyperLoRAError, match="face device"):
+        IdentityPipeline(roots, face_device="tpu")

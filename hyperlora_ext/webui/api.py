@@ -42,11 +42,12 @@ from hyperlora_ext.errors import (
     ModelNotFoundError,
     NoFaceError,
 )
+from hyperlora_ext.webui.settings import API_ON_ERROR
 
 PREFIX = "/hyperlora/v1"
 GENERATION_ROUTES = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img")
 ERROR_HEADER = "x-hyperlora-on-error"  # "fail" or "info"
-ON_ERROR_OPTION = "hyperlora_api_on_error"  # WebUI setting, the default for requests
+ON_ERROR_OPTION = API_ON_ERROR  # WebUI setting (hyperlora_ext.webui.settings), the default
 ERROR_KEY = "HyperLoRA error"
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
@@ -549,38 +550,10 @@ def fail_api_request(p: Any, message: str) -> bool:
     return True
 
 
-def register_settings() -> None:
-    """The WebUI setting for the default API error mode (call from ``on_ui_settings``)."""
-    from modules import shared
-
-    info = shared.OptionInfo(
-        "info",
-        "HyperLoRA: when HyperLoRA fails in an API generation request",
-        _radio(),
-        {"choices": ["info", "fail"]},
-        section=("hyperlora", "HyperLoRA"),
-    )
-    shared.opts.add_option(
-        ON_ERROR_OPTION,
-        info.info(
-            "info: answer 200 with 'HyperLoRA error' in info; fail: answer 422. "
-            f"A request's '{ERROR_HEADER}' header overrides this"
-        ),
-    )
-
-
-def _radio() -> Any:
-    import gradio as gr
-
-    return gr.Radio
-
-
 def _option_says_fail() -> bool:
-    try:
-        from modules import shared
-    except ImportError:
-        return False
-    return str(shared.opts.data.get(ON_ERROR_OPTION, "info")).lower() == "fail"
+    from hyperlora_ext.webui import settings
+
+    return settings.current().api_on_error == "fail"
 
 
 def _fail_requested(scope: Mapping[str, Any]) -> bool:

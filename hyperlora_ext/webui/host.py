@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from hyperlora_ext.errors import HyperLoRAError
@@ -13,11 +16,14 @@ __all__ = [
     "ApplyReport",
     "HostAdapter",
     "detect_host",
+    "free_vram_for_encoders",
     "get_adapter",
     "list_models",
     "model_roots",
     "pipeline",
+    "pipeline_config",
     "predict",
+    "refresh_pipeline",
     "unsupported_reason",
 ]
 
@@ -81,27 +87,121 @@ def _is_refiner(sd_model: Any) -> bool:
 
 
 def model_roots() -> Any:
-    """HyperLoRA's model folders under the WebUI's models folder (``<models>/hyper_lora`` ...)."""
-    from pathlib import Path
+    """HyperLoRA's model folders: the Settings override, else ``--hyperlora-models-dir``, else the
+    WebUI's models folder (``<models>/hyper_lora`` ...); ``--hyperlora-insightface-dir`` applies
+    in every case."""
+    import argparse
 
-    from modules import paths
+    from modules import paths, shared
 
-    from hyperlora_ext.models import ModelRoots
+    from hyperlora_ext.webui import settings
+    from hyperlora_ext.webui.cmd_opts import roots_from_cmd_opts
 
-    return ModelRoots.from_models_dir(Path(paths.models_path))
+    options = getattr(shared, "cmd_opts", None) or argparse.Namespace()
+    override = settings.current().models_dir
+    if override:
+        options = argparse.Namespace(**{**vars(options), "hyperlora_models_dir": override})
+    return roots_from_cmd_opts(options, paths.models_path)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything the process-wide identity pipeline is built from."""
+
+    roots: Any
+    device: str
+    face_device: str
+    settings: tuple  # settings.Settings.pipeline_fingerprint()
+    kwargs: dict = field(compare=False, hash=False)
+
+
+_configured: tuple[PipelineConfig, Any] | None = None  # (config, the pipeline built from it)
+
+
+def pipeline_config() -> PipelineConfig:
+    from modules import shared
+
+    from hyperlora_ext.webui import settings
+    from hyperlora_ext.webui.cmd_opts import encoder_device, face_device
+
+    cmd = getattr(shared, "cmd_opts", None)
+    values = settings.current()
+    device = encoder_device(cmd)
+    if device == "auto":
+        from modules import devices
+
+        device = str(devices.get_device_for("hyperlora"))
+    faces = face_device(cmd)
+    return PipelineConfig(
+        roots=model_roots(),
+        device=device,
+        face_device=faces,
+        settings=values.pipeline_fingerprint(),
+        kwargs={
+            "device": device,
+            "dtype": values.torch_dtype,
+            "keep_on_device": values.keep_on_device,
+            "cache_entries": values.cache_entries,
+            "cache_bytes": values.cache_mb * settings.MB,
+            "face_device": faces,
+        },
+    )
 
 
 def pipeline() -> Any:
-    """The process-wide identity pipeline, configured for the WebUI on first use."""
+    """The process-wide identity pipeline, rebuilt when its settings or options changed.
+
+    A pipeline set up by an explicit ``identity.configure_pipeline`` call is adopted as is until
+    the next change.
+    """
+    global _configured
+    config = pipeline_config()
+    current = _current_pipeline()
+    if current is not None and (_configured is None or _configured[1] is not current):
+        _configured = (config, current)
+    if current is not None and _configured is not None and _configured[0] == config:
+        return current
+    from hyperlora_ext import identity
+
+    built = identity.configure_pipeline(config.roots, **config.kwargs)
+    _configured = (config, built)
+    return built
+
+
+def refresh_pipeline() -> None:
+    """Settings ``onchange``: rebuild a pipeline already in use now (unloading its models)."""
+    if _configured is not None:
+        pipeline()
+
+
+def _current_pipeline() -> Any:
     from hyperlora_ext import identity
 
     try:
         return identity.get_pipeline()
-    except HyperLoRAError:  # not configured yet
-        from modules import devices
+    except HyperLoRAError:
+        return None
 
-        device = str(devices.get_device_for("hyperlora"))
-        return identity.configure_pipeline(model_roots(), device=device)
+
+def free_vram_for_encoders(p: Any) -> None:
+    """Make room on the GPU before the encoders run there (called on a cache miss only).
+
+    A1111 keeps the checkpoint on the GPU unless ``--medvram``/``--lowvram``; then its parts are
+    evicted. Forge 2 manages memory itself: unload its models, it reloads them for sampling.
+    """
+    if _configured is not None and _configured[0].device == "cpu":
+        return
+    if detect_host(p) == "forge":
+        from hyperlora_ext.webui import forge
+
+        # Forge 1 / reForge have no backend package: ldm_patched frees memory when it loads.
+        with contextlib.suppress(ImportError):
+            forge.free_vram()
+        return
+    from modules import lowvram
+
+    if lowvram.is_enabled(p.sd_model):
+        lowvram.send_everything_to_cpu()
 
 
 def list_models() -> list[str]:
@@ -110,7 +210,7 @@ def list_models() -> list[str]:
     return list_hyperlora_models(model_roots())
 
 
-def predict(args: Any) -> Any:
+def predict(args: Any, before_compute: Callable[[], None] | None = None) -> Any:
     """Run (or reuse from cache) the identity pipeline for a :class:`HyperLoRAArgs`."""
     from hyperlora_ext.identity import IdentityOptions
 
@@ -121,7 +221,7 @@ def predict(args: Any) -> Any:
         remove_background=args.remove_background,
         grayscale=args.grayscale,
     )
-    return pipeline().predict(list(args.images), options)
+    return pipeline().predict(list(args.images), options, before_compute=before_compute)
 
 
 def _module_exists(name: str) -> bool:

@@ -24,6 +24,11 @@ PHOTO_NOTE = (
 )
 
 
+DOWNLOAD_DESC = "Downloading HyperLoRA models"
+Progress = Callable[[int, int], None]  # (files done, files in total)
+Log = Callable[[str], None]
+
+
 @dataclass
 class Services:
     """What the accordion's buttons do; tests and other hosts may substitute their own."""
@@ -32,6 +37,10 @@ class Services:
     list_identities: Callable[[], list[str]]
     preview: Callable[[HyperLoRAArgs], tuple[list[tuple[Any, str]], str]]
     save: Callable[[HyperLoRAArgs, str], str]
+    # First run: (models ready?, Markdown checklist) and the download of what is missing.
+    setup: Callable[[], tuple[bool, str]] = lambda: (True, "")
+    download: Callable[[Progress | None, Log], str] = lambda progress, log: ""
+    trigger_words_default: Callable[[], bool] = lambda: HyperLoRAArgs().trigger_words
 
 
 @dataclass
@@ -47,8 +56,9 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
 
     services = services or default_services()
     models = _safe_list(services.list_models)
-    defaults = HyperLoRAArgs()
+    defaults = HyperLoRAArgs(trigger_words=services.trigger_words_default())
     with _enable_accordion(gr, elem_id) as enabled:
+        setup = _setup_panel(gr, elem_id, services)
         gr.Markdown(PHOTO_NOTE)
         with gr.Row():
             images = gr.File(
@@ -82,6 +92,8 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
                 label="Add trigger words", value=defaults.trigger_words,
                 elem_id=elem_id("trigger_words"),
             )  # fmt: skip
+            # Its default is a HyperLoRA setting: keep ui-config.json from pinning the first one.
+            trigger_words.do_not_save_to_config = True
             remove_background = gr.Checkbox(
                 label="Remove background", value=defaults.remove_background,
                 elem_id=elem_id("remove_background"),
@@ -106,13 +118,99 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
         grayscale, identity,
     ]  # fmt: skip
     by_field = dict(zip(HyperLoRAArgs.field_names(), inputs, strict=True))
-    _wire(gr, services, inputs, by_field, gallery, status, refresh, save, save_name)
+    _wire(gr, services, inputs, by_field, gallery, status, save, save_name)
+    _wire_setup(gr, services, setup, refresh, by_field, status)
     return Panel(
         inputs=inputs,
         infotext_fields=[(by_field[f], key) for f, key in infotext.paste_rules()],
         paste_field_names=infotext.paste_field_names(),
-        extras={"gallery": gallery, "status": status, "refresh": refresh, "save": save},
-    )
+        extras={
+            "gallery": gallery, "status": status, "refresh": refresh, "save": save, **setup,
+        },
+    )  # fmt: skip
+
+
+def _setup_panel(gr: Any, elem_id: Callable[[str], str], services: Services) -> dict[str, Any]:
+    """The first-run checklist with its buttons, shown while models are missing."""
+    is_ready, text = _safe_setup(services)
+    # A Group: ui-config.json does not record its visibility (it would pin the first run's).
+    with gr.Group(visible=not is_ready, elem_id=elem_id("setup")) as group:
+        checklist = gr.Markdown(text, elem_id=elem_id("checklist"))
+        with gr.Row():
+            download = gr.Button("Download", variant="primary", elem_id=elem_id("download"))
+            check = gr.Button("Check again", elem_id=elem_id("check"))
+    return {"setup": group, "checklist": checklist, "download": download, "check": check}
+
+
+def _wire_setup(gr, services, setup, refresh, by_field, status) -> None:
+    model, identity = by_field["model"], by_field["identity"]
+
+    def check_again(current: str = "") -> tuple[Any, ...]:
+        """Re-read the folders: checklist, its visibility, and the model and identity lists."""
+        is_ready, text = _safe_setup(services)
+        models = _safe_list(services.list_models)
+        chosen = current if current in models else (models[0] if models else "")
+        return (
+            gr.update(visible=not is_ready),
+            text,
+            gr.update(choices=models, value=chosen),
+            gr.update(choices=["", *_safe_list(services.list_identities)]),
+        )
+
+    def run(current: str, progress: Any) -> tuple[Any, ...]:
+        message = download_models(services, progress)
+        return (*check_again(current), message)
+
+    def download_with_progress(current: str, progress=gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        return run(current, progress)
+
+    def download_plain(current: str) -> tuple[Any, ...]:
+        return run(current, None)
+
+    panel = [setup["setup"], setup["checklist"], model, identity]
+    setup["check"].click(check_again, inputs=[model], outputs=panel)
+    refresh.click(check_again, inputs=[model], outputs=panel)
+    # gr.Progress needs the queue (the WebUI's default); --no-gradio-queue gets no bar.
+    handler = download_with_progress if _queue_enabled() else download_plain
+    setup["download"].click(handler, inputs=[model], outputs=[*panel, status])
+
+
+def download_models(services: Services, progress: Any = None) -> str:
+    """Run the download service, reporting each file and step to ``progress`` (a gr.Progress)."""
+    done = [0, None]  # files done, files in total (unknown until the first file is handled)
+
+    def show(text: str) -> None:
+        if progress is not None:
+            progress(tuple(done), desc=text)
+
+    def step(count: int, total: int) -> None:
+        done[:] = [count, total]
+        show(DOWNLOAD_DESC)
+
+    def log(line: str) -> None:
+        print(f"HyperLoRA: {line.strip()}")  # the console shows the same as the CLI
+        show(f"{DOWNLOAD_DESC}: {line.strip()}")
+
+    show(DOWNLOAD_DESC)
+    try:
+        return services.download(step, log)
+    except (HyperLoRAError, OSError) as error:  # e.g. no permission to write the folder
+        return f"**Download failed: {error}**"
+
+
+def _safe_setup(services: Services) -> tuple[bool, str]:
+    try:
+        return services.setup()
+    except Exception as error:  # checking folders must never break building the UI
+        return False, f"Could not check the HyperLoRA models: {error}"
+
+
+def _queue_enabled() -> bool:
+    try:
+        from modules import shared
+    except ImportError:
+        return True
+    return not getattr(shared.cmd_opts, "no_gradio_queue", False)
 
 
 @contextmanager
@@ -129,7 +227,7 @@ def _enable_accordion(gr: Any, elem_id: Callable[[str], str]) -> Iterator[Any]:
         yield accordion
 
 
-def _wire(gr, services, inputs, by_field, gallery, status, refresh, save, save_name) -> None:
+def _wire(gr, services, inputs, by_field, gallery, status, save, save_name) -> None:
     def preview(*values: Any) -> tuple[Any, str]:
         try:
             args = HyperLoRAArgs.from_positional(list(values))
@@ -142,12 +240,6 @@ def _wire(gr, services, inputs, by_field, gallery, status, refresh, save, save_n
         except HyperLoRAError as error:
             return [], f"**{error}**"
 
-    def refresh_lists() -> tuple[Any, Any]:
-        return (
-            gr.update(choices=_safe_list(services.list_models)),
-            gr.update(choices=["", *_safe_list(services.list_identities)]),
-        )
-
     def save_lora(name: str, *values: Any) -> str:
         try:
             return services.save(HyperLoRAArgs.from_positional(list(values)), name)
@@ -156,7 +248,6 @@ def _wire(gr, services, inputs, by_field, gallery, status, refresh, save, save_n
 
     for name in ("images", "model", "face", "face_index", "remove_background", "grayscale"):
         by_field[name].change(preview, inputs=inputs, outputs=[gallery, status])
-    refresh.click(refresh_lists, inputs=[], outputs=[by_field["model"], by_field["identity"]])
     save.click(save_lora, inputs=[save_name, *inputs], outputs=[status])
 
 
@@ -169,9 +260,34 @@ def _safe_list(lister: Callable[[], list[str]]) -> list[str]:
 
 # ------------------------------------------------------------------ default services
 def default_services() -> Services:
+    from hyperlora_ext.webui import settings
     from hyperlora_ext.webui.host import list_models
 
-    return Services(list_models, _list_identities, _preview, _save)
+    return Services(
+        list_models,
+        _list_identities,
+        _preview,
+        _save,
+        setup=_setup,
+        download=_download,
+        trigger_words_default=lambda: settings.current().trigger_words,
+    )
+
+
+def _setup() -> tuple[bool, str]:
+    from hyperlora_ext.webui import first_run
+    from hyperlora_ext.webui.host import model_roots
+
+    roots = model_roots()
+    items = first_run.checklist(roots)
+    return first_run.ready(items), first_run.render(items, roots)
+
+
+def _download(progress: Progress | None, log: Log) -> str:
+    from hyperlora_ext.webui import first_run
+    from hyperlora_ext.webui.host import model_roots
+
+    return first_run.download_missing(model_roots(), progress, log=log)
 
 
 def _list_identities() -> list[str]:

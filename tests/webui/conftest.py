@@ -17,6 +17,7 @@ def _reset_adapters() -> None:
     from hyperlora_ext.webui import host
 
     host._adapters.clear()
+    host._configured = None  # the settings the process-wide pipeline was built from
 
 
 @pytest.fixture

@@ -486,8 +486,3 @@ def test_install_fail_mode_wraps_only_the_generation_routes_once(host):
     assert api.install_fail_mode(app) == 1
     txt2img = next(r for r in app.router.routes if r.path == "/sdapi/v1/txt2img")
     assert txt2img.app._hyperlora_fail_mode and not hasattr(txt2img.app, "__wrapped__")
-
-
-def test_register_settings_adds_the_option(host):
-    api.register_settings()
-    assert host.shared.opts.get_default(api.ON_ERROR_OPTION) == "info"

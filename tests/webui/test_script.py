@@ -35,12 +35,14 @@ class Harness:
         self.script_class = webui.load_script()
         self.runner = webui.runner(self.script_class)
         self.predictions = []
+        self.before_compute = None
         self.samples = []  # (is_hr_pass, network names, target weight) at each sampler step
         monkeypatch.setattr(host, "predict", self._predict)
         webui.processing.sampler_step_hooks[:] = [self._record]
 
-    def _predict(self, args):
+    def _predict(self, args, before_compute=None):
         self.predictions.append(args)
+        self.before_compute = before_compute
         seed = sum(map(ord, "".join(map(str, args.images))))
         lora = make_lora(self.model, seed=seed)
         return StubResult(lora, lora_digest(lora))

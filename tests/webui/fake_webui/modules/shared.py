@@ -4,7 +4,12 @@ import types
 
 
 class Options:
-    """``shared.opts``: attribute access over ``data`` with defaults, like A1111's Options."""
+    """``shared.opts``: attribute access over ``data`` with defaults, like A1111's Options.
+
+    ``defaults`` holds the builtin options the double needs without an OptionInfo; options added
+    with ``add_option`` behave as in ``modules/options.py`` (default copied into ``data``, ``set``
+    runs ``onchange`` and reverts the value when it raises).
+    """
 
     def __init__(self, defaults):
         object.__setattr__(self, "data", {})
@@ -14,6 +19,8 @@ class Options:
     def __getattr__(self, key):
         if key in self.data:
             return self.data[key]
+        if key in self.data_labels:
+            return self.data_labels[key].default
         if key in self.defaults:
             return self.defaults[key]
         raise AttributeError(key)
@@ -23,12 +30,33 @@ class Options:
 
     def add_option(self, key, info):
         self.data_labels[key] = info
-        self.defaults.setdefault(key, info.default)
+        if key not in self.data and not info.do_not_save:
+            self.data[key] = info.default
+
+    def set(self, key, value, is_api=False, run_callbacks=True):
+        old = self.data.get(key, None)
+        if old == value:
+            return False
+        option = self.data_labels[key]
+        if option.do_not_save or (is_api and option.restrict_api):
+            return False
+        self.data[key] = value
+        if run_callbacks and option.onchange is not None:
+            try:
+                option.onchange()
+            except Exception:
+                self.data[key] = old
+                return False
+        return True
 
     def onchange(self, key, func, call=True):
-        pass
+        self.data_labels[key].onchange = func
+        if call:
+            func()
 
     def get_default(self, key):
+        if key in self.data_labels:
+            return self.data_labels[key].default
         return self.defaults.get(key)
 
 
@@ -42,29 +70,45 @@ class OptionInfo:
         onchange=None,
         section=None,
         refresh=None,
+        comment_before="",
+        comment_after="",
         infotext=None,
         restrict_api=False,
+        category_id=None,
     ):
         self.default = default
         self.label = label
         self.component = component
         self.component_args = component_args
+        self.onchange = onchange
         self.section = section
+        self.category_id = category_id
+        self.refresh = refresh
+        self.do_not_save = False
+        self.comment_before = comment_before
+        self.comment_after = comment_after
         self.infotext = infotext
+        self.restrict_api = restrict_api
 
     def info(self, text):
+        self.comment_after += f"<span class='info'>({text})</span>"
         return self
 
     def needs_reload_ui(self):
+        self.comment_after += " <span class='info'>(requires Reload UI)</span>"
         return self
 
     def needs_restart(self):
+        self.comment_after += " <span class='info'>(requires restart)</span>"
         return self
 
 
 def options_section(section, options):
     for info in options.values():
-        info.section = section
+        if len(section) == 2:
+            info.section = section
+        elif len(section) == 3:
+            info.section, info.category_id = section[:2], section[2]
     return options
 
 

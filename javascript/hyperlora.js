@@ -1,0 +1,58 @@
+// HyperLoRA: hover hints for the controls of the HyperLoRA accordion.
+// The WebUI loads every javascript/*.js of an extension. Controls are found by the elem_ids the
+// script gives them, script_<txt2img|img2img>_hyperlora_<item>; the hint is keyed by <item>.
+
+(function() {
+    const hyperloraHints = {
+        "enable": "Turn HyperLoRA on: the person in the reference photos becomes an identity LoRA applied to every image of this generation",
+        "accordion": "Turn HyperLoRA on: the person in the reference photos becomes an identity LoRA applied to every image of this generation",
+        "images": "One or more photos of the same person; several photos (other angles, other light) give a steadier likeness. Photos are not stored in the image's parameters",
+        "gallery": "The face crops actually used, with the number of faces found in each photo",
+        "model": "fidelity: closest likeness; edit: follows the prompt more (style, expression, age) with a little less likeness",
+        "refresh": "Look at the model folders again: updates the model and saved identity lists and the setup checklist",
+        "weight": "Strength of the identity LoRA; 0.75-0.85 suits most photoreal SDXL checkpoints",
+        "face": "Which face to use when a photo shows several: the largest, the one chosen by 'Face index', or the one the detector is surest of",
+        "face_index": "With Face = Index: the face to use, counting from 0 from the left of the photo",
+        "trigger_words": "Prepend 'fcsks fxhks fhyks, ' (the words HyperLoRA was trained with) to each prompt unless it is already there. The default is in Settings > HyperLoRA",
+        "remove_background": "Grey out everything around the face outline before encoding, as the reference implementation does",
+        "grayscale": "Encode the faces in grayscale, so the colours and lighting of the photos carry over less",
+        "identity": "An identity saved with 'Save as LoRA'; used instead of the photos",
+        "status": "The last encoding: photos used, time, cache hit and warnings",
+        "save_name": "Name of the LoRA file 'Save as LoRA' writes (letters, digits, spaces, - and _; other characters become _)",
+        "save": "Save the identity of the photos as a LoRA file in the Lora folder (hyperlora/): it shows in the Lora tab and works as <lora:name:weight> without this panel",
+        "checklist": "The models HyperLoRA needs and the folder each one goes to",
+        "download": "Download the missing models from the Hugging Face Hub into the folders listed (several GB); progress shows here and in the console",
+        "check": "Look for the models again, e.g. after copying them into the folders by hand",
+    };
+
+    const idPattern = /^script_(?:txt2img|img2img)_hyperlora_(.+)$/;
+    const selector = '[id^="script_txt2img_hyperlora_"], [id^="script_img2img_hyperlora_"]';
+    let timer = null;
+
+    // The element that should carry the title: an accordion's header, not its whole body.
+    function titleTarget(element) {
+        if (element.classList.contains("input-accordion") || element.classList.contains("gradio-accordion")) {
+            return element.querySelector(".label-wrap") || element;
+        }
+        return element;
+    }
+
+    function addHyperloraHints() {
+        timer = null;
+        gradioApp().querySelectorAll(selector).forEach(function(element) {
+            const match = idPattern.exec(element.id);
+            const hint = match && hyperloraHints[match[1]];
+            const target = hint && titleTarget(element);
+            if (target && !target.title) {
+                target.title = hint;
+            }
+        });
+    }
+
+    onUiLoaded(addHyperloraHints);
+    onUiUpdate(function() {
+        if (timer === null) {
+            timer = setTimeout(addHyperloraHints, 500); // once per burst of UI updates
+        }
+    });
+})();
