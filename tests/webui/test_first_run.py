@@ -127,12 +127,21 @@ class RecordingProgress:
 
 
 def handler(demo, component):
-    """The function a click on ``component`` runs (gradio 3.41 and 4.x dependency shapes)."""
-    for index, dependency in enumerate(demo.dependencies):
-        targets = [t[0] if isinstance(t, list | tuple) else t for t in dependency["targets"]]
-        if component._id in targets:
-            return demo.fns[index].fn, dependency
+    """The function a click on ``component`` runs, and its BlockFunction (gradio 3.41 and 4.x)."""
+    functions = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns  # 4.x: a dict
+    for function in functions:
+        targets = getattr(function, "targets", None)
+        if targets is None:  # gradio 3.41 keeps the targets in the parallel dependency list
+            targets = demo.dependencies[demo.fns.index(function)]["targets"]
+        if component._id in [t[0] if isinstance(t, list | tuple) else t for t in targets]:
+            return function.fn, function
     raise AssertionError(f"nothing wired to {component}")
+
+
+def output_ids(demo, function) -> list[int]:
+    if isinstance(demo.fns, dict):  # gradio 4.x: the BlockFunction holds its output components
+        return [output._id for output in function.outputs]
+    return demo.dependencies[demo.fns.index(function)]["outputs"]
 
 
 def build_panel(webui, monkeypatch):
@@ -172,9 +181,9 @@ def test_download_button_runs_the_download_with_progress(webui, monkeypatch, hub
     monkeypatch.setattr(ui, "_download", fake_download(host.model_roots(), hub))
     demo, script = build_panel(webui, monkeypatch)
     block = panel_extras(demo, script)
-    download, dependency = handler(demo, block("download"))
+    download, function = handler(demo, block("download"))
     status = block("status")
-    assert dependency["outputs"][-1] == status._id  # the result lands in the status line
+    assert output_ids(demo, function)[-1] == status._id  # the result lands in the status line
     progress = RecordingProgress()
     visibility, _, model, _, message = download("", progress=progress)
     assert "ready" in message and visibility["visible"] is False
