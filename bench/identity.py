@@ -23,21 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hyperlora_ext.encoders.clip_encoder import VIT_L14  # noqa: E402
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline, peak_rss_mb  # noqa: E402
 from hyperlora_ext.models import ModelRoots  # noqa: E402
 
 MODEL = "sdxl_hyper_id_lora_v1_fidelity"
-CLIP_L14 = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    projection_dim=768,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-)
 
 
 def build_tree(roots: ModelRoots) -> None:
@@ -53,7 +43,7 @@ def build_tree(roots: ModelRoots) -> None:
     clip_dir = roots.clip_vit / "clip_vit_large_14"
     if not (clip_dir / "model.safetensors").exists():
         print("writing a random CLIP ViT-L/14 ...", flush=True)
-        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_L14))
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_L14))
         model.save_pretrained(clip_dir, safe_serialization=True)
         del model
     if not roots.antelopev2.exists():
