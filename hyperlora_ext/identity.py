@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
+from .args import FACE_CHOICES
 from .cache import LruCache
 from .errors import HyperLoRAError
 from .lora_format import lora_digest
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
-FACE_CHOICES = ("largest", "index", "best_score")
 FACE_DEVICES = ("auto", "cpu", "cuda")
 Progress = Callable[[str], None]
 
