@@ -319,11 +319,11 @@ def test_encoder_memory_helpers(memory):
 
     assert forge.load_encoder(encoder) == memory.get_torch_device()
     assert forge.load_encoder(encoder) == memory.get_torch_device()
-    loaded_models = [patcher.model for patcher in memory.current_loaded_models]
+    loaded_models = [loaded.model.model for loaded in memory.current_loaded_models]
     assert loaded_models == [encoder, unet.model]  # one entry, most recent first
 
     forge.free_vram()
-    assert memory.current_loaded_models == [] and memory.empty_cache_calls == 1
+    assert memory.current_loaded_models == [] and memory.empty_cache_calls == 2
 
 
 # --------------------------------------------------------------------------- Forge 1 / reForge

@@ -217,7 +217,7 @@ def test_forge_unloads_its_models_before_encoding(registered, monkeypatch):
     memory.load_models_gpu([sd_model.forge_objects.unet])
     assert memory.current_loaded_models
     host.free_vram_for_encoders(SimpleNamespace(sd_model=sd_model))
-    assert memory.current_loaded_models == [] and memory.empty_cache_calls == 1
+    assert memory.current_loaded_models == [] and memory.empty_cache_calls == 2
 
 
 def test_the_script_frees_vram_only_when_the_encoders_run(registered, monkeypatch):

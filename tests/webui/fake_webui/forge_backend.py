@@ -427,12 +427,22 @@ class UnetPatcher(ModelPatcher):
 # --------------------------------------------------------------------------- memory management
 
 
+class LoadedModel:
+    """memory_management.LoadedModel: wraps a patcher; equal when the patcher is the same object."""
+
+    def __init__(self, model: ModelPatcher) -> None:
+        self.model = model
+
+    def __eq__(self, other: object) -> bool:
+        return self.model is getattr(other, "model", None)
+
+
 class MemoryManagement:
     """State and functions of ``backend.memory_management`` (one instance per installed double)."""
 
     def __init__(self) -> None:
         self.cpu = CPU
-        self.current_loaded_models: list[ModelPatcher] = []
+        self.current_loaded_models: list[LoadedModel] = []
         self.empty_cache_calls = 0
 
     def get_torch_device(self) -> torch.device:
@@ -441,27 +451,31 @@ class MemoryManagement:
     def _unload(self, patcher: ModelPatcher) -> None:
         # LoadedModel.model_unload: moves the model off the GPU; merged LoRA weights stay merged.
         patcher.forge_unpatch_model(patcher.offload_device)
-        self.current_loaded_models.remove(patcher)
+        self.current_loaded_models.remove(LoadedModel(patcher))
 
     def load_models_gpu(self, models, memory_required=0, hard_memory_preservation=0) -> None:
         for patcher in models:
-            if any(loaded is patcher for loaded in self.current_loaded_models):
-                self.current_loaded_models.remove(patcher)
-                self.current_loaded_models.insert(0, patcher)  # already loaded: no refresh
+            entry = LoadedModel(patcher)
+            if entry in self.current_loaded_models:
+                self.current_loaded_models.remove(entry)
+                self.current_loaded_models.insert(0, entry)  # already loaded: no refresh
                 continue
             for loaded in list(self.current_loaded_models):  # unload_model_clones
-                if loaded.model is patcher.model:
-                    self._unload(loaded)
+                if loaded.model.model is patcher.model:
+                    self._unload(loaded.model)
             patcher.forge_patch_model(patcher.load_device)
             patcher.refresh_loras()
-            self.current_loaded_models.insert(0, patcher)
+            self.current_loaded_models.insert(0, entry)
 
     def load_model_gpu(self, model) -> None:
         self.load_models_gpu([model])
 
     def unload_all_models(self) -> None:
-        for patcher in list(self.current_loaded_models):
-            self._unload(patcher)
+        unloaded = list(self.current_loaded_models)
+        for loaded in unloaded:
+            self._unload(loaded.model)
+        if unloaded:  # free_memory empties the cache after unloading
+            self.soft_empty_cache()
 
     def soft_empty_cache(self, force=False) -> None:
         self.empty_cache_calls += 1
