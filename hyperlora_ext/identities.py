@@ -236,12 +236,6 @@ class IdentityStore:
         )
 
 
-def load_identity(name: str, lora_dir: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """(lora, digest) of a saved identity; the shape the script needs."""
-    loaded = get_store(lora_dir).load(name)
-    return loaded.lora, loaded.digest
-
-
 _stores: dict[str, IdentityStore] = {}
 
 

@@ -98,12 +98,6 @@ def identity_store() -> Any:
     return get_store(lora_dir())
 
 
-def load_identity(name: str) -> tuple[dict, str]:
-    """(lora, digest) of a saved identity, for the script."""
-    loaded = identity_store().load(name)
-    return loaded.lora, loaded.digest
-
-
 def webui_backend() -> Backend:
     import hyperlora_ext
     from hyperlora_ext.webui import host

@@ -55,8 +55,10 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
 
 def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
     if options.identity:
-        lora, digest = _saved_identity(options.identity)
-        return Job(lora, digest, options.weight), options
+        saved = api.identity_store().load(options.identity)
+        # The infotext names the model the identity was made with, not the unused dropdown value.
+        options = options.replace(model=saved.record.model or options.model)
+        return Job(saved.lora, saved.digest, options.weight), options
     if not options.images:
         raise HyperLoRAError(
             "no reference photo: add at least one photo in the HyperLoRA panel (or pick a saved "
@@ -104,16 +106,6 @@ def report(p: Any, message: str) -> None:
     infotext.write_error(p.extra_generation_params, message)
     p.comment(f"HyperLoRA: {message}")
     api.fail_api_request(p, message)
-
-
-def _saved_identity(name: str) -> tuple[dict, str]:
-    try:
-        from hyperlora_ext.identities import load_identity
-    except ImportError:
-        raise HyperLoRAError("saved identities are not supported by this version") from None
-    from modules import shared
-
-    return load_identity(name, shared.cmd_opts.lora_dir)
 
 
 def _default_model() -> str:

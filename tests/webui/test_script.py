@@ -272,3 +272,16 @@ def test_script_loads_like_a1111_with_the_folder_on_sys_path_only_while_it_runs(
     script = hl.script_class()
     assert script.title() == "HyperLoRA"
     assert script.show(False) is hl.webui.scripts.AlwaysVisible
+
+
+def test_saved_identity_names_its_own_model_in_the_infotext(hl, monkeypatch, tmp_path):
+    from hyperlora_ext.identities import get_store
+
+    monkeypatch.setattr(hl.webui.shared.cmd_opts, "lora_dir", str(tmp_path))
+    saved = make_lora(hl.model, seed=7)
+    get_store(tmp_path).save("alice", saved, model="made_with_edit", photos=2)
+    _, processed = hl.job({"enabled": True, "identity": "alice", "model": "dropdown_value"})
+    params = hl.webui.infotext_utils.parse_generation_parameters(processed.infotexts[0])
+    assert params["HyperLoRA model"] == "made_with_edit"
+    assert hl.predictions == []  # a saved identity never runs the encoders
+    assert ours(hl.samples[0][1])  # and it is applied
