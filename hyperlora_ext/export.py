@@ -91,13 +91,13 @@ def export_lora(
     style: NameStyle | None = None,
     preview: Image.Image | None = None,
     overwrite: bool = False,
-    dtype: torch.dtype = torch.float16,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``folder/NAME.safetensors`` (+ ``.json`` card and ``.preview.png``); return its path.
 
     ``style`` rewrites the kohya names ("sgm" for kohya sd-scripts' SDXL naming), None keeps them.
-    Matrices are stored in ``dtype`` (fp16 by default, the usual LoRA file precision); alphas stay
-    float32 scalars.
+    Matrices keep their own dtype unless ``dtype`` is given, so the file reproduces the live
+    identity exactly (bf16 from a CPU prediction, fp16 from a GPU one); alphas stay float32.
     """
     from safetensors.torch import save_file
 
@@ -110,7 +110,7 @@ def export_lora(
         )
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {
-        key: value.detach().to("cpu", value.dtype if key.endswith(".alpha") else dtype).contiguous()
+        key: value.detach().to("cpu", _file_dtype(key, value, dtype)).contiguous()
         for key, value in convert_key_style(lora, style).items()
     }
     metadata = lora_metadata(tensors, name=stem, model=model, photos=photos)
@@ -122,6 +122,10 @@ def export_lora(
             folder / f"{stem}.preview.png", lambda tmp: preview.convert("RGB").save(tmp, "PNG")
         )
     return target
+
+
+def _file_dtype(key: str, value: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
+    return value.dtype if dtype is None or key.endswith(".alpha") else dtype
 
 
 def _write_atomically(target: Path, write) -> None:

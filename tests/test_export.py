@@ -41,8 +41,7 @@ def test_export_writes_a_loadable_kohya_file_with_card_and_preview(tmp_path):
     loaded = load_file(path)
     assert set(loaded) == set(lora)  # safetensors stores keys sorted
     for key, tensor in loaded.items():
-        expected_dtype = torch.float32 if key.endswith(".alpha") else torch.float16
-        assert tensor.dtype == expected_dtype
+        assert tensor.dtype == lora[key].dtype  # kept, so the file reproduces the live identity
         torch.testing.assert_close(tensor.float(), lora[key].float(), rtol=0, atol=0)
         assert kohya_to_webui_layer(key.split(".")[0]).startswith("diffusion_model_")
     with safe_open(path, "pt") as handle:
@@ -86,3 +85,9 @@ def test_sanitize_name_keeps_names_inside_the_folder(name, expected):
 def test_sanitize_name_rejects_unusable_names(name):
     with pytest.raises(InvalidNameError, match="not usable"):
         sanitize_name(name)
+
+
+def test_export_can_convert_the_matrices(tmp_path):
+    path = export_lora(_lora(), tmp_path, "dan", model="m", photos=1, dtype=torch.float16)
+    for key, tensor in load_file(path).items():
+        assert tensor.dtype == (torch.float32 if key.endswith(".alpha") else torch.float16)
