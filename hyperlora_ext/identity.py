@@ -46,6 +46,8 @@ class IdentityOptions:
             )
         if self.face_index < 0:
             raise HyperLoRAError(f"face index must be 0 or more, got {self.face_index}")
+        if self.face_choice != "index":  # unused then: keep it out of the cache key
+            object.__setattr__(self, "face_index", 0)
 
 
 @dataclass

@@ -75,6 +75,14 @@ def test_options_model_and_photos_are_part_of_the_cache_key(pipeline):
     assert any("input_blocks" in key for key in other_model.lora)
 
 
+def test_face_index_only_counts_when_choosing_by_index(pipeline):
+    first = pipeline.predict([_photo()], IdentityOptions(MODEL, face_index=0))
+    again = pipeline.predict([_photo()], IdentityOptions(MODEL, face_index=3))
+    assert again.cache_hit and again.digest == first.digest
+    by_index = pipeline.predict([_photo()], IdentityOptions(MODEL, face_choice="index"))
+    assert not by_index.cache_hit
+
+
 def test_two_identical_photos_give_the_same_lora_as_one(pipeline):
     one = pipeline.predict([_photo()], IdentityOptions(MODEL))
     two = pipeline.predict([_photo(), _photo()], IdentityOptions(MODEL))
