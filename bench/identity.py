@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hyperlora_ext.encoders.clip_encoder import VIT_L14  # noqa: E402
-from hyperlora_ext.identity import IdentityOptions, IdentityPipeline, peak_rss_mb  # noqa: E402
+from hyperlora_ext.identity import IdentityOptions, IdentityPipeline  # noqa: E402
+from hyperlora_ext.memory import peak_rss_mb  # noqa: E402
 from hyperlora_ext.models import ModelRoots  # noqa: E402
 
 MODEL = "sdxl_hyper_id_lora_v1_fidelity"

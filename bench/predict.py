@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hyperlora_ext.lora_format import sdxl_attention_modules  # noqa: E402
+from hyperlora_ext.memory import peak_rss_mb  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SIZES = dict(
@@ -53,7 +53,7 @@ def sync() -> None:
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    return (peak_rss_mb() or 0.0) * 2**20 / 1e9
 
 
 def best_time(fn, repeats: int) -> float:

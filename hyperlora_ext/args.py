@@ -14,23 +14,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hyperlora_ext.encoders.faces import CHOICES
-from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.encoders.faces import (
+    CHOICES,
+    MAX_FACE_INDEX,
+    check_face_choice,
+    check_face_index,
+)
+from hyperlora_ext.errors import ArgumentError
+
+__all__ = ["MAX_FACE_INDEX", "ArgumentError", "HyperLoRAArgs", "add_trigger_words"]
 
 FACE_CHOICES = CHOICES  # how to pick the face when a photo shows several
 # How the accordion shows each face choice; parsing accepts these labels too.
 FACE_LABELS = {"largest": "Largest", "index": "Index", "best_score": "Best score"}
 WEIGHT_RANGE = (-1.5, 1.5)
-MAX_FACE_INDEX = 63
 TRIGGER_WORDS = "fcsks fxhks fhyks"
-
-
-class ArgumentError(HyperLoRAError):
-    """A HyperLoRA argument is unknown, of the wrong type, or out of range."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"HyperLoRA argument '{field}': {message}")
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -142,25 +140,11 @@ def _weight(value: Any) -> float:
 
 
 def _face(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ArgumentError("face", f"expected one of {', '.join(FACE_CHOICES)}, got {value!r}")
-    # Accept the UI labels too ("Largest", "Best score").
-    normal = value.strip().lower().replace(" ", "_").replace("-", "_")
-    if normal not in FACE_CHOICES:
-        raise ArgumentError("face", f"expected one of {', '.join(FACE_CHOICES)}, got {value!r}")
-    return normal
+    return check_face_choice(value, "face")
 
 
 def _face_index(value: Any) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentError("face_index", f"expected a whole number, got {value!r}")
-    if not 0 <= value <= MAX_FACE_INDEX:
-        raise ArgumentError("face_index", f"{value} is outside 0..{MAX_FACE_INDEX}")
-    return value
+    return check_face_index(value, "face_index")
 
 
 def _images(value: Any) -> tuple[Any, ...]:

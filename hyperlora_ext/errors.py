@@ -23,3 +23,11 @@ class ModelNotFoundError(HyperLoRAError):
 
 class InvalidNameError(HyperLoRAError):
     """A model or file name would leave its root folder, or is otherwise not a plain name."""
+
+
+class ArgumentError(HyperLoRAError):
+    """An argument is unknown, of the wrong type, or out of range; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"HyperLoRA argument '{field}': {message}")
+        self.field = field

@@ -8,38 +8,47 @@ description, activation text, preferred weight, SD version) and ``NAME.preview.p
 from __future__ import annotations
 
 import json
-import os
-import re
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from .args import TRIGGER_WORDS
-from .errors import HyperLoRAError, InvalidNameError
+from .errors import HyperLoRAError
+from .files import FileExistsRefusedError, write_atomically
 from .lora_format import NameStyle, convert_key_style, lora_digest
+from .names import check_name
 
 RECOMMENDED_WEIGHT = 0.8
-_UNSAFE_CHARS = re.compile(r"[^\w\- .()\[\]]+")
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
-    f"{p}{i}" for p in ("com", "lpt") for i in range(10)
-}
+SIDE_FILES = (".json", ".preview.png")  # written beside NAME.safetensors
 
 
-class ExportExistsError(HyperLoRAError):
+class ExportExistsError(FileExistsRefusedError):
     """The export target exists and overwriting was not requested."""
 
 
-def sanitize_name(name: str) -> str:
-    """Turn a user-given identity name into a safe file stem (no folders, no odd characters)."""
-    stem = re.sub(r"\.{2,}", "_", _UNSAFE_CHARS.sub("_", name.strip()))
-    stem = re.sub(r"_+", "_", stem).strip(" ._")[:100]
-    if not stem or stem.lower() in _WINDOWS_RESERVED:
-        raise InvalidNameError(
-            f"{name!r} is not usable as a LoRA name: use letters, digits, spaces, '-', '_' or '.'"
+def export_paths(folder: str | Path, name: str) -> list[Path]:
+    """The files an export of ``name`` writes: the LoRA first, then its card and preview."""
+    stem = check_name(name, "LoRA file name")
+    folder = Path(folder)
+    return [folder / f"{stem}{suffix}" for suffix in (".safetensors", *SIDE_FILES)]
+
+
+def check_export_target(folder: str | Path, name: str, *, overwrite: bool = False) -> Path:
+    """The LoRA path of an export; refuses an existing LoRA, card or preview unless overwriting.
+
+    Cheap, so callers run it before the prediction instead of failing after it.
+    """
+    paths = export_paths(folder, name)
+    taken = [p for p in paths if p.exists() or p.is_symlink()]
+    if taken and not overwrite:
+        raise ExportExistsError(
+            f"{taken[0]} already exists; choose another name or allow overwriting"
         )
-    return stem
+    parent = Path(folder)
+    if parent.exists() and not parent.is_dir():
+        raise HyperLoRAError(f"cannot write into {parent}: it is a file, not a folder")
+    return paths[0]
 
 
 def lora_metadata(lora: dict[str, torch.Tensor], *, name: str, model: str, photos: int) -> dict:
@@ -101,40 +110,31 @@ def export_lora(
     """
     from safetensors.torch import save_file
 
-    stem = sanitize_name(name)
-    folder = Path(folder)
-    target = folder / f"{stem}.safetensors"
-    if target.exists() and not overwrite:
-        raise ExportExistsError(
-            f"{target} already exists; choose another name or allow overwriting"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
+    target = check_export_target(folder, name, overwrite=overwrite)
+    card_path, preview_path = export_paths(folder, name)[1:]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HyperLoRAError(f"cannot create the folder {target.parent} ({exc})") from exc
     tensors = {
         key: value.detach().to("cpu", _file_dtype(key, value, dtype)).contiguous()
         for key, value in convert_key_style(lora, style).items()
     }
-    metadata = lora_metadata(tensors, name=stem, model=model, photos=photos)
-    _write_atomically(target, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    metadata = lora_metadata(tensors, name=target.stem, model=model, photos=photos)
     card = json.dumps(card_metadata(metadata["modelspec.description"]), indent=4)
-    _write_atomically(folder / f"{stem}.json", lambda tmp: Path(tmp).write_text(card, "utf-8"))
-    if preview is not None:
-        _write_atomically(
-            folder / f"{stem}.preview.png", lambda tmp: preview.convert("RGB").save(tmp, "PNG")
+    try:
+        write_atomically(
+            target, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=overwrite
         )
+    except FileExistsRefusedError as exc:  # another writer claimed the name just now
+        raise ExportExistsError(f"{exc}; choose another name or allow overwriting") from None
+    except OSError as exc:
+        raise HyperLoRAError(f"cannot write {target} ({exc})") from exc
+    write_atomically(card_path, lambda tmp: Path(tmp).write_text(card, "utf-8"))
+    if preview is not None:
+        write_atomically(preview_path, lambda tmp: preview.convert("RGB").save(tmp, "PNG"))
     return target
 
 
 def _file_dtype(key: str, value: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
     return value.dtype if dtype is None or key.endswith(".alpha") else dtype
-
-
-def _write_atomically(target: Path, write) -> None:
-    """Write through a temporary file in the same folder so a failure never leaves half a file."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -23,15 +24,20 @@ from typing import Any
 import torch
 from PIL import Image
 
+from hyperlora_ext import names
 from hyperlora_ext.cache import LruCache
 from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
-from hyperlora_ext.export import RECOMMENDED_WEIGHT, export_lora, sanitize_name
+from hyperlora_ext.export import RECOMMENDED_WEIGHT, export_lora
+from hyperlora_ext.files import read_json, write_atomically
 from hyperlora_ext.lora_format import lora_digest
 
 SUBFOLDER = "hyperlora"
 RECORD_SUFFIX = ".hyperlora.json"
 RECORD_VERSION = 1
 MAX_NAME_LENGTH = 100
+FILE_SUFFIXES = (".safetensors", ".json", ".preview.png", RECORD_SUFFIX)
+# An identity named "x.hyperlora" or "x.preview" would share files with identity "x".
+RESERVED_SUFFIXES = (".hyperlora", ".preview")
 
 
 class IdentityNotFoundError(HyperLoRAError):
@@ -83,26 +89,18 @@ class LoadedIdentity:
 def check_name(name: Any) -> str:
     """Return ``name`` if it is a usable identity name, else raise InvalidNameError.
 
-    A usable name is its own safe file stem (see :func:`export.sanitize_name`): letters, digits,
-    spaces, ``-_.()[]``, no path separators, no ``..``, at most 100 characters.
+    The one name check of :mod:`names` with the identity rules: at most 100 bytes, letters,
+    digits, spaces and ``-_.()[]`` only (the name goes into ``<lora:NAME:0.8>`` prompt tags),
+    and no ending that would make its files those of another identity (``x.hyperlora``'s card
+    ``x.hyperlora.json`` is ``x``'s record).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidNameError(f"identity name must be a non-empty string, got {name!r}")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidNameError(f"identity name is longer than {MAX_NAME_LENGTH} characters")
-    try:
-        safe = sanitize_name(name)
-    except InvalidNameError:
-        raise InvalidNameError(
-            f"{name!r} is not usable as an identity name: use letters, digits, spaces, "
-            "'-', '_', '.', '(', ')', '[' or ']'"
-        ) from None
-    if safe != name:
-        raise InvalidNameError(
-            f"{name!r} is not usable as an identity name (no folders, '..' or special "
-            f"characters); for example {safe!r} is"
-        )
-    return name
+    return names.check_name(
+        name,
+        "identity name",
+        max_bytes=MAX_NAME_LENGTH,
+        tag_safe=True,
+        reserved_suffixes=RESERVED_SUFFIXES,
+    )
 
 
 class IdentityStore:
@@ -111,6 +109,7 @@ class IdentityStore:
     def __init__(self, lora_dir: str | Path, *, cache_entries: int = 4) -> None:
         self.folder = Path(lora_dir) / SUBFOLDER
         self._cache: LruCache[LoadedIdentity] = LruCache(cache_entries)
+        self._changing = threading.Lock()  # a save or delete writes several files
 
     # ---------------------------------------------------------------- paths
     def lora_path(self, name: str) -> Path:
@@ -118,17 +117,11 @@ class IdentityStore:
 
     def _files(self, name: str) -> list[Path]:
         stem = check_name(name)
-        suffixes = (".safetensors", ".json", ".preview.png", RECORD_SUFFIX)
-        return [self._inside(stem + suffix) for suffix in suffixes]
+        return [self._inside(stem + suffix) for suffix in FILE_SUFFIXES]
 
     def _inside(self, file_name: str) -> Path:
         """``folder / file_name``, refusing entries (e.g. symlinks) that resolve elsewhere."""
-        path = self.folder / file_name
-        if path.is_symlink() or path.exists():
-            real_folder = self.folder.resolve()
-            if path.resolve().parent != real_folder:
-                raise InvalidNameError(f"{path} points outside {self.folder}; refusing to use it")
-        return path
+        return names.inside(self.folder, self.folder / file_name)
 
     # --------------------------------------------------------------- queries
     def names(self) -> list[str]:
@@ -137,6 +130,8 @@ class IdentityStore:
             return []
         stems = []
         for path in self.folder.glob("*.safetensors"):
+            if not path.is_file():
+                continue  # e.g. a folder named x.safetensors
             try:
                 stems.append(check_name(path.stem))
             except InvalidNameError:
@@ -152,7 +147,7 @@ class IdentityStore:
             raise self._not_found(name)
         path = self._inside(name + RECORD_SUFFIX)
         try:
-            data = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+            data = read_json(path) if path.is_file() else {}
         except (OSError, ValueError):
             data = {}  # a damaged record must not hide the identity itself
         return IdentityRecord.from_dict(name, data if isinstance(data, Mapping) else {})
@@ -177,7 +172,17 @@ class IdentityStore:
         overwrite: bool = False,
     ) -> IdentityRecord:
         """Export the LoRA (+ card and preview) and write its record; return the record."""
+        with self._changing:
+            return self._save(name, lora, model, photos, options, preview, overwrite)
+
+    def _save(self, name, lora, model, photos, options, preview, overwrite) -> IdentityRecord:
         self._files(name)  # validates the name; refuses files that are links to elsewhere
+        twin = names.case_twin(name, self.names())
+        if twin:
+            raise InvalidNameError(
+                f"an identity named {twin!r} exists; {name!r} differs only in letter case and "
+                "would be the same file on Windows and macOS. Use that name or another one"
+            )
         target = export_lora(
             dict(lora), self.folder, name, model=model, photos=photos, preview=preview,
             overwrite=overwrite,
@@ -190,7 +195,10 @@ class IdentityStore:
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             options=dict(options or {}),
         )
-        _write_json(self._inside(name + RECORD_SUFFIX), record.to_dict())
+        text = json.dumps(record.to_dict(), indent=2)
+        write_atomically(
+            self._inside(name + RECORD_SUFFIX), lambda tmp: Path(tmp).write_text(text, "utf-8")
+        )
         return record
 
     def load(self, name: str) -> LoadedIdentity:
@@ -213,12 +221,20 @@ class IdentityStore:
                 f"saved identity {name!r} ({path}) cannot be read ({exc}); delete it and save "
                 "it again"
             ) from exc
+        if not lora:
+            raise HyperLoRAError(
+                f"saved identity {name!r} ({path}) holds no tensors; delete it and save it again"
+            )
         loaded = LoadedIdentity(lora, lora_digest(lora), self.record(name))
         self._cache.put(key, loaded)
         return loaded
 
     def delete(self, name: str) -> list[Path]:
         """Remove the identity's files; returns those removed."""
+        with self._changing:
+            return self._delete(name)
+
+    def _delete(self, name: str) -> list[Path]:
         if not self.exists(name):
             raise self._not_found(name)
         removed = []
@@ -256,9 +272,3 @@ def _file_digest(path: Path) -> str:
         if digest:
             return digest
         return lora_digest({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), "utf-8")
-    os.replace(tmp, path)

@@ -8,7 +8,6 @@ parameters never re-run the encoders.
 
 from __future__ import annotations
 
-import resource
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,10 +17,11 @@ from typing import Any
 
 import torch
 
-from .args import FACE_CHOICES
 from .cache import LruCache
+from .encoders.faces import check_face_choice, check_face_index
 from .errors import HyperLoRAError
 from .lora_format import lora_digest
+from .memory import peak_rss_mb
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
 FACE_DEVICES = ("auto", "cpu", "cuda")
@@ -40,12 +40,8 @@ class IdentityOptions:
     clip: str | None = None  # CLIP ViT-L/14 encoder name; None picks the installed one
 
     def __post_init__(self) -> None:
-        if self.face_choice not in FACE_CHOICES:
-            raise HyperLoRAError(
-                f"face choice {self.face_choice!r} is not one of {', '.join(FACE_CHOICES)}"
-            )
-        if self.face_index < 0:
-            raise HyperLoRAError(f"face index must be 0 or more, got {self.face_index}")
+        object.__setattr__(self, "face_choice", check_face_choice(self.face_choice))
+        object.__setattr__(self, "face_index", check_face_index(self.face_index))
         if self.face_choice != "index":  # unused then: keep it out of the cache key
             object.__setattr__(self, "face_index", 0)
 
@@ -59,15 +55,9 @@ class IdentityResult:
     photos_used: int
     cache_hit: bool = False
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float | None = None  # None where the platform does not report it
     peak_vram_mb: float | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if peak > 2**32 else peak / 1024
 
 
 def _folder_fingerprint(folder: Path) -> tuple:

@@ -17,13 +17,14 @@ would leave its root. Every "not found" error says what is missing and where it 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hyperlora_ext import names
 from hyperlora_ext.errors import InvalidNameError, ModelNotFoundError
+from hyperlora_ext.files import read_json
 
 HYPERLORA_MODELS = ("sdxl_hyper_id_lora_v1_fidelity", "sdxl_hyper_id_lora_v1_edit")
 DEFAULT_CLIP = "clip_vit_large_14"  # the folder name the official plugin's instructions use
@@ -149,31 +150,18 @@ class ModelStatus:
 
 # --------------------------------------------------------------------------- names
 def safe_child(root: str | Path, name: str) -> Path:
-    """``root / name`` for a plain ``name``; InvalidNameError for anything leaving ``root``.
+    """``root / name`` for a plain model ``name`` (:func:`names.child`); InvalidNameError else."""
+    return names.child(root, name, "model name")
 
-    Rejected: empty names, ``.``/``..``, path separators of any platform, drive letters, NUL and
-    control characters, and entries (e.g. symlinks) that resolve to somewhere outside ``root``.
-    """
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise InvalidNameError(f"invalid model name {name!r}: expected a plain, non-empty name")
-    if name in (".", "..") or any(c in name for c in "/\\:") or not name.isprintable():
-        raise InvalidNameError(
-            f"invalid model name {name!r}: a model name is a folder or file name inside "
-            f"{root}, not a path (no '/', '\\', ':', '..' or control characters)"
-        )
-    root = Path(root)
-    child = root / name
-    if child.exists() or child.is_symlink():
+
+def escaping_file(folder: Path, specs: Sequence[FileSpec]) -> str:
+    """Why a file of ``folder`` is refused (a link leading outside it), or ""."""
+    for spec in specs:
         try:
-            real_root, real_child = root.resolve(), child.resolve()
-        except (OSError, RuntimeError) as exc:  # a symlink loop
-            raise InvalidNameError(f"model {name!r} in {root} cannot be resolved: {exc}") from exc
-        if real_child == real_root or not real_child.is_relative_to(real_root):
-            raise InvalidNameError(
-                f"model {name!r} in {root} points to {real_child}, outside its folder; "
-                f"move the files into {child} or set the model folder to where they are"
-            )
-    return child
+            names.inside(folder, folder / spec.name)
+        except InvalidNameError as exc:
+            return str(exc)
+    return ""
 
 
 # ----------------------------------------------------------------- file checks
@@ -204,9 +192,9 @@ def check_file(path: Path, spec: FileSpec, expected_size: int | None = None) -> 
 
 def _check_json(path: Path) -> str | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return f"{path} is not valid JSON ({exc})"
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        return str(exc)
     if not isinstance(data, dict) or not data:
         return f"{path} should hold a non-empty JSON object"
     return None
@@ -244,7 +232,8 @@ def _hyperlora_status(roots: ModelRoots, name: str) -> ModelStatus:
         folder = safe_child(roots.hyper_lora, name)
     except InvalidNameError as exc:
         return ModelStatus("hyperlora", name, roots.hyper_lora / name, problem=str(exc))
-    return ModelStatus("hyperlora", name, folder, missing_files(folder, HYPERLORA_FILES))
+    problem = escaping_file(folder, HYPERLORA_FILES)
+    return ModelStatus("hyperlora", name, folder, missing_files(folder, HYPERLORA_FILES), problem)
 
 
 def list_hyperlora_models(roots: ModelRoots) -> list[str]:
@@ -267,6 +256,9 @@ def resolve_hyperlora(roots: ModelRoots, name: str) -> Path:
             f"Installed: {_names(installed)}. A model is a folder {roots.hyper_lora}/<name>/ "
             f"holding {needed}. To fetch the released models run: {roots.download_hint()}"
         )
+    problem = escaping_file(folder, HYPERLORA_FILES)
+    if problem:
+        raise InvalidNameError(f"HyperLoRA model {name!r}: {problem}")
     missing = missing_files(folder, HYPERLORA_FILES)
     if missing:
         raise ModelNotFoundError(
@@ -287,7 +279,8 @@ def inspect_clip(roots: ModelRoots) -> list[ModelStatus]:
         except InvalidNameError as exc:
             found.append(ModelStatus("clip", name, roots.clip_vit / name, problem=str(exc)))
             continue
-        found.append(ModelStatus("clip", name, folder, missing_files(folder, CLIP_FILES)))
+        missing = missing_files(folder, CLIP_FILES)
+        found.append(ModelStatus("clip", name, folder, missing, escaping_file(folder, CLIP_FILES)))
     files = roots.clip_vision_files
     if files is not None:
         for name in _entries(files, dirs=False):
@@ -320,6 +313,9 @@ def resolve_clip(roots: ModelRoots, name: str | None = None) -> Path:
             f"CLIP encoder {name!r} not found: there is no folder {folder}. "
             f"Installed: {_names(list_clip_encoders(roots))}. {_clip_help(roots)}"
         )
+    problem = escaping_file(folder, CLIP_FILES)
+    if problem:
+        raise InvalidNameError(f"CLIP encoder {name!r}: {problem}")
     missing = missing_files(folder, CLIP_FILES)
     if missing:
         raise ModelNotFoundError(

@@ -6,8 +6,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from hyperlora_ext.errors import InvalidNameError
-from hyperlora_ext.export import ExportExistsError, export_lora, sanitize_name
+from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
+from hyperlora_ext.export import ExportExistsError, export_lora
 from hyperlora_ext.lora_format import (
     LORA_PARTS,
     kohya_to_webui_layer,
@@ -73,18 +73,29 @@ def test_export_never_overwrites_unless_asked(tmp_path):
     assert not list(tmp_path.glob(".carol*"))  # no temporary files left behind
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [("Alice Smith", "Alice Smith"), ("../../etc/passwd", "etc_passwd"), ("a/b\\c:d", "a_b_c_d")],
-)
-def test_sanitize_name_keeps_names_inside_the_folder(name, expected):
-    assert sanitize_name(name) == expected
+@pytest.mark.parametrize("name", ["", "   ", "..", "CON", "nul", "../../etc/passwd", "a:b"])
+def test_export_refuses_names_that_are_not_plain_file_names(tmp_path, name):
+    with pytest.raises(InvalidNameError, match=r"not usable|non-empty"):
+        export_lora(_lora(), tmp_path, name, model="m", photos=1)
+    assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["", "   ", "..", "CON", "nul"])
-def test_sanitize_name_rejects_unusable_names(name):
-    with pytest.raises(InvalidNameError, match="not usable"):
-        sanitize_name(name)
+def test_export_refuses_an_existing_card_or_preview_without_overwrite(tmp_path):
+    (tmp_path / "alice.json").write_text("{}")
+    (tmp_path / "bob.preview.png").write_bytes(b"png")
+    for name in ("alice", "bob"):
+        with pytest.raises(ExportExistsError, match="already exists"):
+            export_lora(_lora(), tmp_path, name, model="m", photos=1)
+    assert (tmp_path / "alice.json").read_text() == "{}"
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_export_into_a_file_says_so(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for folder in (blocker, blocker / "sub"):
+        with pytest.raises(HyperLoRAError, match=r"file\.txt"):
+            export_lora(_lora(), folder, "alice", model="m", photos=1)
 
 
 def test_export_can_convert_the_matrices(tmp_path):

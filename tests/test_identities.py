@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hyperlora_ext.errors import InvalidNameError
+from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
 from hyperlora_ext.export import ExportExistsError
 from hyperlora_ext.identities import (
     RECORD_SUFFIX,
@@ -179,3 +179,54 @@ def test_an_unreadable_lora_file_is_a_clear_error(store):
     (store.folder / "broken.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(Exception, match=r"cannot be read.*delete it"):
         store.load("broken")
+
+
+def test_an_identity_cannot_take_over_another_identitys_record(store):
+    save(store, "victim", seed=1)
+    record = (store.folder / f"victim{RECORD_SUFFIX}").read_text()
+    with pytest.raises(InvalidNameError):
+        save(store, "victim.hyperlora", seed=2)
+    with pytest.raises(InvalidNameError):
+        store.delete("victim.hyperlora")
+    assert (store.folder / f"victim{RECORD_SUFFIX}").read_text() == record
+    assert store.record("victim").model
+
+
+def test_a_name_differing_only_in_case_is_refused(store):
+    save(store, "alice")
+    with pytest.raises(InvalidNameError, match="letter case"):
+        save(store, "ALICE", overwrite=True)
+    assert store.names() == ["alice"]
+
+
+def test_a_folder_named_like_a_lora_is_not_an_identity(store):
+    save(store, "alice")
+    (store.folder / "x.safetensors").mkdir()
+    assert store.names() == ["alice"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_concurrent_saves_of_one_name(store, overwrite):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(seed):
+        try:
+            save(store, "race", seed=seed, overwrite=overwrite)
+            return "saved"
+        except ExportExistsError:
+            return "exists"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(40)))
+    assert outcomes.count("saved") == (40 if overwrite else 1)
+    assert store.load("race").digest == store.record("race").digest
+    assert not [p for p in store.folder.iterdir() if p.name.startswith(".")]
+
+
+def test_an_empty_lora_file_is_refused(store):
+    from safetensors.torch import save_file
+
+    store.folder.mkdir(parents=True)
+    save_file({}, str(store.folder / "empty.safetensors"))
+    with pytest.raises(HyperLoRAError, match="no tensors"):
+        store.load("empty")

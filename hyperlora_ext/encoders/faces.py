@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hyperlora_ext.errors import CheckpointError, ModelNotFoundError, NoFaceError
+from hyperlora_ext.errors import ArgumentError, CheckpointError, ModelNotFoundError, NoFaceError
 
 PACK = "antelopev2"
 DETECT_SIZES = (640, 512, 384, 256)  # the reference's retry order
@@ -36,6 +36,7 @@ PAD_FRACTION = 0.25  # padding retry: neutral border of this fraction of the lon
 PAD_COLOUR = (127, 127, 127)
 DET_THRESH = 0.5
 CHOICES = ("largest", "index", "best_score")
+MAX_FACE_INDEX = 63  # faces are counted from the left; no group photo needs more
 NEEDED = {"detection", "landmark_2d_106", "recognition"}
 SKIPPED_FILES = {"1k3d68.onnx", "genderage.onnx"}  # antelopev2 models HyperLoRA does not use
 
@@ -243,14 +244,38 @@ class FaceAnalyzer:
         return emb / np.linalg.norm(emb)
 
 
+def check_face_choice(value: Any, field_name: str = "face") -> str:
+    """The face choice as one of CHOICES; accepts the UI labels ("Best score")."""
+    normal = (
+        value.strip().lower().replace(" ", "_").replace("-", "_")
+        if isinstance(value, str)
+        else None
+    )
+    if normal not in CHOICES:
+        raise ArgumentError(field_name, f"expected one of {', '.join(CHOICES)}, got {value!r}")
+    return normal
+
+
+def check_face_index(value: Any, field_name: str = "face_index") -> int:
+    """The face number (0 = leftmost) as an int in 0..MAX_FACE_INDEX; the one check of it."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentError(field_name, f"expected a whole number, got {value!r}")
+    if not 0 <= value <= MAX_FACE_INDEX:
+        raise ArgumentError(field_name, f"{value} is outside 0..{MAX_FACE_INDEX}")
+    return value
+
+
 def choose_face(faces: Sequence[DetectedFace], choice: str = "largest", index: int = 0) -> int:
     """Index into ``faces`` of the face to use.
 
     ``largest``: biggest box; ``best_score``: highest detector score; ``index``: the ``index``-th
     face counting from the left (0 = leftmost). Raises NoFaceError when there is none to choose.
     """
-    if choice not in CHOICES:
-        raise ValueError(f"face choice must be one of {', '.join(CHOICES)}, not {choice!r}")
+    choice, index = check_face_choice(choice), check_face_index(index)
     if not faces:
         raise NoFaceError("no face was found, so none can be chosen.")
     if choice == "largest":
@@ -258,7 +283,7 @@ def choose_face(faces: Sequence[DetectedFace], choice: str = "largest", index: i
     if choice == "best_score":
         return max(range(len(faces)), key=lambda i: faces[i].score)
     left_to_right = sorted(range(len(faces)), key=lambda i: faces[i].box[0])
-    if not -len(faces) <= index < len(faces):
+    if index >= len(faces):
         raise NoFaceError(
             f"face number {index} (counting from 0, left to right) was requested but only "
             f"{len(faces)} face(s) were found. Pick a number from 0 to {len(faces) - 1}."

@@ -7,7 +7,6 @@ The checks run on the safetensors headers only, before any tensor data is read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 from safetensors import safe_open
 
 from ..errors import CheckpointError
+from ..files import read_json
 
 MODULES_JSON = "hyper_lora_modules.json"
 BASES_FILE = "hyper_lora_modules.safetensors"
@@ -43,9 +43,9 @@ def read_module_specs(path: Path) -> list[ModuleSpec]:
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing; re-download the model folder")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error}); re-download it") from error
+        data = read_json(path)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{error}; re-download it") from error
     if not isinstance(data, dict) or not data:
         raise CheckpointError(f"{path}: expected a non-empty JSON object of module names")
     return [_module_spec(path, name, value) for name, value in data.items()]

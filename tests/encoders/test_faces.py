@@ -17,7 +17,7 @@ from hyperlora_ext.encoders.faces import (
     default_providers,
     find_pack,
 )
-from hyperlora_ext.errors import CheckpointError, ModelNotFoundError, NoFaceError
+from hyperlora_ext.errors import ArgumentError, CheckpointError, ModelNotFoundError, NoFaceError
 from tests.encoders._photos import DARK, face_photo
 
 CPU = ["CPUExecutionProvider"]
@@ -114,12 +114,14 @@ def test_choose_face_modes():
     assert choose_face(faces) == 1  # largest
     assert choose_face(faces, "best_score") == 0
     assert [choose_face(faces, "index", i) for i in range(3)] == [1, 2, 0]  # left to right
-    assert choose_face(faces, "index", -1) == 0  # rightmost
+    for bad in (-1, 64, "²", 1.5, True):  # one range everywhere: 0..63
+        with pytest.raises(ArgumentError, match="face_index"):
+            choose_face(faces, "index", bad)
     with pytest.raises(NoFaceError, match=r"face number 3 .* only 3 face\(s\).* 0 to 2"):
         choose_face(faces, "index", 3)
     with pytest.raises(NoFaceError):
         choose_face([], "largest")
-    with pytest.raises(ValueError, match="largest, index, best_score"):
+    with pytest.raises(ArgumentError, match="largest, index, best_score"):
         choose_face(faces, "biggest")
 
 
