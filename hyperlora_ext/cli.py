@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +21,7 @@ from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.models import HYPERLORA_MODELS, ModelRoots, default_models_dir
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+CRASH_LOG = "hyperlora-cli-error.log"
 MODEL_ALIASES = {"fidelity": HYPERLORA_MODELS[0], "edit": HYPERLORA_MODELS[1]}
 
 
@@ -92,7 +95,7 @@ def cmd_lora(args: argparse.Namespace) -> int:
 
     import torch
 
-    from hyperlora_ext.export import export_lora
+    from hyperlora_ext.export import check_export_target, export_lora
     from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 
     start = time.perf_counter()
@@ -103,6 +106,7 @@ def cmd_lora(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
+    check_export_target(out.parent, out.stem, overwrite=args.overwrite)  # before the long work
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     pipeline = IdentityPipeline(roots_from_args(args), device=args.device, dtype=dtype[args.dtype])
     options = IdentityOptions(
@@ -146,9 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="HyperLoRA identity LoRAs: model setup and standalone tools.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="print tracebacks of failures")
 
     doctor = commands.add_parser(
-        "doctor", help="show what is installed, where, what is missing and how to fix it"
+        "doctor",
+        parents=[common],
+        help="show what is installed, where, what is missing and how to fix it",
     )
     add_roots_arguments(doctor)
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
@@ -158,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Sources()
     download = commands.add_parser(
         "download",
+        parents=[common],
         help="fetch the HyperLoRA models, CLIP ViT-L/14 and antelopev2 from the Hugging Face Hub",
         description="Fetch the models into the folder layout the extension reads. Interrupted "
         "downloads resume; installed files that pass their checks are skipped.",
@@ -187,13 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only show what would be fetched and where"
     )
     download.set_defaults(func=cmd_download)
-    _add_lora_parser(commands)
+    _add_lora_parser(commands, common)
     return parser
 
 
-def _add_lora_parser(commands) -> None:
+def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
     lora = commands.add_parser(
         "lora",
+        parents=[common],
         help="turn photos of a person into an ordinary SDXL LoRA file",
         description="Detect the face in each photo, predict the identity LoRA and write it as a "
         "kohya LoRA (.safetensors) with a Lora-tab card (.json) and preview (.preview.png).",
@@ -221,7 +231,9 @@ def _add_lora_parser(commands) -> None:
     )
     lora.add_argument("--grayscale", action="store_true", help="encode the face in grayscale")
     lora.add_argument("--clip", help="CLIP ViT-L/14 encoder name (default: the installed one)")
-    lora.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    lora.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: %(default)s)"
+    )
     lora.add_argument(
         "--dtype",
         choices=("auto", "fp32", "bf16", "fp16"),
@@ -233,12 +245,45 @@ def _add_lora_parser(commands) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; the one place where every failure becomes a message and exit code.
+
+    Known errors (ours, and OS errors such as a file that cannot be written) print their message;
+    anything else is a bug: one line saying so and where the traceback was written.
+    ``--debug`` prints the traceback instead.
+    """
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     try:
         return args.func(args)
-    except HyperLoRAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (HyperLoRAError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        where = "above" if debug else f"in {_save_traceback()}"
+        print(
+            f"internal error: {type(exc).__name__}: {_first_line(exc)}, please report it "
+            f"(the details are {where}; --debug prints them)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def _save_traceback() -> str:
+    path = Path(tempfile.gettempdir()) / CRASH_LOG
+    try:
+        path.write_text(traceback.format_exc(), "utf-8")
+    except OSError:
+        return "not saved (the temporary folder is not writable)"
+    return str(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "(no message)"

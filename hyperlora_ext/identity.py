@@ -60,6 +60,31 @@ class IdentityResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this torch build can use; HyperLoRAError says why not."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise HyperLoRAError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+    usable = {
+        "cpu": lambda: True,
+        "cuda": torch.cuda.is_available,
+        "mps": lambda: torch.backends.mps.is_available(),
+    }
+    if parsed.type not in usable:
+        raise HyperLoRAError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or mps")
+    if not usable[parsed.type]():
+        raise HyperLoRAError(
+            f"device {device!r} is not available: this torch ({torch.__version__}) has no "
+            f"{parsed.type.upper()} support or sees no such GPU. Use the device cpu instead."
+        )
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise HyperLoRAError(
+            f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible"
+        )
+    return parsed
+
+
 def _folder_fingerprint(folder: Path) -> tuple:
     """Changes when a file of a model folder is replaced, so stale cache entries are not reused."""
     files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.is_file())
@@ -83,7 +108,7 @@ class IdentityPipeline:
         if face_device not in FACE_DEVICES:
             raise HyperLoRAError(f"face device {face_device!r} is not one of {FACE_DEVICES}")
         self.roots = roots
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.face_device = face_device
         self.dtype = dtype
         self.keep_on_device = keep_on_device

@@ -105,7 +105,7 @@ def test_download_failures_exit_1_with_a_message(tmp_path: Path, hub, capsys):
 def test_invalid_model_name_exits_1(tmp_path: Path, hub, capsys):
     args = ["download", "--models-dir", str(tmp_path), "--model", "../../etc"]
     assert cli.main(args) == 1
-    assert "invalid model name" in capsys.readouterr().err
+    assert "not usable as a model name" in capsys.readouterr().err
     assert hub.calls == []
 
 
