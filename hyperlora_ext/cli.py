@@ -96,7 +96,7 @@ def cmd_lora(args: argparse.Namespace) -> int:
     import torch
 
     from hyperlora_ext.export import check_export_target, export_lora
-    from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
+    from hyperlora_ext.identity import IdentityOptions, IdentityPipeline, check_device
 
     start = time.perf_counter()
 
@@ -108,7 +108,8 @@ def cmd_lora(args: argparse.Namespace) -> int:
         out = out.with_name(out.name + ".safetensors")
     check_export_target(out.parent, out.stem, overwrite=args.overwrite)  # before the long work
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    pipeline = IdentityPipeline(roots_from_args(args), device=args.device, dtype=dtype[args.dtype])
+    device = check_device(args.device)
+    pipeline = IdentityPipeline(roots_from_args(args), device=device, dtype=dtype[args.dtype])
     options = IdentityOptions(
         model=MODEL_ALIASES.get(args.model, args.model),
         face_choice=args.face,

@@ -60,12 +60,17 @@ class IdentityResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device this torch build can use; HyperLoRAError says why not."""
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; HyperLoRAError for text torch does not understand."""
     try:
-        parsed = torch.device(device)
+        return torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise HyperLoRAError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this torch build can use (for devices users type)."""
+    parsed = parse_device(device)
     usable = {
         "cpu": lambda: True,
         "cuda": torch.cuda.is_available,
@@ -108,7 +113,7 @@ class IdentityPipeline:
         if face_device not in FACE_DEVICES:
             raise HyperLoRAError(f"face device {face_device!r} is not one of {FACE_DEVICES}")
         self.roots = roots
-        self.device = check_device(device)
+        self.device = parse_device(device)
         self.face_device = face_device
         self.dtype = dtype
         self.keep_on_device = keep_on_device
