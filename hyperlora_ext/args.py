@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,9 @@ FACE_CHOICES = CHOICES  # how to pick the face when a photo shows several
 FACE_LABELS = {"largest": "Largest", "index": "Index", "best_score": "Best score"}
 WEIGHT_RANGE = (-1.5, 1.5)
 TRIGGER_WORDS = "fcsks fxhks fhyks"
+MAX_IMAGES = 16  # photos per generation or request
+MAX_IMAGE_BYTES = 20 * 2**20  # file size of one photo
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -147,20 +152,51 @@ def _face_index(value: Any) -> int:
     return check_face_index(value, "face_index")
 
 
+def too_many_images(count: int, limit: int = MAX_IMAGES) -> str:
+    return f"{count} images posted; at most {limit} per request"
+
+
+def image_too_large(label: str, limit: int = MAX_IMAGE_BYTES) -> str:
+    return f"{label}: the image is larger than {limit // 2**20} MiB; resize it"
+
+
 def _images(value: Any) -> tuple[Any, ...]:
     """Keep image-likes as given (decoding is the pipeline's job); unwrap upload wrappers."""
     if value is None:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        value = [value]
-    return tuple(_unwrap_upload(item) for item in value if item is not None)
+        raise ArgumentError(
+            "images", f"expected a list of photos, got {type(value).__name__}; send [photo]"
+        )
+    images = tuple(_unwrap_upload(item) for item in value if item is not None)
+    if len(images) > MAX_IMAGES:
+        raise ArgumentError("images", too_many_images(len(images)))
+    for number, image in enumerate(images, 1):
+        if _file_size(image) > MAX_IMAGE_BYTES:
+            raise ArgumentError("images", image_too_large(f"image {number}"))
+    return images
+
+
+def _file_size(image: Any) -> int:
+    """Bytes of a photo given as bytes, base64 / data URL or file path; 0 for decoded images."""
+    if isinstance(image, (bytes, bytearray)):
+        return len(image)
+    if isinstance(image, os.PathLike) or (isinstance(image, str) and len(image) < 4096):
+        try:
+            if os.path.isfile(image):
+                return os.path.getsize(image)
+        except (OSError, ValueError):  # not a usable path: treat the text as base64
+            pass
+    if isinstance(image, str):
+        return len(_DATA_URL.sub("", image, count=1)) * 3 // 4
+    return 0
 
 
 def _unwrap_upload(item: Any) -> Any:
     # gradio 3.41 gr.File yields tempfile wrappers (.name is the temp path); gradio 4 yields str.
     # A gr.Gallery yields (image, caption) pairs.
     name = getattr(item, "name", None)
-    if isinstance(name, str) and not isinstance(item, (str, bytes)):
+    if isinstance(name, str) and not isinstance(item, (str, bytes, os.PathLike)):
         return name
     if isinstance(item, tuple) and len(item) == 2:
         return item[0]

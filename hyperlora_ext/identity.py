@@ -197,6 +197,7 @@ class IdentityPipeline:
             labels=labels,
         )
         features.require_usable()
+        report("loading the models")
         engine = self._load_engine(model_dir)
         clip = self._load_clip(clip_path, engine)
         try:

@@ -2,7 +2,8 @@
 
 The work of a job lives in ``hyperlora_ext.webui.job``: the identity is predicted (or reused from
 the cache) in ``process()``, patched in before every sampling pass, and taken out after the job
-(and, defensively, at the start of the next one).
+(and, defensively, at the start of the next one). Every hook runs inside ``job.boundary``: the
+WebUI swallows exceptions that escape a hook, so none may; each becomes a visible HyperLoRA error.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from hyperlora_ext.webui import api, job, settings, xyz
 assert hyperlora_ext.__version__
 
 script_callbacks.on_app_started(lambda demo, app: api.register_routes(app))
-script_callbacks.on_before_ui(xyz.register_axes)  # a no-op when the X/Y/Z script is absent
+# The X/Y/Z script (a root script, loaded before extensions) is already in scripts_data: add the
+# axes now, since an API-only server (--nowebui) builds its axis list before on_before_ui runs.
+xyz.register_axes()  # a no-op when the X/Y/Z script is absent
+script_callbacks.on_before_ui(xyz.register_axes)  # again after a UI reload
 script_callbacks.on_ui_settings(lambda: settings.register(host.refresh_pipeline))
 
 
@@ -42,24 +46,30 @@ class HyperLoRAScript(scripts.Script):
         return panel.inputs
 
     def before_process(self, p: Any, *args: Any) -> None:
-        job.restore(p)  # a job that failed inside the sampler skipped postprocess
+        with job.boundary(p, "cleaning up after the previous job"):
+            job.restore(p)  # a job that failed inside the sampler skipped postprocess
 
     def process(self, p: Any, *args: Any) -> None:
-        job.prepare(p, args)
+        with job.boundary(p, "preparing the identity"):
+            job.prepare(p, args)
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
-        job.apply(p)  # 1.10+: runs for every pass (hires too) and after the LoRA list was rebuilt
+        with job.boundary(p, "applying the identity"):
+            job.apply(p)  # 1.10+: every pass (hires too), after the LoRA list was rebuilt
 
     def process_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
         if not _has_every_sampling_hook():  # 1.8/1.9
-            job.apply(p)
+            with job.boundary(p, "applying the identity"):
+                job.apply(p)
 
     def before_hr(self, p: Any, *args: Any) -> None:
         if not _has_every_sampling_hook():  # 1.8/1.9: the hires pass rebuilt the LoRA list
-            job.apply(p)
+            with job.boundary(p, "applying the identity"):
+                job.apply(p)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
-        job.restore(p)
+        with job.boundary(p, "restoring the checkpoint's weights"):
+            job.restore(p)
 
 
 def _has_every_sampling_hook() -> bool:

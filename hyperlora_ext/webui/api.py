@@ -33,7 +33,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hyperlora_ext.args import ArgumentError, HyperLoRAArgs
+from hyperlora_ext.args import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGES,
+    ArgumentError,
+    HyperLoRAArgs,
+    image_too_large,
+    too_many_images,
+)
 from hyperlora_ext.errors import (
     CheckpointError,
     HyperLoRAError,
@@ -57,8 +64,8 @@ class Limits:
     """Input limits of the routes (requests over them get 413 or 422)."""
 
     max_body_bytes: int = 96 * 2**20
-    max_images: int = 16
-    max_image_bytes: int = 20 * 2**20  # decoded file size of one photo
+    max_images: int = MAX_IMAGES
+    max_image_bytes: int = MAX_IMAGE_BYTES  # decoded file size of one photo
     max_crop_side: int = 1024
 
 
@@ -118,7 +125,7 @@ def webui_backend() -> Backend:
 
 
 # ------------------------------------------------------------------------------- decoding
-def decode_image_payload(value: Any, label: str, max_bytes: int = Limits.max_image_bytes) -> bytes:
+def decode_image_payload(value: Any, label: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """The file bytes of a base64 string or ``data:image/...;base64,`` URL; nothing else.
 
     Raises ImageError (ImageTooLargeError over ``max_bytes``). Server paths and URLs are refused:
@@ -135,9 +142,7 @@ def decode_image_payload(value: Any, label: str, max_bytes: int = Limits.max_ima
     if not text:
         raise ImageError(f"{label}: the image is an empty string")
     if len(text) * 3 // 4 > max_bytes:
-        raise ImageTooLargeError(
-            f"{label}: the image is larger than {max_bytes // 2**20} MiB; resize it"
-        )
+        raise ImageTooLargeError(image_too_large(label, max_bytes))
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -150,7 +155,7 @@ def decode_image_payload(value: Any, label: str, max_bytes: int = Limits.max_ima
     return data
 
 
-def api_images(images: Sequence[Any], max_bytes: int = Limits.max_image_bytes) -> list[bytes]:
+def api_images(images: Sequence[Any], max_bytes: int = MAX_IMAGE_BYTES) -> list[bytes]:
     """Decode the photos of an API request (``p.is_api``) so the pipeline never sees a path."""
     return [
         decode_image_payload(image, f"image {i + 1}", max_bytes) for i, image in enumerate(images)
@@ -327,9 +332,7 @@ def _images(data: Mapping[str, Any], limits: Limits) -> list[bytes]:
     if not isinstance(images, list) or not images:
         raise ApiError(422, "'images' must be a non-empty list of base64 images", "images")
     if len(images) > limits.max_images:
-        raise ApiError(
-            422, f"{len(images)} images posted; at most {limits.max_images} per request", "images"
-        )
+        raise ApiError(422, too_many_images(len(images), limits.max_images), "images")
     return api_images(images, limits.max_image_bytes)
 
 

@@ -210,8 +210,15 @@ def list_models() -> list[str]:
     return list_hyperlora_models(model_roots())
 
 
-def predict(args: Any, before_compute: Callable[[], None] | None = None) -> Any:
-    """Run (or reuse from cache) the identity pipeline for a :class:`HyperLoRAArgs`."""
+def predict(
+    args: Any,
+    before_compute: Callable[[], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Any:
+    """Run (or reuse from cache) the identity pipeline for a :class:`HyperLoRAArgs`.
+
+    ``progress`` gets each stage's name; it may raise to stop the encoding.
+    """
     from hyperlora_ext.identity import IdentityOptions
 
     options = IdentityOptions(
@@ -221,7 +228,9 @@ def predict(args: Any, before_compute: Callable[[], None] | None = None) -> Any:
         remove_background=args.remove_background,
         grayscale=args.grayscale,
     )
-    return pipeline().predict(list(args.images), options, before_compute=before_compute)
+    return pipeline().predict(
+        list(args.images), options, before_compute=before_compute, progress=progress
+    )
 
 
 def _module_exists(name: str) -> bool:

@@ -1,16 +1,26 @@
 """One generation's HyperLoRA work, for the AlwaysOn script: prepare in ``process()``, apply
 before every sampling pass, restore after the job. Per-job state lives on ``p`` (``p._hyperlora``),
 never on the script object, which the UI, the API and X/Y/Z cells share.
+
+Every hook runs inside :func:`boundary`: the WebUI logs and swallows exceptions that escape a
+script hook, which would leave an image that looks fine but lacks the identity. Instead, any
+exception becomes a visible ``HyperLoRA error`` (infotext, comments, API ``info``, a 422 in fail
+mode), the HyperLoRA parameters of the image are removed, and the console gets the traceback once.
 """
 
 from __future__ import annotations
 
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui import api, host, infotext, xyz
+from hyperlora_ext.webui import api, host, infotext, progress, xyz
+
+MAX_MESSAGE = 300  # characters of an unexpected exception's message kept in the infotext
 
 
 @dataclass(frozen=True)
@@ -22,16 +32,47 @@ class Job:
     cache_hit: bool = False
 
 
+class UnexpectedError(HyperLoRAError):
+    """An exception HyperLoRA did not raise on purpose, with what it was doing at the time."""
+
+
+@contextmanager
+def doing(action: str) -> Iterator[None]:
+    """Name the work in progress in any exception that is not already a HyperLoRAError."""
+    try:
+        yield
+    except HyperLoRAError:
+        raise
+    except Exception as error:
+        raise UnexpectedError(f"{action} failed: {_one_line(error)}") from error
+
+
+@contextmanager
+def boundary(p: Any, action: str) -> Iterator[None]:
+    """A script hook's edge: nothing escapes to the WebUI (which would swallow it silently)."""
+    try:
+        with doing(action):
+            yield
+    except Exception as error:
+        fail(p, error)
+
+
+def fail(p: Any, error: Exception) -> None:
+    """The identity is not (or no longer) applied to this job: say so everywhere, once."""
+    p._hyperlora = None
+    message = str(error)
+    _log(message, unexpected=not isinstance(error, HyperLoRAError) or error.__cause__ is not None)
+    report(p, message)
+
+
 def prepare(p: Any, args: tuple) -> None:
     """``process()``: parse the arguments and predict (or reuse) the identity of this job."""
     p._hyperlora = None
     infotext.clear(p.extra_generation_params)
-    try:
-        options = _arguments(p, args)
-        if options.enabled:
-            _prepare(p, options)
-    except HyperLoRAError as error:
-        report(p, str(error))
+    options = _arguments(p, args)
+    # Weight 0 and "Enabled: off" are the same: no encoding, no trigger words, no parameters.
+    if options.enabled and options.weight != 0:
+        _prepare(p, options)
 
 
 def _arguments(p: Any, args: tuple) -> HyperLoRAArgs:
@@ -55,7 +96,8 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
 
 def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
     if options.identity:
-        saved = api.identity_store().load(options.identity)
+        with doing(f"loading the saved identity {options.identity!r}"):
+            saved = api.identity_store().load(options.identity)
         # The infotext names the model the identity was made with, not the unused dropdown value.
         options = options.replace(model=saved.record.model or options.model)
         return Job(saved.lora, saved.digest, options.weight), options
@@ -68,7 +110,12 @@ def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
         options = options.replace(images=tuple(api.api_images(options.images)))
     if not options.model:
         options = options.replace(model=_default_model())
-    result = host.predict(options, before_compute=lambda: host.free_vram_for_encoders(p))
+    count = len(options.images)
+    action = f"encoding {count} photo(s) with the model {options.model!r}"
+    with doing(action), progress.encoding() as stage:
+        result = host.predict(
+            options, before_compute=lambda: host.free_vram_for_encoders(p), progress=stage
+        )
     return Job(
         result.lora, result.digest, options.weight, result.seconds, result.cache_hit
     ), options
@@ -80,14 +127,16 @@ def apply(p: Any) -> None:
     if job is None:
         return
     try:
-        report = host.get_adapter(p).apply(p, job.lora, job.weight, job.digest)
-    except HyperLoRAError as error:
-        report(p, str(error))
-        return
-    if report.matched == 0:
-        report(p, f"skipped, {report.reasons[0] if report.reasons else 'no layer matched'}")
-    elif report.matched < report.expected:
-        message = f"only {report.matched} of {report.expected} layers matched this checkpoint"
+        with doing("applying the identity to the checkpoint"):
+            outcome = host.get_adapter(p).apply(p, job.lora, job.weight, job.digest)
+    except Exception:
+        _take_out(p)  # a half-done apply must not leave the identity in an "error" image
+        raise
+    if outcome.matched == 0:
+        p._hyperlora = None
+        report(p, f"skipped, {outcome.reasons[0] if outcome.reasons else 'no layer matched'}")
+    elif outcome.matched < outcome.expected:
+        message = f"only {outcome.matched} of {outcome.expected} layers matched this checkpoint"
         p.extra_generation_params[infotext.WARNING] = message
         p.comment(f"HyperLoRA: {message}")
 
@@ -98,14 +147,52 @@ def restore(p: Any) -> None:
         adapter = host.get_adapter(p)
     except HyperLoRAError:
         return  # no LoRA system, nothing of ours can be merged
-    adapter.restore(p)
+    with doing("restoring the checkpoint's weights"):
+        adapter.restore(p)
+
+
+def _take_out(p: Any) -> None:
+    try:
+        restore(p)
+    except Exception as error:  # reported by the caller's boundary; this is the second failure
+        _log(f"restoring after a failed apply: {error}", unexpected=True)
 
 
 def report(p: Any, message: str) -> None:
-    """Make a problem visible: the UI's comments and, for API clients, ``info``."""
-    infotext.write_error(p.extra_generation_params, message)
+    """Make a problem visible: the UI's comments and, for API clients, ``info``.
+
+    The image this job makes does not carry the identity, so its HyperLoRA parameters (model,
+    weight, identity digest, options) are removed: only the error remains.
+    """
+    params = p.extra_generation_params
+    previous = params.get(infotext.ERROR)
+    infotext.clear(params)
+    infotext.write_error(params, f"{previous}; {message}" if previous else message)
     p.comment(f"HyperLoRA: {message}")
-    api.fail_api_request(p, message)
+    if not progress.interrupted():  # an interrupted job makes no image: nothing to fail
+        api.fail_api_request(p, message)
+
+
+def _log(message: str, *, unexpected: bool) -> None:
+    """The console line; the traceback too when the exception was not one of ours."""
+    text = f"HyperLoRA error: {message}"
+    try:
+        from modules import errors
+    except ImportError:
+        errors = None
+    if errors is not None and unexpected:
+        errors.report(text, exc_info=True)
+    elif unexpected:
+        print(text + "\n" + traceback.format_exc())
+    else:
+        print(text)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or "(no message)"
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 3] + "..."
+    return f"{type(error).__name__}: {text}"
 
 
 def _default_model() -> str:

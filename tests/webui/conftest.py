@@ -13,6 +13,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+@pytest.fixture(autouse=True)
+def no_hook_exception_escapes(request):
+    """The WebUI logs and swallows exceptions escaping a script hook, so the image looks fine
+    while the identity is missing. Here such an exception fails the test, unless the test is
+    marked ``hook_exceptions`` (then it reads ``fake_webui.escaped_hook_exceptions`` itself)."""
+    fake_webui.escaped_hook_exceptions.clear()
+    yield
+    escaped = list(fake_webui.escaped_hook_exceptions)
+    fake_webui.escaped_hook_exceptions.clear()
+    if escaped and request.node.get_closest_marker("hook_exceptions") is None:
+        hooks = ", ".join(f"{hook}: {type(error).__name__}: {error}" for hook, error in escaped)
+        pytest.fail(f"an exception escaped a script hook (the WebUI would hide it): {hooks}")
+
+
 def _reset_adapters() -> None:
     from hyperlora_ext.webui import host
 

@@ -73,7 +73,8 @@ def test_values_from_ui_and_infotext_are_normalised():
     assert (args.enabled, args.weight, args.face, args.face_index) == (True, -0.25, "best_score", 2)
     assert args.grayscale is False
     assert args.images == ("/tmp/gradio/face.png", "pil-image", "b64")
-    assert HyperLoRAArgs.from_dict({"images": "one-base64"}).images == ("one-base64",)
+    with pytest.raises(ArgumentError, match="'images': expected a list of photos, got str"):
+        HyperLoRAArgs.from_dict({"images": "one-base64"})
 
 
 def test_replace_validates_and_reports_changes():
@@ -86,3 +87,27 @@ def test_replace_validates_and_reports_changes():
 def test_trigger_words_are_added_once():
     assert add_trigger_words("a man") == "fcsks fxhks fhyks, a man"
     assert add_trigger_words(add_trigger_words("a man")) == "fcsks fxhks fhyks, a man"
+
+
+def test_photo_count_file_size_and_list_type_are_limited(tmp_path):
+    from hyperlora_ext.args import MAX_IMAGE_BYTES, MAX_IMAGES
+
+    assert len(HyperLoRAArgs(images=["b64"] * MAX_IMAGES).images) == MAX_IMAGES
+    with pytest.raises(ArgumentError, match="'images': 17 images posted; at most 16 per request"):
+        HyperLoRAArgs(images=["b64"] * 17)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
+    small = tmp_path / "small.png"
+    small.write_bytes(b"\0" * 10)
+    too_large = "image 2: the image is larger than 20 MiB; resize it"
+    for photo in (
+        str(big),
+        big,
+        b"\0" * (MAX_IMAGE_BYTES + 1),
+        "A" * (MAX_IMAGE_BYTES * 4 // 3 + 8),
+    ):
+        with pytest.raises(ArgumentError, match=too_large):
+            HyperLoRAArgs(images=[str(small), photo])
+    for bare in ("base64", b"bytes", {"image": "x"}, 5):
+        with pytest.raises(ArgumentError, match="'images': expected a list of photos"):
+            HyperLoRAArgs(images=bare)

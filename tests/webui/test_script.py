@@ -36,13 +36,16 @@ class Harness:
         self.runner = webui.runner(self.script_class)
         self.predictions = []
         self.before_compute = None
+        self.stages = ["reading photos", "detecting faces", "encoding with CLIP"]
         self.samples = []  # (is_hr_pass, network names, target weight) at each sampler step
         monkeypatch.setattr(host, "predict", self._predict)
         webui.processing.sampler_step_hooks[:] = [self._record]
 
-    def _predict(self, args, before_compute=None):
+    def _predict(self, args, before_compute=None, progress=None):
         self.predictions.append(args)
         self.before_compute = before_compute
+        for stage in self.stages:  # what the real pipeline reports between its stages
+            progress(stage)
         seed = sum(map(ord, "".join(map(str, args.images))))
         lora = make_lora(self.model, seed=seed)
         return StubResult(lora, lora_digest(lora))

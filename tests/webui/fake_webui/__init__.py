@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent
 EXTENSION_ROOT = ROOT.parents[2]  # the repository: extensions/sd-webui-hyperlora in a real WebUI
 _MODULES = ("networks", "network", "network_lora", "lora_patches", "extra_networks_lora")
 _installed_patches: list = []  # undone by uninstall() even if a test removed "networks"
+# (hook name, exception) for every exception that escaped a script hook, in any install.
+escaped_hook_exceptions: list = []
 
 
 @dataclass
@@ -65,6 +67,7 @@ def install(tmp_dir: Path, version: str = "1.10") -> FakeWebUI:
     sys.path.insert(0, str(ROOT))
     scripts = importlib.import_module("modules.scripts")
     scripts.VERSION = version
+    scripts.escaped_exceptions = escaped_hook_exceptions
     if version != "1.10":
         del scripts.Script.process_before_every_sampling  # added in 1.10
     shared = importlib.import_module("modules.shared")

@@ -2,6 +2,10 @@
 
 ``VERSION`` picks the hook set: "1.10" has ``process_before_every_sampling``; "1.9" and "1.8" do
 not (the fixture removes it from ``Script`` and processing skips the call, as in those versions).
+
+Like A1111, the dispatcher logs an exception escaping a hook (``errors.report``) and carries on.
+Test hook (not in A1111): each such exception is also appended to ``escaped_exceptions`` as
+``(hook name, exception)``, so tests can fail on a crash the WebUI would hide.
 """
 
 import importlib.util
@@ -16,6 +20,7 @@ AlwaysVisible = object()
 ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
 scripts_data = []
 current_basedir = "."
+escaped_exceptions = []  # test hook; install() shares one list across reinstalls
 
 
 class PostprocessImageArgs:
@@ -169,7 +174,8 @@ class ScriptRunner:
             try:
                 script_args = p.script_args[script.args_from : script.args_to]
                 getattr(script, method_name)(p, *args, *script_args, **kwargs)
-            except Exception:
+            except Exception as error:
+                escaped_exceptions.append((method_name, error))
                 errors.report(f"Error running {method_name}: {script.filename}", exc_info=True)
 
     def setup_scrips(self, p, *, is_ui=True):
@@ -179,7 +185,8 @@ class ScriptRunner:
             try:
                 script_args = p.script_args[script.args_from : script.args_to]
                 script.setup(p, *script_args)
-            except Exception:
+            except Exception as error:
+                escaped_exceptions.append(("setup", error))
                 errors.report(f"Error running setup: {script.filename}", exc_info=True)
 
     def before_process(self, p):
