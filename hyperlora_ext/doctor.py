@@ -173,6 +173,11 @@ def _cuda_available() -> bool:
 
 
 # ----------------------------------------------------------------------- models
+def models_ready(roots: ModelRoots) -> bool:
+    """HyperLoRA can run: the one definition of "ready" (API, accordion, CLI agree on it)."""
+    return not has_errors(model_checks(roots))
+
+
 def model_checks(roots: ModelRoots) -> list[Check]:
     return [*_hyperlora_checks(roots), *_clip_checks(roots), _antelopev2_check(roots)]
 

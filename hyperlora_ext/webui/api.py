@@ -277,14 +277,14 @@ async def _read_json(request: Any, limits: Limits) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- handlers
 def _status(backend: Backend) -> dict[str, Any]:
-    from hyperlora_ext.doctor import ERROR, model_checks
+    from hyperlora_ext.doctor import models_ready
 
     roots = backend.roots()
     pipeline = backend.pipeline()
     stats = pipeline.cache.stats
     return {
         "version": backend.version,
-        "ready": not any(c.status == ERROR for c in model_checks(roots)),
+        "ready": models_ready(roots),
         "device": str(pipeline.device),
         "cache": {
             "entries": len(pipeline.cache),
@@ -297,13 +297,13 @@ def _status(backend: Backend) -> dict[str, Any]:
 
 
 def _models(backend: Backend) -> dict[str, Any]:
-    from hyperlora_ext.doctor import ERROR, model_checks
+    from hyperlora_ext.doctor import model_checks, models_ready
     from hyperlora_ext.models import inspect_antelopev2, inspect_clip, inspect_hyperlora
 
     roots = backend.roots()
     checks = model_checks(roots)
     return {
-        "ready": not any(c.status == ERROR for c in checks),
+        "ready": models_ready(roots),
         "hyperlora": [_model_status(s) for s in inspect_hyperlora(roots)],
         "clip": [_model_status(s) for s in inspect_clip(roots)],
         "antelopev2": _model_status(inspect_antelopev2(roots)),
@@ -459,7 +459,7 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
     if save_as is not None:
         record = store.save(
             save_as, result.lora, model=result.model, photos=result.photos_used,
-            options=_options_dict(options), preview=preview, overwrite=overwrite,
+            options=record_options(options), preview=preview, overwrite=overwrite,
         )  # fmt: skip
         response["saved"] = _record(record)
     if return_lora:
@@ -469,7 +469,8 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
     return response
 
 
-def _options_dict(options: Any) -> dict[str, Any]:
+def record_options(options: Any) -> dict[str, Any]:
+    """An identity record's options: the pipeline options without the model names."""
     values = asdict(options)
     values.pop("model", None)
     values.pop("clip", None)

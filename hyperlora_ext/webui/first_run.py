@@ -43,10 +43,11 @@ class Item:
 
 
 def checklist(roots: ModelRoots) -> list[Item]:
-    """The released HyperLoRA models, the CLIP ViT-L/14 encoder and antelopev2, in that order."""
+    """The released HyperLoRA models (and any other model folder found, e.g. a renamed one), the
+    CLIP ViT-L/14 encoder and antelopev2, in that order."""
     found = {status.name: status for status in inspect_hyperlora(roots)}
     items = []
-    for name in HYPERLORA_MODELS:
+    for name in [*HYPERLORA_MODELS, *sorted(set(found) - set(HYPERLORA_MODELS))]:
         status = found.get(name)
         missing = status.missing if status else tuple(s.name for s in HYPERLORA_FILES)
         folder = status.path if status else roots.hyper_lora / name
@@ -69,15 +70,19 @@ def checklist(roots: ModelRoots) -> list[Item]:
     return items
 
 
-def ready(items: Sequence[Item]) -> bool:
-    """True when HyperLoRA can run: one HyperLoRA model, the CLIP encoder and antelopev2."""
-    has_model = any(item.present for item in items if item.part == "hyperlora")
-    return has_model and all(item.present for item in items if item.part != "hyperlora")
+def ready(roots: ModelRoots) -> bool:
+    """True when HyperLoRA can run (any complete model, whatever its folder is called, the CLIP
+    encoder and antelopev2): the same answer as ``/hyperlora/v1/models`` and the doctor."""
+    from hyperlora_ext.doctor import models_ready
+
+    return models_ready(roots)
 
 
 def render(items: Sequence[Item], roots: ModelRoots) -> str:
     """The checklist as Markdown: a line per model with its folder, then how to fix it."""
-    if ready(items):
+    from hyperlora_ext.doctor import ERROR, model_checks
+
+    if ready(roots):
         return "All HyperLoRA models are installed."
     lines = ["**HyperLoRA needs these models before it can run:**", ""]
     for item in items:
@@ -85,6 +90,9 @@ def render(items: Sequence[Item], roots: ModelRoots) -> str:
         where = f"`{item.folder}`"
         detail = "" if item.present else f" — missing {', '.join(item.missing)}"
         lines.append(f"- {mark} {item.label}: {where}{detail}")
+    if all(item.present for item in items):  # every file is there, yet something is wrong
+        problems = [c for c in model_checks(roots) if c.status == ERROR]
+        lines += [f"- ❌ {c.name}: {c.message}" for c in problems]
     lines += [
         "",
         "Press **Download** to fetch what is missing from the Hugging Face Hub (several GB), "

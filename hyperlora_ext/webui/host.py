@@ -18,6 +18,7 @@ __all__ = [
     "detect_host",
     "free_vram_for_encoders",
     "get_adapter",
+    "identity_options",
     "list_models",
     "model_roots",
     "pipeline",
@@ -219,17 +220,21 @@ def predict(
 
     ``progress`` gets each stage's name; it may raise to stop the encoding.
     """
+    return pipeline().predict(
+        list(args.images), identity_options(args), before_compute=before_compute, progress=progress
+    )
+
+
+def identity_options(args: Any) -> Any:
+    """The pipeline's options for a :class:`HyperLoRAArgs`."""
     from hyperlora_ext.identity import IdentityOptions
 
-    options = IdentityOptions(
+    return IdentityOptions(
         model=args.model,
         face_choice=args.face,
         face_index=args.face_index,
         remove_background=args.remove_background,
         grayscale=args.grayscale,
-    )
-    return pipeline().predict(
-        list(args.images), options, before_compute=before_compute, progress=progress
     )
 
 

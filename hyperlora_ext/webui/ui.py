@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hyperlora_ext.args import FACE_LABELS, HyperLoRAArgs
@@ -36,7 +35,7 @@ class Services:
     list_models: Callable[[], list[str]]
     list_identities: Callable[[], list[str]]
     preview: Callable[[HyperLoRAArgs], tuple[list[tuple[Any, str]], str]]
-    save: Callable[[HyperLoRAArgs, str], str]
+    save: Callable[[HyperLoRAArgs, str, bool], str]  # (arguments, name, overwrite) -> status
     # First run: (models ready?, Markdown checklist) and the download of what is missing.
     setup: Callable[[], tuple[bool, str]] = lambda: (True, "")
     download: Callable[[Progress | None, Log], str] = lambda progress, log: ""
@@ -111,6 +110,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             save_name = gr.Textbox(
                 label="Save as LoRA", placeholder="name", elem_id=elem_id("save_name")
             )
+            overwrite = gr.Checkbox(label="Overwrite", value=False, elem_id=elem_id("overwrite"))
             save = gr.Button("Save as LoRA", elem_id=elem_id("save"), scale=0, min_width=120)
 
     inputs = [
@@ -118,14 +118,15 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
         grayscale, identity,
     ]  # fmt: skip
     by_field = dict(zip(HyperLoRAArgs.field_names(), inputs, strict=True))
-    _wire(gr, services, inputs, by_field, gallery, status, save, save_name)
+    _wire(gr, services, inputs, by_field, gallery, status, save, [save_name, overwrite])
     _wire_setup(gr, services, setup, refresh, by_field, status)
     return Panel(
         inputs=inputs,
         infotext_fields=[(by_field[f], key) for f, key in infotext.paste_rules()],
         paste_field_names=infotext.paste_field_names(),
         extras={
-            "gallery": gallery, "status": status, "refresh": refresh, "save": save, **setup,
+            "gallery": gallery, "status": status, "refresh": refresh, "save": save,
+            "overwrite": overwrite, **setup,
         },
     )  # fmt: skip
 
@@ -227,7 +228,7 @@ def _enable_accordion(gr: Any, elem_id: Callable[[str], str]) -> Iterator[Any]:
         yield accordion
 
 
-def _wire(gr, services, inputs, by_field, gallery, status, save, save_name) -> None:
+def _wire(gr, services, inputs, by_field, gallery, status, save, save_controls) -> None:
     def preview(*values: Any) -> tuple[Any, str]:
         try:
             args = HyperLoRAArgs.from_positional(list(values))
@@ -237,18 +238,28 @@ def _wire(gr, services, inputs, by_field, gallery, status, save, save_name) -> N
             return [], ""
         try:
             return services.preview(args)
-        except HyperLoRAError as error:
-            return [], f"**{error}**"
+        except Exception as error:  # a button's edge: show every failure in the status line
+            return [], failure_text(error)
 
-    def save_lora(name: str, *values: Any) -> str:
+    def save_lora(name: str, overwrite: bool, *values: Any) -> str:
         try:
-            return services.save(HyperLoRAArgs.from_positional(list(values)), name)
-        except HyperLoRAError as error:
-            return f"**{error}**"
+            return services.save(HyperLoRAArgs.from_positional(list(values)), name, overwrite)
+        except Exception as error:
+            return failure_text(error)
 
     for name in ("images", "model", "face", "face_index", "remove_background", "grayscale"):
         by_field[name].change(preview, inputs=inputs, outputs=[gallery, status])
-    save.click(save_lora, inputs=[save_name, *inputs], outputs=[status])
+    save.click(save_lora, inputs=[*save_controls, *inputs], outputs=[status])
+
+
+def failure_text(error: Exception) -> str:
+    """The status line for a failed action; unexpected errors also go to the console."""
+    if isinstance(error, HyperLoRAError):
+        return f"**{error}**"
+    import traceback
+
+    traceback.print_exc()
+    return f"**HyperLoRA error: {type(error).__name__}: {error}**"
 
 
 def _safe_list(lister: Callable[[], list[str]]) -> list[str]:
@@ -280,7 +291,7 @@ def _setup() -> tuple[bool, str]:
 
     roots = model_roots()
     items = first_run.checklist(roots)
-    return first_run.ready(items), first_run.render(items, roots)
+    return first_run.ready(roots), first_run.render(items, roots)
 
 
 def _download(progress: Progress | None, log: Log) -> str:
@@ -291,8 +302,9 @@ def _download(progress: Progress | None, log: Log) -> str:
 
 
 def _list_identities() -> list[str]:
-    folder = _lora_folder() / "hyperlora"
-    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+    from hyperlora_ext.webui.api import identity_store
+
+    return identity_store().names()
 
 
 def _preview(args: HyperLoRAArgs) -> tuple[list[tuple[Any, str]], str]:
@@ -307,18 +319,30 @@ def _preview(args: HyperLoRAArgs) -> tuple[list[tuple[Any, str]], str]:
     return gallery, status_line(result)
 
 
-def _save(args: HyperLoRAArgs, name: str) -> str:
-    from hyperlora_ext.export import export_lora
-    from hyperlora_ext.webui.host import predict
+def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
+    """Save through the identity store, with the API's name rules: a name is refused, never
+    rewritten, and an existing identity is replaced only with "Overwrite" ticked."""
+    from hyperlora_ext.export import ExportExistsError
+    from hyperlora_ext.identities import check_name
+    from hyperlora_ext.webui.api import identity_store, record_options
+    from hyperlora_ext.webui.host import identity_options, predict
 
+    check_name(name)
+    store = identity_store()
+    if store.exists(name) and not overwrite:
+        raise ExportExistsError(
+            f"an identity named {name!r} exists; tick 'Overwrite' to replace it, or choose "
+            "another name"
+        )
     result = predict(args)
     preview = next((r.preview for r in result.reports if r.preview is not None), None)
-    path = export_lora(
-        result.lora, _lora_folder() / "hyperlora", name, model=result.model,
-        photos=result.photos_used, preview=preview,
+    record = store.save(
+        name, result.lora, model=result.model, photos=result.photos_used,
+        options=record_options(identity_options(args)), preview=preview, overwrite=overwrite,
     )  # fmt: skip
     return (
-        f"Saved `{path.name}`: use it as `<lora:{path.stem}:{args.weight:g}>` (Lora tab, refresh)."
+        f"Saved `{record.name}.safetensors`: pick it under 'Saved identity', or use it as "
+        f"`<lora:{record.name}:{args.weight:g}>` (Lora tab, refresh)."
     )
 
 
@@ -354,9 +378,3 @@ def host_warnings() -> list[str]:
             "ADetailer > 'Script names to apply to ADetailer'"
         )
     return warnings
-
-
-def _lora_folder() -> Path:
-    from modules import shared
-
-    return Path(shared.cmd_opts.lora_dir)

@@ -54,7 +54,7 @@ def test_empty_tree_lists_every_model_missing_with_its_exact_folder(tmp_path):
     roots = ModelRoots.from_models_dir(tmp_path / "models")
     items = first_run.checklist(roots)
     assert [item.part for item in items] == ["hyperlora", "hyperlora", "clip", "antelopev2"]
-    assert not any(item.present for item in items) and not first_run.ready(items)
+    assert not any(item.present for item in items) and not first_run.ready(roots)
     folders = {item.label: item.folder for item in items}
     for name in HYPERLORA_MODELS:
         assert folders[f"HyperLoRA model {name}"] == roots.hyper_lora / name
@@ -71,7 +71,7 @@ def test_complete_tree_is_ready_and_one_model_is_enough(tmp_path):
     roots = ModelRoots.from_models_dir(tmp_path / "models")
     install_all(roots, models=HYPERLORA_MODELS[:1])
     items = first_run.checklist(roots)
-    assert first_run.ready(items)
+    assert first_run.ready(roots)
     assert [item.present for item in items] == [True, False, True, True]
     assert "❌" not in first_run.render(items, roots)
 
@@ -84,7 +84,7 @@ def test_a_half_installed_model_names_its_missing_files(tmp_path):
     items = {item.label: item for item in first_run.checklist(roots)}
     assert items[f"HyperLoRA model {HYPERLORA_MODELS[0]}"].missing == ("resampler.safetensors",)
     assert items["InsightFace antelopev2"].missing == ("glintr100.onnx",)
-    assert not first_run.ready(list(items.values()))
+    assert not first_run.ready(roots)
 
 
 # ----------------------------------------------------------------------- download
@@ -99,7 +99,7 @@ def test_download_fetches_only_what_is_missing_and_reports_progress(tmp_path, hu
     assert all(f"{HYPERLORA_MODELS[0]}/" not in call for call in hub.calls)
     assert steps and steps[-1][0] == steps[-1][1] and "ready" in message
     assert list_hyperlora_models(roots) == sorted(HYPERLORA_MODELS)
-    assert first_run.ready(first_run.checklist(roots))
+    assert first_run.ready(roots)
 
 
 def test_download_failure_is_a_message_not_an_exception(tmp_path, hub):
@@ -107,7 +107,7 @@ def test_download_failure_is_a_message_not_an_exception(tmp_path, hub):
     hub.fail.add("config.json")
     message = fake_download(roots, hub)(None, lambda line: None)
     assert message.startswith("Download failed") and "config.json" in message
-    assert not first_run.ready(first_run.checklist(roots))
+    assert not first_run.ready(roots)
 
 
 def test_nothing_to_download_when_complete(tmp_path, hub):
@@ -238,4 +238,33 @@ def test_the_standalone_accordion_has_hints_too():
 
 
 def ui_services() -> ui.Services:
-    return ui.Services(lambda: [], lambda: [], lambda args: ([], ""), lambda args, name: "")
+    return ui.Services(
+        lambda: [], lambda: [], lambda args: ([], ""), lambda args, name, overwrite: ""
+    )
+
+
+def test_any_complete_model_folder_counts_like_the_models_route(webui, monkeypatch):
+    """A user who renamed the model folder has a working HyperLoRA: no checklist, no download."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from hyperlora_ext.webui import api
+
+    roots = host.model_roots()
+    install_all(roots, models=())
+    write_model_files(roots.hyper_lora / "my_renamed_fidelity", HYPERLORA_FILES)
+    app = FastAPI()
+    api.register_routes(app, api.Backend(roots=lambda: roots, pipeline=None, identities=None,
+                                         face_analyzer=None))  # fmt: skip
+    assert TestClient(app).get("/hyperlora/v1/models").json()["ready"] is True
+    assert first_run.ready(roots)
+    items = {item.label: item for item in first_run.checklist(roots)}
+    assert items["HyperLoRA model my_renamed_fidelity"].present
+    demo, script = build_panel(webui, monkeypatch)
+    block = panel_extras(demo, script)
+    assert block("setup").visible is False
+    assert "needs these models" not in block("checklist").value
+
+    (roots.antelopev2 / "glintr100.onnx").unlink()  # and both say "not ready" together
+    assert TestClient(app).get("/hyperlora/v1/models").json()["ready"] is False
+    assert not first_run.ready(roots)

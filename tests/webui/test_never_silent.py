@@ -325,3 +325,53 @@ def test_generation_requests_have_the_routes_limits(webui):
         response = post(client, args, FAIL)
         assert response.status_code == 422 and message in response.json()["detail"]
         webui.shared.state.begin()
+
+
+# ------------------------------------------------------- "Save as LoRA" in the accordion
+@pytest.fixture
+def tiny_host(webui, tmp_path_factory, monkeypatch):
+    point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
+    return webui
+
+
+def test_ui_save_goes_through_the_identity_store_with_the_api_rules(tiny_host, tmp_path):
+    from hyperlora_ext.args import HyperLoRAArgs
+    from hyperlora_ext.errors import InvalidNameError
+    from hyperlora_ext.export import ExportExistsError
+    from hyperlora_ext.webui import ui
+    from hyperlora_ext.webui.api import identity_store
+    from tests.encoders._photos import face_photo
+
+    photo = tmp_path / "face.png"
+    face_photo((320, 240), ((100, 40, 220, 200),)).save(photo)
+    args = HyperLoRAArgs(enabled=True, images=(str(photo),), model="tiny", grayscale=True)
+    message = ui.default_services().save(args, "bob", False)
+    assert "`bob.safetensors`" in message and "<lora:bob:0.8>" in message
+    folder = tiny_host.lora_dir / "hyperlora"
+    assert (folder / "bob.hyperlora.json").is_file()
+    record = identity_store().record("bob")
+    assert (record.model, record.photos, record.options["grayscale"]) == ("tiny", 1, True)
+    assert record.digest == identity_store().load("bob").digest
+
+    with pytest.raises(ExportExistsError, match="tick 'Overwrite' to replace it"):
+        ui.default_services().save(args, "bob", False)
+    assert "Saved" in ui.default_services().save(args.replace(grayscale=False), "bob", True)
+    assert identity_store().record("bob").options["grayscale"] is False
+
+    for name in ("bob/../x?", "../evil", "a/b", "x" * 101, ""):
+        with pytest.raises(InvalidNameError):
+            ui.default_services().save(args, name, False)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "bob.hyperlora.json", "bob.json", "bob.preview.png", "bob.safetensors",
+    ]  # fmt: skip
+
+
+def test_the_overwrite_control_the_message_names_is_in_the_accordion(webui, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    from hyperlora_ext.webui import ui
+
+    monkeypatch.setattr(host, "predict", lambda *a, **k: pytest.fail("ui() must not predict"))
+    with gr.Blocks():
+        panel = ui.build_ui(lambda item: f"hl_{item}")
+    assert panel.extras["overwrite"].label == "Overwrite"
+    assert panel.extras["overwrite"].value is False

@@ -59,7 +59,7 @@ def test_accordion_in_headless_chromium(tmp_path):
         image = Image.open(args.images[0]).convert("RGB").resize((128, 128))
         return [(image, "photo 1: 1 face")], "1 photo(s) encoded in 0.1 s"
 
-    services = Services(lambda: ["fidelity", "edit"], lambda: [], preview, lambda a, n: "saved")
+    services = Services(lambda: ["fidelity", "edit"], lambda: [], preview, lambda a, n, o: "saved")
     with gr.Blocks() as demo:
         panel = build_ui(lambda item: f"hl_{item}", services)
     photo = tmp_path / "face.png"
