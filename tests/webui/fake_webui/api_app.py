@@ -3,8 +3,14 @@
 ``POST /sdapi/v1/txt2img`` runs a job through the double's ``process_images`` under the queue
 lock, in a worker thread (a sync endpoint, as in A1111). ``alwayson_scripts`` are matched by title,
 case-insensitively; unknown titles give 422; each script's slice starts from the ``ui()`` defaults
-and is overwritten position by position. Exceptions escaping the job become A1111's JSON error
+and is overwritten position by position. ``script_name`` + ``script_args`` choose a selectable
+script (X/Y/Z), which then runs the job. Exceptions escaping the job become A1111's JSON error
 ``{error, detail, body, errors}`` with the exception's ``status_code`` or 500 (its middleware).
+``GET /sdapi/v1/script-info`` lists each script's ``api_info``.
+
+:func:`api_only` starts it in the order of ``webui.py:api_only`` (A1111 1.10.1 and Forge 2 alike):
+scripts are loaded, creating the API builds the UI (every ``ui()`` runs), and only then do the
+``before_ui`` and ``app_started`` callbacks run.
 """
 
 from __future__ import annotations
@@ -52,8 +58,19 @@ def create_app(runner: Any, sd_model: Any, defaults: dict[str, list] | None = No
     def init_script_args(request: dict) -> list:
         size = max((s.args_to for s in runner.scripts), default=1)
         script_args: list = [None] * size
+        script_args[0] = 0
         for script in runner.scripts:
             values = (defaults or {}).get(script.title().lower(), [])
+            script_args[script.args_from : script.args_from + len(values)] = values
+        if request.get("script_name"):
+            selectable = runner.selectable_scripts
+            titles = [s.title().lower() for s in selectable]
+            name = request["script_name"].lower()
+            if name not in titles:
+                raise HTTPException(status_code=422, detail=f"Script '{name}' not found")
+            script = selectable[titles.index(name)]
+            script_args[0] = titles.index(name) + 1
+            values = request.get("script_args", [])
             script_args[script.args_from : script.args_from + len(values)] = values
         for title, entry in (request.get("alwayson_scripts") or {}).items():
             script = runner.script(title)
@@ -78,11 +95,40 @@ def create_app(runner: Any, sd_model: Any, defaults: dict[str, list] | None = No
             )
             shared.state.begin()
             p.script_args = tuple(script_args)
-            processed = processing.process_images(p)
+            processed = runner.run(p, *p.script_args) if script_args[0] else None
+            processed = processed or processing.process_images(p)
         return {
             "images": [f"<image {i}>" for i in range(len(processed.images))],
             "parameters": request,
             "info": processed.js(),
         }
 
+    @app.get("/sdapi/v1/script-info")
+    def script_info() -> list:
+        return [s.api_info for s in runner.scripts if s.api_info is not None]
+
     return app
+
+
+def start(script_paths: list, sd_model: Any, *, nowebui: bool) -> tuple[FastAPI, Any]:
+    """A server, with the UI (``--api``) or API-only (``--nowebui``): (app, its txt2img runner).
+
+    With the UI, ``before_ui`` runs before the UI is built; API-only, creating the API builds it
+    (``Api.__init__`` -> ``ui.create_ui()``, every ``ui()`` runs) and ``before_ui`` runs after.
+    """
+    from modules import script_callbacks, scripts
+
+    for path in script_paths:
+        scripts.load_script_file(str(path))
+    if not nowebui:
+        script_callbacks.fire("before_ui")
+    runner = scripts.ScriptRunner([data.script_class for data in scripts.scripts_data])
+    runner.setup_ui()
+    defaults = {
+        s.title().lower(): [arg["value"] for arg in s.api_info["args"]] for s in runner.scripts
+    }
+    app = create_app(runner, sd_model, defaults)
+    if nowebui:
+        script_callbacks.fire("before_ui")
+    script_callbacks.fire("app_started", None, app)
+    return app, runner

@@ -4,11 +4,19 @@
 shallow ``copy(p)`` on which every axis ``apply(pc, x, xs)`` runs before ``process_images(pc)``.
 ``run_axis`` does that for one axis: CSV values (or the dropdown list for axes with choices), cast
 with ``type``, checked with ``confirm``, then one job per value.
+
+``Script`` is the selectable script, reduced to the X axis: as in A1111 and Forge its ``ui()``
+copies ``axis_options`` into ``current_axis_options`` (the X type dropdown's choices) and ``run``
+picks the axis by its index in that copy. Axes added to ``axis_options`` after ``ui()`` ran are
+missing from both, which is what an API-only server shows (it builds the UI before
+``on_before_ui``).
 """
 
 import csv
 from copy import copy
 from io import StringIO
+
+from modules import scripts
 
 
 def format_value_add_label(p, opt, x):
@@ -97,3 +105,29 @@ def run_axis(p, opt, text=None, dropdown=None):
         opt.apply(cell, value, values)
         results.append(processing.process_images(cell))
     return values, results
+
+
+class Script(scripts.Script):
+    def title(self):
+        return "X/Y/Z plot"
+
+    def ui(self, is_img2img):
+        import gradio as gr
+
+        self.current_axis_options = [
+            x for x in axis_options if type(x) is AxisOption or x.is_img2img == is_img2img
+        ]
+        labels = [x.label for x in self.current_axis_options]
+        x_type = gr.Dropdown(label="X type", choices=labels, value=labels[1], type="index")
+        x_values = gr.Textbox(label="X values", lines=1)
+        x_values_dropdown = gr.Dropdown(label="X values", multiselect=True)
+        return [x_type, x_values, x_values_dropdown]
+
+    def run(self, p, x_type, x_values, x_values_dropdown):
+        from modules import processing
+
+        option = self.current_axis_options[x_type or 0]
+        _, results = run_axis(p, option, x_values, x_values_dropdown or None)
+        images = [image for result in results for image in result.images]
+        infotexts = [text for result in results for text in result.infotexts]
+        return processing.Processed(p, images, infotexts)

@@ -166,6 +166,37 @@ class ScriptRunner:
     def script(self, title):
         return self.title_map.get(title.lower())
 
+    @property
+    def selectable_scripts(self):
+        return [s for s in self.scripts if not s.alwayson]
+
+    def setup_ui(self):
+        """``create_script_ui`` for every script: runs ``ui()`` in a Blocks, lays out the argument
+        slices by its components and records ``api_info`` (what ``/sdapi/v1/script-info`` lists;
+        the choices are those the components had when ``ui()`` ran)."""
+        import gradio as gr
+
+        position = 1
+        with gr.Blocks():
+            for script in self.scripts:
+                controls = script.ui(script.is_img2img) or []
+                script.args_from, script.args_to = position, position + len(controls)
+                position += len(controls)
+                script.api_info = {
+                    "name": script.name,
+                    "is_img2img": script.is_img2img,
+                    "is_alwayson": script.alwayson,
+                    "args": [_script_arg(control) for control in controls],
+                }
+
+    def run(self, p, *args):
+        """The selectable script chosen by ``args[0]`` (1-based; 0 means none) runs the job."""
+        index = args[0] or 0
+        if index == 0:
+            return None
+        script = self.selectable_scripts[index - 1]
+        return script.run(p, *args[script.args_from : script.args_to])
+
     def ordered_scripts(self, method_name):
         return self.alwayson_scripts
 
@@ -221,3 +252,18 @@ class ScriptRunner:
 
     def postprocess(self, p, processed):
         self._each("postprocess", p, processed)
+
+
+def _script_arg(control):
+    """``api_models.ScriptArg`` of one component (label, value, range, choices)."""
+    choices = getattr(control, "choices", None)
+    if choices is not None:  # gradio 4 keeps (label, value) pairs
+        choices = [c[0] if isinstance(c, (list, tuple)) else c for c in choices]
+    return {
+        "label": getattr(control, "label", None) or "",
+        "value": getattr(control, "value", None),
+        "minimum": getattr(control, "minimum", None),
+        "maximum": getattr(control, "maximum", None),
+        "step": getattr(control, "step", None),
+        "choices": choices,
+    }
