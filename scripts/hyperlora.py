@@ -46,6 +46,7 @@ class HyperLoRAScript(scripts.Script):
         return panel.inputs
 
     def before_process(self, p: Any, *args: Any) -> None:
+        job.begin(p)
         with job.boundary(p, "cleaning up after the previous job"):
             job.restore(p)  # a job that failed inside the sampler skipped postprocess
 

@@ -65,10 +65,17 @@ def fail(p: Any, error: Exception) -> None:
     report(p, message)
 
 
+def begin(p: Any) -> None:
+    """``before_process()``, the job's first hook: no error reported yet."""
+    p._hyperlora_errors = ()
+
+
 def prepare(p: Any, args: tuple) -> None:
     """``process()``: parse the arguments and predict (or reuse) the identity of this job."""
     p._hyperlora = None
+    # X/Y/Z cells share this dict: take out the last cell's entries, keep this job's errors.
     infotext.clear(p.extra_generation_params)
+    _write_errors(p)
     options = _arguments(p, args)
     # Weight 0 and "Enabled: off" are the same: no encoding, no trigger words, no parameters.
     if options.enabled and options.weight != 0:
@@ -87,6 +94,7 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
     job, options = _identity(p, options)
     p._hyperlora = job
     infotext.write(p.extra_generation_params, options, job.digest)
+    _write_errors(p)  # e.g. the clean-up of the previous job failed
     if options.trigger_words:
         for name in ("all_prompts", "all_hr_prompts"):
             prompts = getattr(p, name, None)
@@ -164,13 +172,20 @@ def report(p: Any, message: str) -> None:
     The image this job makes does not carry the identity, so its HyperLoRA parameters (model,
     weight, identity digest, options) are removed: only the error remains.
     """
-    params = p.extra_generation_params
-    previous = params.get(infotext.ERROR)
-    infotext.clear(params)
-    infotext.write_error(params, f"{previous}; {message}" if previous else message)
+    errors = getattr(p, "_hyperlora_errors", ())
+    if message not in errors:
+        p._hyperlora_errors = (*errors, message)
+    infotext.clear(p.extra_generation_params)
+    _write_errors(p)
     p.comment(f"HyperLoRA: {message}")
     if not progress.interrupted():  # an interrupted job makes no image: nothing to fail
         api.fail_api_request(p, message)
+
+
+def _write_errors(p: Any) -> None:
+    errors = getattr(p, "_hyperlora_errors", ())
+    if errors:
+        infotext.write_error(p.extra_generation_params, "; ".join(errors))
 
 
 def _log(message: str, *, unexpected: bool) -> None:

@@ -153,9 +153,11 @@ def test_an_exception_while_restoring_is_visible_in_the_api_info(hl, monkeypatch
 
     hl.job(ON)
     monkeypatch.setattr(adapter, "restore", failing)
-    p, processed = hl.job(ON)
+    p, processed = hl.job(ON)  # fails in before_process (clean-up) and postprocess
+    message = "restoring the checkpoint's weights failed: RuntimeError: restore failed"
     error = json.loads(processed.js())["extra_generation_params"][infotext.ERROR]
-    assert "restoring the checkpoint's weights failed: RuntimeError: restore failed" in error
+    assert error == message  # reported once, though both hooks failed
+    assert message in processed.infotexts[0]  # the clean-up failure is in the image's text too
     monkeypatch.undo()
     host.get_adapter().restore(p)
 
@@ -207,11 +209,11 @@ class StageWatcher:
             yield stage
             self.texts.append(state.textinfo)
             if stage == self.press_at:
-                setattr(state, self.button, True)
+                getattr(state, self.button)()  # the button's API: state.interrupt() / skip()
 
 
 def test_interrupt_while_encoding_stops_before_the_next_stage(hl):
-    watcher = StageWatcher(hl, press_at="detecting faces", button="interrupted")
+    watcher = StageWatcher(hl, press_at="detecting faces", button="interrupt")
     hl.webui.shared.state.textinfo = None
     p, processed = hl.job(ON)
     # Stopped at the next stage boundary: "encoding with CLIP" was never reached.
@@ -222,7 +224,7 @@ def test_interrupt_while_encoding_stops_before_the_next_stage(hl):
 
 
 def test_skip_while_encoding_makes_the_image_without_identity_and_says_so(hl):
-    StageWatcher(hl, press_at="reading photos", button="skipped")
+    StageWatcher(hl, press_at="reading photos", button="skip")
     p, processed = hl.job(ON)
     assert len(processed.images) == 1
     assert_failed_visibly(p, processed, "Skip was pressed")

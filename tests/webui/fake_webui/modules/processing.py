@@ -101,7 +101,7 @@ class StableDiffusionProcessing:
 
     def run_sampler(self, x, c):
         for step in range(self.steps):
-            if shared.state.interrupted:  # k-diffusion returns the current latent
+            if shared.state.interrupted or shared.state.skipped:  # k-diffusion stops here too
                 break
             for hook in sampler_step_hooks:
                 hook(self, step)
@@ -224,6 +224,8 @@ def process_images_inner(p):
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
         for n in range(p.n_iter):
             p.iteration = n
+            if shared.state.skipped:  # a Skip ends the current batch only
+                shared.state.skipped = False
             if shared.state.interrupted or shared.state.stopping_generation:
                 break
             p.prompts = p.all_prompts[n * p.batch_size : (n + 1) * p.batch_size]

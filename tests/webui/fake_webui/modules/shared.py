@@ -145,6 +145,9 @@ class State:
         self.job_count = -1
         self.textinfo = None
 
+    def skip(self):
+        self.skipped = True
+
     def interrupt(self):
         self.interrupted = True
 
@@ -153,6 +156,8 @@ class State:
         self.skipped = False
         self.stopping_generation = False
         self.job_count = -1
+        self.textinfo = None  # the progress text the UI shows under the bar
+        self.job = job
 
 
 state = State()
