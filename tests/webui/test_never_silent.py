@@ -377,3 +377,16 @@ def test_the_overwrite_control_the_message_names_is_in_the_accordion(webui, monk
         panel = ui.build_ui(lambda item: f"hl_{item}")
     assert panel.extras["overwrite"].label == "Overwrite"
     assert panel.extras["overwrite"].value is False
+
+
+@pytest.mark.parametrize(
+    "field", [{"model": "m" * 300}, {"face": "index", "face_index": "²"}], ids=["model", "index"]
+)
+def test_bad_values_from_the_issue_fail_visibly_through_the_api(tiny_host, field):
+    client = generation_app(tiny_host, [tiny_host.load_script()])
+    args = {"enabled": True, "images": [FACE], "model": "tiny", **field}
+    params = api_params(post(client, args))
+    assert params[infotext.ERROR] and not [key for key in IDENTITY_PARAMS if key in params]
+    tiny_host.shared.state.begin()
+    response = post(client, args, FAIL)
+    assert response.status_code == 422 and response.json()["detail"].startswith("HyperLoRA error")
