@@ -69,7 +69,7 @@ class HyperLoRAScript(scripts.Script):
                 job.apply(p)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
-        with job.boundary(p, "restoring the checkpoint's weights"):
+        with job.boundary(p, "restoring the checkpoint's weights", after_images=True):
             job.restore(p)
 
 

@@ -48,21 +48,26 @@ def doing(action: str) -> Iterator[None]:
 
 
 @contextmanager
-def boundary(p: Any, action: str) -> Iterator[None]:
-    """A script hook's edge: nothing escapes to the WebUI (which would swallow it silently)."""
+def boundary(p: Any, action: str, *, after_images: bool = False) -> Iterator[None]:
+    """A script hook's edge: nothing escapes to the WebUI (which would swallow it silently).
+
+    ``after_images``: the hook runs after the images were made (``postprocess``), so their
+    HyperLoRA parameters stay true; the error is added beside them.
+    """
     try:
         with doing(action):
             yield
     except Exception as error:
-        fail(p, error)
+        fail(p, error, after_images=after_images)
 
 
-def fail(p: Any, error: Exception) -> None:
-    """The identity is not (or no longer) applied to this job: say so everywhere, once."""
-    p._hyperlora = None
+def fail(p: Any, error: Exception, *, after_images: bool = False) -> None:
+    """Say so everywhere, once; before the images are made, the identity is dropped from the job."""
     message = str(error)
     _log(message, unexpected=not isinstance(error, HyperLoRAError) or error.__cause__ is not None)
-    report(p, message)
+    if not after_images:
+        p._hyperlora = None
+    report(p, message, identity_applied=after_images)
 
 
 def begin(p: Any) -> None:
@@ -166,16 +171,17 @@ def _take_out(p: Any) -> None:
         _log(f"restoring after a failed apply: {error}", unexpected=True)
 
 
-def report(p: Any, message: str) -> None:
+def report(p: Any, message: str, *, identity_applied: bool = False) -> None:
     """Make a problem visible: the UI's comments and, for API clients, ``info``.
 
-    The image this job makes does not carry the identity, so its HyperLoRA parameters (model,
-    weight, identity digest, options) are removed: only the error remains.
+    Unless the identity was applied, the images do not carry it, so their HyperLoRA parameters
+    (model, weight, identity digest, options) are removed: only the error remains.
     """
     errors = getattr(p, "_hyperlora_errors", ())
     if message not in errors:
         p._hyperlora_errors = (*errors, message)
-    infotext.clear(p.extra_generation_params)
+    if not identity_applied:
+        infotext.clear(p.extra_generation_params)
     _write_errors(p)
     p.comment(f"HyperLoRA: {message}")
     if not progress.interrupted():  # an interrupted job makes no image: nothing to fail

@@ -155,9 +155,11 @@ def test_an_exception_while_restoring_is_visible_in_the_api_info(hl, monkeypatch
     monkeypatch.setattr(adapter, "restore", failing)
     p, processed = hl.job(ON)  # fails in before_process (clean-up) and postprocess
     message = "restoring the checkpoint's weights failed: RuntimeError: restore failed"
-    error = json.loads(processed.js())["extra_generation_params"][infotext.ERROR]
-    assert error == message  # reported once, though both hooks failed
+    params = json.loads(processed.js())["extra_generation_params"]
+    assert params[infotext.ERROR] == message  # reported once, though both hooks failed
     assert message in processed.infotexts[0]  # the clean-up failure is in the image's text too
+    # The identity itself was applied (before the images were made): its parameters stay true.
+    assert all(key in params for key in IDENTITY_PARAMS) and ours(hl.samples[-1][1])
     monkeypatch.undo()
     host.get_adapter().restore(p)
 
