@@ -136,11 +136,16 @@ def _weight(value: Any) -> float:
             value = float(value)
         except ValueError:
             raise ArgumentError("weight", f"expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgumentError("weight", f"expected a number, got {value!r}")
     low, high = WEIGHT_RANGE
-    if not low <= value <= high:
-        raise ArgumentError("weight", f"{value} is outside {low}..{high}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ArgumentError("weight", f"expected a finite number, got {value!r}")
+    if not low <= value <= high:  # compared as given: a huge int must not reach float()
+        shown = (
+            f"{value:.3g}" if isinstance(value, float) or abs(value) < 10**15 else "a huge number"
+        )
+        raise ArgumentError("weight", f"{shown} is outside {low}..{high}")
     return float(value)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 
 from .cache import LruCache
 from .encoders.faces import check_face_choice, check_face_index
-from .errors import HyperLoRAError
+from .errors import CheckpointError, HyperLoRAError
 from .lora_format import lora_digest
 from .memory import peak_rss_mb
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
@@ -117,7 +117,7 @@ class IdentityPipeline:
         self.face_device = face_device
         self.dtype = dtype
         self.keep_on_device = keep_on_device
-        self.cache: LruCache[IdentityResult] = LruCache(cache_entries, cache_bytes)
+        self.cache: LruCache[_Computed] = LruCache(cache_entries, cache_bytes)
         self._lock = threading.RLock()
         self._engine: Any = None
         self._engine_key: tuple | None = None
@@ -140,8 +140,6 @@ class IdentityPipeline:
         ``before_compute`` runs only when the encoders are about to run (not on a cache hit),
         e.g. to make room on the GPU.
         """
-        from .encoders.images import image_digest, load_image
-
         report = progress or (lambda stage: None)
         if not images:
             raise HyperLoRAError("no reference photo given: add at least one photo of the person")
@@ -149,9 +147,11 @@ class IdentityPipeline:
         labels = list(labels) if labels else [f"image {i + 1}" for i in range(len(images))]
         if len(labels) != len(images):
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
-        report("reading photos")
-        photos = [load_image(image, label) for image, label in zip(images, labels, strict=True)]
+        # Photos are decoded under the lock, one at a time, so concurrent requests never hold
+        # more than one request's decoded photo; only their compact digests are kept.
         with self._lock:
+            report("reading photos")
+            digests, unreadable = _digests(images, labels)
             model_dir = resolve_hyperlora(self.roots, options.model)
             clip_path = resolve_clip(self.roots, options.clip)
             key = (
@@ -159,17 +159,18 @@ class IdentityPipeline:
                 _folder_fingerprint(model_dir),
                 _folder_fingerprint(clip_path),
                 str(self.dtype),
-                tuple(sorted(image_digest(photo) for photo in photos)),
+                tuple(sorted(d for d in digests if d)),
             )
-            cached = self.cache.get(key)
-            if cached is not None:
-                return _as_cache_hit(cached, time.perf_counter() - start)
-            if before_compute is not None:
-                before_compute()
-            result = self._compute(photos, labels, options, model_dir, clip_path, report)
-            result.seconds = time.perf_counter() - start
-            self.cache.put(key, result)
-            return result
+            cached = self.cache.get(key) if any(digests) else None
+            hit = cached is not None
+            if cached is None:
+                if before_compute is not None and any(digests):
+                    before_compute()
+                cached = self._compute(
+                    images, labels, digests, unreadable, options, model_dir, clip_path, report
+                )
+                self.cache.put(key, cached)
+            return _result(cached, digests, labels, unreadable, hit, time.perf_counter() - start)
 
     def unload(self) -> None:
         """Free every encoder (the cache stays)."""
@@ -181,22 +182,28 @@ class IdentityPipeline:
             _empty_device_cache()
 
     # -------------------------------------------------------------- internals
-    def _compute(self, photos, labels, options, model_dir, clip_path, report) -> IdentityResult:
-        from .encoders.features import extract_identity_features
+    def _compute(
+        self, images, labels, digests, unreadable, options, model_dir, clip_path, report
+    ) -> _Computed:
+        from .encoders.features import IdentityFeatures, extract_identity_features
 
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         report("detecting faces")
+        readable = [i for i, digest in enumerate(digests) if digest]
         features = extract_identity_features(
-            photos,
+            [images[i] for i in readable],
             self._face_analyzer(),
             face_choice=options.face_choice,
             face_index=options.face_index,
             remove_background=options.remove_background,
             grayscale=options.grayscale,
-            labels=labels,
+            labels=[labels[i] for i in readable],
         )
-        features.require_usable()
+        by_digest = dict(zip([digests[i] for i in readable], features.reports, strict=True))
+        if not features.usable:  # every photo's reason, the unreadable ones included
+            reports = [unreadable.get(i) or by_digest[d] for i, d in enumerate(digests)]
+            IdentityFeatures(features.id_embeds, features.pixel_values, reports).require_usable()
         report("loading the models")
         engine = self._load_engine(model_dir)
         clip = self._load_clip(clip_path, engine)
@@ -209,16 +216,14 @@ class IdentityPipeline:
                 lora = engine.predict_lora(features.id_embeds, hidden)
         finally:
             self._offload()
-        warnings = [f"{r.label}: {r.reason}" for r in features.reports if not r.used]
-        return IdentityResult(
-            lora=lora,
+        _require_finite(lora, model_dir, clip_path)
+        return _Computed(
+            lora=_copy(lora),
             digest=lora_digest(lora),
-            reports=features.reports,
+            reports=by_digest,
             model=options.model,
-            photos_used=features.usable,
             peak_rss_mb=peak_rss_mb(),
             peak_vram_mb=_peak_vram_mb(self.device),
-            warnings=warnings,
         )
 
     def _face_analyzer(self):
@@ -269,10 +274,75 @@ class IdentityPipeline:
         _empty_device_cache()
 
 
-def _as_cache_hit(result: IdentityResult, seconds: float) -> IdentityResult:
-    hit = IdentityResult(**{**result.__dict__, "warnings": list(result.warnings)})
-    hit.cache_hit, hit.seconds = True, seconds
-    return hit
+@dataclass
+class _Computed:
+    """What the cache keeps: the LoRA and, per photo content (digest), what happened to it."""
+
+    lora: dict[str, torch.Tensor]
+    digest: str
+    reports: dict[str, Any]  # image digest -> PhotoReport
+    model: str
+    peak_rss_mb: float | None
+    peak_vram_mb: float | None
+
+
+def _digests(images: Sequence[Any], labels: Sequence[str]) -> tuple[list[str | None], dict]:
+    """Per photo its pixel digest, or None when it cannot be decoded (then its report)."""
+    from .encoders.features import PhotoReport, unreadable_reason
+    from .encoders.images import WORK_SIDE, image_digest, load_image
+    from .errors import ImageError
+
+    digests: list[str | None] = []
+    unreadable: dict[int, Any] = {}
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        try:
+            digests.append(image_digest(load_image(image, label, WORK_SIDE)))
+        except ImageError as exc:
+            digests.append(None)
+            unreadable[i] = PhotoReport(label=label, reason=unreadable_reason(exc, label))
+    return digests, unreadable
+
+
+def _result(
+    computed: _Computed,
+    digests: Sequence[str | None],
+    labels: Sequence[str],
+    unreadable: dict,
+    hit: bool,
+    seconds: float,
+) -> IdentityResult:
+    """This call's result: its own labels and photo order, and tensors of its own (a copy)."""
+    reports = [
+        unreadable[i] if digest is None else replace(computed.reports[digest], label=labels[i])
+        for i, digest in enumerate(digests)
+    ]
+    return IdentityResult(
+        lora=_copy(computed.lora),
+        digest=computed.digest,
+        reports=reports,
+        model=computed.model,
+        photos_used=sum(r.used for r in reports),
+        cache_hit=hit,
+        seconds=seconds,
+        peak_rss_mb=computed.peak_rss_mb,
+        peak_vram_mb=computed.peak_vram_mb,
+        warnings=[f"{r.label}: {r.reason}" for r in reports if not r.used],
+    )
+
+
+def _copy(lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Callers may edit their LoRA in place; the cached one must not change with it."""
+    return {key: tensor.clone() for key, tensor in lora.items()}
+
+
+def _require_finite(lora: dict[str, torch.Tensor], model_dir: Path, clip_path: Path) -> None:
+    bad = next((key for key, t in lora.items() if not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise CheckpointError(
+            f"the predicted LoRA holds NaN or infinite values (first in {bad}): the weights of "
+            f"the HyperLoRA model {model_dir} or the CLIP encoder {clip_path} are damaged. "
+            "Re-download them (python -m hyperlora_ext doctor shows where they are)."
+        )
 
 
 def _peak_vram_mb(device: torch.device) -> float | None:

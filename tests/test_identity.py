@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hyperlora_ext.errors import HyperLoRAError, ImageError, ModelNotFoundError, NoFaceError
+from hyperlora_ext.errors import CheckpointError, HyperLoRAError, ModelNotFoundError, NoFaceError
 from hyperlora_ext.export import export_lora
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.lora_format import kohya_to_webui_layer, sdxl_attention_modules
@@ -104,9 +104,66 @@ def test_no_usable_photo_raises_with_each_reason(pipeline):
         pipeline.predict([dark], IdentityOptions(MODEL))
 
 
-def test_undecodable_photo_names_the_image(pipeline):
-    with pytest.raises(ImageError, match="image 2"):
-        pipeline.predict([_photo(), b"not an image"], IdentityOptions(MODEL))
+def test_an_unreadable_photo_is_skipped_and_reported_by_name(pipeline):
+    labels = ["image 1 (alice.jpg)", "image 2 (broken.jpg)"]
+    result = pipeline.predict([_photo(), b"not an image"], IdentityOptions(MODEL), labels=labels)
+    assert result.photos_used == 1
+    assert [r.used for r in result.reports] == [True, False]
+    assert result.warnings == ["image 2 (broken.jpg): not a recognised image format. Use a JPEG, "
+                               "PNG, WebP, BMP, GIF or TIFF file."]  # fmt: skip
+
+
+def test_only_unreadable_photos_name_each_one(pipeline):
+    with pytest.raises(NoFaceError, match=r"(?s)image 1: the file is empty.*image 2: not a"):
+        pipeline.predict([b"", b"not an image"], IdentityOptions(MODEL))
+
+
+def test_a_cache_hit_reports_this_calls_photos_in_this_calls_order(pipeline):
+    dark = Image.new("RGB", (320, 240), (20, 20, 20))
+    first = pipeline.predict(
+        [_photo(), dark],
+        IdentityOptions(MODEL),
+        labels=["image 1 (alice.jpg)", "image 2 (blank.jpg)"],
+    )
+    hit = pipeline.predict(
+        [dark.copy(), _photo()],
+        IdentityOptions(MODEL),
+        labels=["image 1 (blank2.jpg)", "image 2 (alice2.jpg)"],
+    )
+    assert hit.cache_hit and hit.digest == first.digest
+    assert [r.label for r in hit.reports] == ["image 1 (blank2.jpg)", "image 2 (alice2.jpg)"]
+    assert [r.used for r in hit.reports] == [False, True]
+    assert len(hit.warnings) == 1 and hit.warnings[0].startswith("image 1 (blank2.jpg): no face")
+
+
+def test_editing_a_result_in_place_does_not_change_later_cache_hits(pipeline):
+    first = pipeline.predict([_photo()], IdentityOptions(MODEL))
+    saved = {key: tensor.clone() for key, tensor in first.lora.items()}
+    for tensor in first.lora.values():
+        tensor.mul_(0)
+    hit = pipeline.predict([_photo()], IdentityOptions(MODEL))
+    assert hit.cache_hit
+    for key, tensor in saved.items():
+        assert torch.equal(hit.lora[key], tensor)
+    next(iter(hit.lora.values())).add_(1)
+    assert torch.equal(pipeline.predict([_photo()], IdentityOptions(MODEL)).lora[key], saved[key])
+
+
+def test_nan_weights_are_reported_instead_of_a_nan_lora(tmp_path, roots):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = ModelRoots.from_models_dir(tmp_path)
+    shutil.copytree(roots.hyper_lora / MODEL, broken.hyper_lora / "nan")
+    shutil.copytree(roots.clip_vit, broken.clip_vit)
+    shutil.copytree(roots.insightface, broken.insightface)
+    path = broken.hyper_lora / "nan" / "id_projector.safetensors"
+    tensors = load_file(path)
+    next(iter(tensors.values())).fill_(float("nan"))
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        IdentityPipeline(broken).predict([_photo()], IdentityOptions("nan"))
 
 
 def test_unknown_model_explains_what_is_installed(pipeline):

@@ -336,6 +336,11 @@ def _bgr(image: Image.Image) -> np.ndarray:
     return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
 
 
+def scale_face(face: DetectedFace, scale: tuple[float, float]) -> DetectedFace:
+    """``face`` in the coordinates of its photo resized by ``scale`` (x, y)."""
+    return _map_face(face, (0, 0), scale)
+
+
 def _map_face(
     face: DetectedFace, offset: tuple[int, int], scale: tuple[float, float]
 ) -> DetectedFace:

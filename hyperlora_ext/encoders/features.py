@@ -16,12 +16,16 @@ import torch
 from PIL import Image, ImageDraw
 
 from hyperlora_ext.encoders.clip_processor import clip_pixel_values
-from hyperlora_ext.encoders.faces import FaceAnalyzer, choose_face
-from hyperlora_ext.encoders.images import image_label, load_image
+from hyperlora_ext.encoders.faces import DetectedFace, FaceAnalyzer, choose_face, scale_face
+from hyperlora_ext.encoders.images import WORK_SIDE, image_label, load_image
 from hyperlora_ext.encoders.preprocess import crop_origin, face_box, id_crops, preview
 from hyperlora_ext.errors import ImageError, NoFaceError
 
 THUMBNAIL_SIDE = 256
+# The ArcFace crop is twice the face box; it ends at 112 px (and the CLIP crop, half its side, at
+# 224 px). Faces whose ArcFace crop would be larger are cropped from a reduced photo, so a huge
+# close-up costs no more than this; smaller faces keep the reference's crops pixel for pixel.
+MAX_CROP_SIDE = WORK_SIDE
 BOX_COLOUR = (0, 220, 0)
 
 
@@ -87,7 +91,7 @@ def extract_identity_features(
                 source, analyzer, report, face_choice, face_index, remove_background, grayscale
             )
         except (ImageError, NoFaceError) as exc:  # per-photo problems; missing models raise
-            report.reason = _reason(exc, label)
+            report.reason = unreadable_reason(exc, label)
         else:
             embeds.append(embed)
             pixels.append(pixel_values)
@@ -109,7 +113,7 @@ def _one_photo(
     remove_background: bool,
     grayscale: bool,
 ) -> tuple[np.ndarray, torch.Tensor]:
-    image = load_image(source, report.label)
+    image = load_image(source, report.label, WORK_SIDE)
     faces = analyzer.detect(image)
     report.faces_found = len(faces)
     if not faces:
@@ -122,11 +126,24 @@ def _one_photo(
     report.box, report.score = face.box, face.score
     report.thumbnail = thumbnail(image, face.box)
 
+    image, face = bound_crop_work(image, face)
     clip_face, arc_crop = id_crops(image, face.landmarks_106, remove_background, grayscale)
     origin = np.array(crop_origin(face_box(face.landmarks_106).box(scale=2)), np.float32)
     embed = analyzer.embedding(arc_crop, fallback_kps=face.kps - origin)
     report.preview = preview(clip_face)
     return embed, clip_pixel_values(clip_face)
+
+
+def bound_crop_work(image: Image.Image, face: DetectedFace) -> tuple[Image.Image, DetectedFace]:
+    """``image`` and ``face`` reduced when the face's ArcFace crop would exceed MAX_CROP_SIDE."""
+    left, _, right, _ = face_box(face.landmarks_106).box(scale=2)
+    side = float(right - left)
+    if side <= MAX_CROP_SIDE:
+        return image, face
+    factor = MAX_CROP_SIDE / side
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    scale = (size[0] / image.width, size[1] / image.height)
+    return image.resize(size, Image.BICUBIC, reducing_gap=3.0), scale_face(face, scale)
 
 
 def thumbnail(image: Image.Image, box: Sequence[float], side: int = THUMBNAIL_SIDE) -> Image.Image:
@@ -144,7 +161,7 @@ def thumbnail(image: Image.Image, box: Sequence[float], side: int = THUMBNAIL_SI
     return thumb
 
 
-def _reason(exc: Exception, label: str) -> str:
+def unreadable_reason(exc: Exception, label: str) -> str:
     """The error message without the leading label (the report already carries it)."""
     text = str(exc)
     prefix = f"{label}: "

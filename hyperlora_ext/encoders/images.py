@@ -20,9 +20,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hyperlora_ext.errors import ImageError
 
+
+class ImageTooLargeError(ImageError):
+    """A photo is over a size limit."""
+
+
 MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs, absurd scans)
+# Photos are analysed at most this large: ordinary photos (up to 16 MP) keep every pixel, larger
+# ones are reduced while decoding, so one photo never holds more than ~50 MB of pixels.
+WORK_SIDE = 4096
 BACKGROUND = (127, 127, 127)  # neutral grey behind transparent pixels (the reference's fill colour)
-_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+# Text that starts or ends like a file path or an address. Base64 can look like that too (JPEG
+# base64 starts "/9j/"), so it counts only for text that does not decode to an image.
+_SERVER_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|[/\\~.]|file:|https?://)|[\\/].*\.\w{2,5}$")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _PATHLIKE = re.compile(r"[/\\]|\.\w{1,5}$")  # a separator, or a file extension at the end
 _SUPPORTED = "JPEG, PNG, WebP, BMP, GIF or TIFF"
@@ -48,15 +59,23 @@ def image_label(index: int, source: Any) -> str:
     return f"image {index + 1} ({name})" if name else f"image {index + 1}"
 
 
-def load_image(source: Any, label: str) -> Image.Image:
-    """Decode ``source`` into a fully loaded RGB image (EXIF orientation applied)."""
+def load_image(source: Any, label: str, max_side: int | None = None) -> Image.Image:
+    """Decode ``source`` into a fully loaded RGB image (EXIF orientation applied).
+
+    With ``max_side``, larger photos come back reduced to it (JPEGs are decoded reduced, so the
+    full-size pixels never exist); ``image.info["scale"]`` is then original size / returned size.
+    """
     image = _open(source, label)
     _check_size(image, label)
+    original = max(image.size)
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)  # animated: the first frame
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # our own limit applies, see _check_size
+            if max_side and original > max_side and image.format == "JPEG":
+                factor = max_side / original
+                image.draft("RGB", (round(image.width * factor), round(image.height * factor)))
             image.load()
             image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -64,7 +83,43 @@ def load_image(source: Any, label: str) -> Image.Image:
             f"{label}: the image data is corrupt or truncated ({exc}). "
             "Re-export or re-download the photo and try again."
         ) from exc
-    return _to_rgb(image, label)
+    image = _to_rgb(image, label)
+    if max_side and max(image.size) > max_side:
+        factor = max_side / max(image.size)
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        image = image.resize(size, Image.BICUBIC, reducing_gap=3.0)
+    if max(image.size) != original:
+        image.info["scale"] = original / max(image.size)
+    return image
+
+
+def decode_base64_image(text: str, label: str) -> bytes:
+    """The file bytes of base64 text or of a ``data:image/...;base64,`` URL; ImageError else."""
+    if DATA_URL.match(text):
+        text = text.split(",", 1)[1]
+    text = "".join(text.split())
+    if not text:
+        raise ImageError(f"{label}: the image is an empty string. Upload a photo instead.")
+    data = _b64decode(text, label)
+    if not data:
+        raise ImageError(f"{label}: the image is empty")
+    return data
+
+
+def looks_like_server_path(text: str) -> bool:
+    """True for text shaped like a file path or an address (see _SERVER_PATH)."""
+    return len(text) < 4096 and "\n" not in text and bool(_SERVER_PATH.search(text.strip()))
+
+
+def is_image_data(data: bytes) -> bool:
+    """True when Pillow recognises ``data`` as an image file (reads the header only)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(io.BytesIO(data)).close()
+    except Exception:  # any failure to identify the bytes is the answer
+        return False
+    return True
 
 
 def image_digest(image: Image.Image) -> str:
@@ -107,11 +162,8 @@ def _is_caption(value: Any) -> bool:
 
 
 def _from_string(text: str, label: str) -> Image.Image:
-    if _DATA_URL.match(text):
-        payload = "".join(text.split(",", 1)[1].split())
-        return _from_bytes(_b64decode(payload, label), label)
-    if not text.strip():
-        raise ImageError(f"{label}: the image is an empty string. Upload a photo instead.")
+    if DATA_URL.match(text) or not text.strip():
+        return _from_bytes(decode_base64_image(text, label), label)
     if len(text) < 4096 and _is_file(text):
         return _from_file(Path(text), label)
     compact = "".join(text.split())
@@ -133,8 +185,8 @@ def _b64decode(text: str, label: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageError(
-            f"{label}: the text is neither an existing file path nor valid base64 image data "
-            f"({exc}). Send the file itself, its path, or base64 of the file bytes."
+            f"{label}: not valid base64 image data ({exc}), nor an existing file. Send the "
+            "file's bytes as base64 or as a data:image/...;base64, URL."
         ) from exc
 
 
@@ -165,6 +217,15 @@ def _from_bytes(data: bytes, label: str) -> Image.Image:
 
 
 def _from_array(array: np.ndarray, label: str) -> Image.Image:
+    if array.dtype.kind not in "biuf":  # strings, objects, dates, complex numbers
+        raise ImageError(
+            f"{label}: an array of {array.dtype} values is not an image. Use numbers: uint8 "
+            "0..255, uint16, or floats 0..1."
+        )
+    if array.ndim in (2, 3) and array.size // (array.shape[2] if array.ndim == 3 else 1) > (
+        MAX_PIXELS
+    ):
+        raise ImageError(_too_big(label, f"an array of shape {array.shape}"))
     a = array
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
         a = a.transpose(1, 2, 0)  # CHW -> HWC
@@ -180,7 +241,7 @@ def _from_array(array: np.ndarray, label: str) -> Image.Image:
     elif np.issubdtype(a.dtype, np.floating):
         # like the reference: clip to [0, 1], scale to 255, truncate
         a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255).astype(np.uint8)
-    elif a.dtype == np.uint16:
+    elif a.dtype.kind == "u" and a.dtype.itemsize == 2:  # either byte order
         a = _scale16(a)
     elif a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)

@@ -10,7 +10,8 @@ Routes, registered on the WebUI's FastAPI app by :func:`register_routes` (``on_a
 * ``GET|DELETE /hyperlora/v1/identities/{name}``.
 
 Photos are base64 strings or ``data:image/...;base64,`` URLs only: never server paths or URLs.
-Errors are JSON ``{"error": <type>, "detail": <message>}`` with a 4xx status.
+Errors are JSON ``{"error": <type>, "detail": <message>, "field": <the request field at fault, or
+null>}`` with a 4xx status; 500 only for faults of the server (broken model files, bugs).
 
 Generation requests (``/sdapi/v1/txt2img|img2img``) answer 200 even when a script hook fails,
 because the WebUI swallows hook exceptions. HyperLoRA writes its failures into the response's
@@ -21,13 +22,12 @@ wrapper around those two routes (:func:`install_fail_mode`) answers 422 with the
 """
 
 import base64
-import binascii
 import io
 import json
-import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from hyperlora_ext.args import (
     image_too_large,
     too_many_images,
 )
+from hyperlora_ext.encoders.images import ImageTooLargeError
 from hyperlora_ext.errors import (
     CheckpointError,
     HyperLoRAError,
@@ -49,6 +50,7 @@ from hyperlora_ext.errors import (
     ModelNotFoundError,
     NoFaceError,
 )
+from hyperlora_ext.files import parse_json
 from hyperlora_ext.webui.settings import API_ON_ERROR
 
 PREFIX = "/hyperlora/v1"
@@ -56,7 +58,6 @@ GENERATION_ROUTES = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img")
 ERROR_HEADER = "x-hyperlora-on-error"  # "fail" or "info"
 ON_ERROR_OPTION = API_ON_ERROR  # WebUI setting (hyperlora_ext.webui.settings), the default
 ERROR_KEY = "HyperLoRA error"
-_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.field = status, message, field
-
-
-class ImageTooLargeError(ImageError):
-    """A posted photo is over the size limit."""
 
 
 # --------------------------------------------------------------------------- the WebUI side
@@ -131,28 +128,37 @@ def decode_image_payload(value: Any, label: str, max_bytes: int = MAX_IMAGE_BYTE
     Raises ImageError (ImageTooLargeError over ``max_bytes``). Server paths and URLs are refused:
     a remote client must not make the server read its own files or fetch addresses.
     """
+    from hyperlora_ext.encoders.images import (
+        DATA_URL,
+        decode_base64_image,
+        is_image_data,
+        looks_like_server_path,
+    )
+
     if not isinstance(value, str):
         raise ImageError(
             f"{label}: expected a base64 string or a data URL, got {type(value).__name__}"
         )
-    text = value
-    if _DATA_URL.match(text):
-        text = text.split(",", 1)[1]
-    text = "".join(text.split())
-    if not text:
-        raise ImageError(f"{label}: the image is an empty string")
-    if len(text) * 3 // 4 > max_bytes:
+    path_like = not DATA_URL.match(value) and looks_like_server_path(value)
+    if len(value) * 3 // 4 > max_bytes + 100:  # refused before decoding (100: a data URL prefix)
         raise ImageTooLargeError(image_too_large(label, max_bytes))
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageError(
-            f"{label}: not valid base64 image data. Send the file's bytes as base64 or as a "
-            "data:image/...;base64, URL (server paths and http URLs are not accepted)"
-        ) from None
-    if not data:
-        raise ImageError(f"{label}: the image is empty")
+        data = decode_base64_image(value, label)
+    except ImageError:
+        if path_like:
+            raise ImageError(_PATHS_REFUSED.format(label=label)) from None
+        raise
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(image_too_large(label, max_bytes))
+    if path_like and not is_image_data(data):
+        raise ImageError(_PATHS_REFUSED.format(label=label))
     return data
+
+
+_PATHS_REFUSED = (
+    "{label}: this looks like a file path or an address; paths and URLs are not accepted over "
+    "the API. Send the photo itself as base64 or as a data:image/...;base64, URL"
+)
 
 
 def api_images(images: Sequence[Any], max_bytes: int = MAX_IMAGE_BYTES) -> list[bytes]:
@@ -196,8 +202,8 @@ def register_routes(app: Any, backend: Backend | None = None, limits: Limits | N
 
     # {name:path} so that "a/b" or "../x" reach us and get a clear 400 instead of a bare 404.
     @router.get("/identities/{name:path}")
-    async def identity(name: str, preview: bool = False) -> Any:
-        return await _run(lambda: _identity(backend, name, preview))
+    async def identity(name: str, request: Request) -> Any:
+        return await _run(lambda: _identity(backend, name, request.query_params.get("preview")))
 
     @router.delete("/identities/{name:path}")
     async def delete_identity(name: str) -> Any:
@@ -215,6 +221,9 @@ async def _run(work: Callable[[], Any]) -> Any:
         return await run_in_threadpool(work)
     except (ApiError, HyperLoRAError) as error:
         return error_response(error)
+    except Exception as error:  # a bug: still our JSON shape, and the traceback in the console
+        traceback.print_exc()
+        return error_response(error)
 
 
 async def _post(request: Any, limits: Limits, work: Callable[[dict], Any]) -> Any:
@@ -226,12 +235,14 @@ async def _post(request: Any, limits: Limits, work: Callable[[dict], Any]) -> An
 
 
 def error_response(error: Exception) -> Any:
+    """``{"error", "detail", "field"}`` with a 4xx status (500 only for server-side faults)."""
     from fastapi.responses import JSONResponse
 
     status, message, field_name = _describe(error)
-    body = {"error": type(error).__name__, "detail": message}
-    if field_name:
-        body["field"] = field_name
+    kind = (
+        type(error).__name__ if isinstance(error, (ApiError, HyperLoRAError)) else "InternalError"
+    )
+    body = {"error": kind, "detail": message, "field": field_name}
     return JSONResponse(status_code=status, content=body)
 
 
@@ -241,19 +252,35 @@ def _describe(error: Exception) -> tuple[int, str, str | None]:
 
     if isinstance(error, ApiError):
         return error.status, error.message, error.field
-    statuses = (
-        (ArgumentError, 422),
-        (InvalidNameError, 400),
-        (IdentityNotFoundError, 404),
-        (ModelNotFoundError, 404),
-        (ExportExistsError, 409),
-        (ImageTooLargeError, 413),
-        (ImageError, 400),
-        (NoFaceError, 422),
-        (CheckpointError, 500),
+    if not isinstance(error, HyperLoRAError):
+        return 500, f"internal error: {type(error).__name__}: {error}, please report it (the " \
+            "WebUI console shows the traceback)", None  # fmt: skip
+    statuses = (  # (type, status, the request field it is about unless the error says)
+        (ArgumentError, 422, None),
+        (InvalidNameError, 400, None),
+        (IdentityNotFoundError, 404, "name"),
+        (ModelNotFoundError, 404, "model"),
+        (ExportExistsError, 409, "save_as"),
+        (ImageTooLargeError, 413, "images"),
+        (ImageError, 400, "images"),
+        (NoFaceError, 422, "images"),
+        (CheckpointError, 500, None),
     )
-    status = next((code for kind, code in statuses if isinstance(error, kind)), 422)
-    return status, str(error), getattr(error, "field", None)
+    status, field_name = next(
+        ((code, name) for kind, code, name in statuses if isinstance(error, kind)), (422, None)
+    )
+    return status, str(error), getattr(error, "field", None) or field_name
+
+
+@contextmanager
+def _about(field_name: str, *kinds: type[Exception]) -> Iterator[None]:
+    """Errors of ``kinds`` raised inside are about the request field ``field_name``."""
+    try:
+        yield
+    except kinds as error:
+        if getattr(error, "field", None) is None:
+            error.field = field_name  # type: ignore[attr-defined]
+        raise
 
 
 async def _read_json(request: Any, limits: Limits) -> dict[str, Any]:
@@ -267,9 +294,9 @@ async def _read_json(request: Any, limits: Limits) -> dict[str, Any]:
         if len(body) > limits.max_body_bytes:
             raise too_big
     try:
-        data = json.loads(bytes(body))
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the request body is not valid JSON") from None
+        data = parse_json(bytes(body), "the request body")
+    except ValueError as error:
+        raise ApiError(400, str(error)) from None
     if not isinstance(data, dict):
         raise ApiError(422, "the request body must be a JSON object")
     return data
@@ -344,9 +371,6 @@ def _flag(data: Mapping[str, Any], name: str, default: bool) -> bool:
 
 
 def _detect(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
-    from hyperlora_ext.encoders.faces import choose_face
-    from hyperlora_ext.encoders.images import load_image
-
     _check_fields(data, ("images", "crops", "crop_size"))
     photos = _images(data, limits)
     crops = _flag(data, "crops", True)
@@ -361,26 +385,38 @@ def _detect(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
             f"'crop_size' must be a whole number from 16 to {limits.max_crop_side}",
             "crop_size",
         )
-    images = [load_image(photo, f"image {i + 1}") for i, photo in enumerate(photos)]
-    with backend.lock:
+    with backend.lock:  # one photo decoded at a time, in the queue like every GPU job
         analyzer = backend.face_analyzer()
-        found = [analyzer.detect(image) for image in images]
-    results = []
-    for image, faces in zip(images, found, strict=True):
-        ordered = sorted(faces, key=lambda f: f.box[0])  # the order face_index counts in
-        entry: dict[str, Any] = {"width": image.width, "height": image.height, "faces": []}
-        for index, face in enumerate(ordered):
-            item = {"index": index, "box": [round(float(v), 1) for v in face.box]}
-            item["score"] = round(float(face.score), 4)
-            if crops:
-                item["crop"] = _png_base64(_face_crop(image, face.box, side))
-            entry["faces"].append(item)
-        for choice in ("largest", "best_score"):
-            entry[choice] = (
-                ordered.index(faces[choose_face(faces, choice)]) if faces else None
-            )  # fmt: skip
-        results.append(entry)
+        results = [
+            _detect_one(analyzer, photo, f"image {i + 1}", crops, side)
+            for i, photo in enumerate(photos)
+        ]
     return {"images": results}
+
+
+def _detect_one(analyzer: Any, photo: bytes, label: str, crops: bool, side: int) -> dict:
+    """Faces of one photo; sizes and boxes in the photo's own pixels even when it was reduced."""
+    from hyperlora_ext.encoders.faces import choose_face
+    from hyperlora_ext.encoders.images import WORK_SIDE, load_image
+
+    image = load_image(photo, label, WORK_SIDE)
+    scale = image.info.get("scale", 1.0)
+    faces = analyzer.detect(image)
+    ordered = sorted(faces, key=lambda f: f.box[0])  # the order face_index counts in
+    entry: dict[str, Any] = {
+        "width": round(image.width * scale),
+        "height": round(image.height * scale),
+        "faces": [],
+    }
+    for index, face in enumerate(ordered):
+        item = {"index": index, "box": [round(float(v) * scale, 1) for v in face.box]}
+        item["score"] = round(float(face.score), 4)
+        if crops:
+            item["crop"] = _png_base64(_face_crop(image, face.box, side))
+        entry["faces"].append(item)
+    for choice in ("largest", "best_score"):
+        entry[choice] = ordered.index(faces[choose_face(faces, choice)]) if faces else None
+    return entry
 
 
 def _face_crop(image: Any, box: Sequence[float], side: int) -> Any:
@@ -427,12 +463,15 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
     args = HyperLoRAArgs.from_dict({k: data[k] for k in option_fields if k in data})
     save_as = data.get("save_as")
     if save_as is not None:
-        check_name(save_as)
+        with _about("save_as", InvalidNameError):
+            check_name(save_as)
     overwrite = _flag(data, "overwrite", False)
     return_lora = _flag(data, "return_lora", False)
     store = backend.identities()
     if save_as is not None and not overwrite and store.exists(save_as):
-        raise ApiError(409, f"an identity named {save_as!r} exists; set overwrite to replace it")
+        raise ApiError(
+            409, f"an identity named {save_as!r} exists; set overwrite to replace it", "save_as"
+        )
     photos = _images(data, limits)
     model = args.model or next(iter(list_hyperlora_models(backend.roots())), "")
     options = IdentityOptions(
@@ -442,7 +481,7 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
         remove_background=args.remove_background,
         grayscale=args.grayscale,
     )
-    with backend.lock:
+    with backend.lock, _about("model", InvalidNameError, ModelNotFoundError):
         result = backend.pipeline().predict(photos, options)
     response: dict[str, Any] = {
         "digest": result.digest,
@@ -457,10 +496,11 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
     }
     preview = next((r.preview for r in result.reports if r.preview is not None), None)
     if save_as is not None:
-        record = store.save(
-            save_as, result.lora, model=result.model, photos=result.photos_used,
-            options=record_options(options), preview=preview, overwrite=overwrite,
-        )  # fmt: skip
+        with _about("save_as", HyperLoRAError):
+            record = store.save(
+                save_as, result.lora, model=result.model, photos=result.photos_used,
+                options=record_options(options), preview=preview, overwrite=overwrite,
+            )  # fmt: skip
         response["saved"] = _record(record)
     if return_lora:
         name = save_as or f"hyperlora_{result.digest}"
@@ -501,17 +541,28 @@ def _record(record: Any) -> dict[str, Any]:
     return {**record.to_dict(), "prompt_tag": record.prompt_tag}
 
 
-def _identity(backend: Backend, name: str, preview: bool) -> dict[str, Any]:
+def _identity(backend: Backend, name: str, preview: str | None) -> dict[str, Any]:
+    want_preview = _query_flag("preview", preview)
     store = backend.identities()
-    response = _record(store.record(name))
-    if preview:
-        path = store.preview_path(name)
+    with _about("name", InvalidNameError):
+        response = _record(store.record(name))
+        path = store.preview_path(name) if want_preview else None
+    if want_preview:
         response["preview"] = base64.b64encode(path.read_bytes()).decode() if path else None
     return response
 
 
+def _query_flag(name: str, value: str | None) -> bool:
+    """A true/false query parameter (parsed here so that a bad one gets our error shape)."""
+    text = (value or "false").strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ApiError(422, f"'{name}' must be true or false, got {value!r}", name)
+    return text in ("true", "1", "yes")
+
+
 def _delete(backend: Backend, name: str) -> dict[str, Any]:
-    removed = backend.identities().delete(name)
+    with _about("name", InvalidNameError):
+        removed = backend.identities().delete(name)
     return {"deleted": name, "files": [p.name for p in removed]}
 
 

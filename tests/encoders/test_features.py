@@ -11,7 +11,7 @@ from PIL import Image
 
 from hyperlora_ext.encoders.clip_processor import clip_pixel_values
 from hyperlora_ext.encoders.faces import FaceAnalyzer
-from hyperlora_ext.encoders.features import extract_identity_features
+from hyperlora_ext.encoders.features import bound_crop_work, extract_identity_features
 from hyperlora_ext.encoders.preprocess import id_crops
 from hyperlora_ext.errors import ModelNotFoundError, NoFaceError
 from tests.encoders._photos import DARK, face_photo
@@ -88,3 +88,17 @@ def test_face_choice_and_index_errors_are_reported(split_analyzer):
 def test_missing_models_raise_instead_of_being_reported(tmp_path):
     with pytest.raises(ModelNotFoundError):
         extract_identity_features([face_photo()], FaceAnalyzer(tmp_path, ["CPUExecutionProvider"]))
+
+
+def test_a_huge_close_up_is_used_with_bounded_crops(analyzer):
+    # The face's ArcFace crop would be ~14000 px square (> 179 MP, Pillow's bomb limit).
+    photo = face_photo((5000, 5000), ((100, 100, 4900, 4900),))
+    features = extract_identity_features([photo], analyzer)
+    assert features.usable == 1 and features.reports[0].used
+
+
+def test_ordinary_photos_keep_the_reference_crops(analyzer):
+    photo = face_photo()
+    face = analyzer.detect(photo)[0]
+    image, same = bound_crop_work(photo, face)
+    assert image is photo and same is face

@@ -210,3 +210,48 @@ def test_labels_and_digest(tmp_path):
     b.putpixel((0, 0), (1, 2, 3))
     assert image_digest(a) != image_digest(b)
     assert image_digest(a) != image_digest(a.convert("L").convert("RGB"))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([["a", "b"], ["c", "d"]]),
+        np.array([[object(), None]], dtype=object),
+        np.array([["2024-01-01"]], dtype="datetime64[D]"),
+        np.ones((4, 4, 3), np.complex64),
+    ],
+)
+def test_arrays_of_non_numbers_are_refused_clearly(array):
+    _refused(array, "is not an image", "uint8")
+
+
+def test_big_endian_sixteen_bit_is_scaled_like_little_endian():
+    little = np.array([[0, 257 * 128, 65535]], dtype="<u2")
+    big = little.astype(">u2")
+    expected = np.asarray(load_image(little, LABEL))
+    assert np.asarray(load_image(big, LABEL)).tolist() == expected.tolist()
+    assert expected[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_oversized_arrays_are_refused_before_any_conversion():
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float64), (9000, 9000, 3), (0, 0, 0))
+    _refused(huge, "too large")  # a view of one float: converting it would take gigabytes
+
+
+def test_large_photos_are_reduced_while_decoding():
+    big = _gradient((6000, 3000))
+    for source in (big, _encode(big, "JPEG", quality=80), _encode(big, "PNG")):
+        out = load_image(source, LABEL, max_side=images.WORK_SIDE)
+        assert out.size == (4096, 2048) and out.info["scale"] == pytest.approx(6000 / 4096)
+    small = load_image(_gradient(), LABEL, max_side=images.WORK_SIDE)
+    assert small.size == (40, 30) and "scale" not in small.info
+
+
+def test_one_data_url_pattern_for_every_decoder():
+    from hyperlora_ext.webui import api
+
+    data = _encode(_gradient(), "PNG")
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    assert images.decode_base64_image(url, LABEL) == data
+    assert api.decode_image_payload(url, LABEL) == data
+    assert not hasattr(api, "_DATA_URL")

@@ -90,6 +90,7 @@ def client(host):
 def expect_error(response, status, kind, *fragments):
     assert response.status_code == status, response.text
     body = response.json()
+    assert set(body) == {"error", "detail", "field"}, body  # the one stable shape
     assert body["error"] == kind
     for fragment in fragments:
         assert fragment in body["detail"], body["detail"]
@@ -177,8 +178,9 @@ GARBAGE = [
     ("!!!not base64!!!", "not valid base64"),
     ("data:image/png;base64,@@@@", "not valid base64"),
     ("http://example.com/a.png", "not accepted"),
-    ("/etc/passwd", "not valid base64"),
-    (base64.b64encode(b"just some bytes, no image").decode(), "not a recognised image format"),
+    ("/etc/passwd", "paths and URLs are not accepted"),
+    ("/tmp/abcd", "paths and URLs are not accepted"),  # valid base64, decodes to no image
+    ("C:\\Users\\me\\face.jpg", "paths and URLs are not accepted"),
     ("", "empty string"),
     (123, "expected a base64 string"),
     ({"path": "/etc/passwd"}, "expected a base64 string"),
@@ -190,6 +192,17 @@ GARBAGE = [
 def test_base64_garbage_is_a_400_naming_the_image(client, route, payload, message):
     response = client.post(f"/hyperlora/v1/{route}", json={"images": [FACE, payload]})
     expect_error(response, 400, "ImageError", "image 2", message)
+
+
+def test_an_undecodable_photo_is_skipped_by_encode_and_refused_by_detect(client):
+    payload = base64.b64encode(b"just some bytes, no image").decode()
+    body = client.post("/hyperlora/v1/encode", json={"images": [FACE, payload]}).json()
+    assert body["photos_used"] == 1 and body["photos"][1]["used"] is False
+    assert body["warnings"] == [f"image 2: {body['photos'][1]['reason']}"]
+    assert "not a recognised image format" in body["warnings"][0]
+    response = client.post("/hyperlora/v1/detect", json={"images": [FACE, payload]})
+    body = expect_error(response, 400, "ImageError", "image 2", "not a recognised image format")
+    assert body["field"] == "images"
 
 
 def test_a_server_file_path_is_never_read(client, tmp_path):
