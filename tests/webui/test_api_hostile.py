@@ -127,8 +127,12 @@ def test_fuzz_raw_bodies(client, raw):
     assert_answered(client.post("/hyperlora/v1/encode", content=raw))
 
 
+# Starlette's path patterns do not match line breaks, so such names never reach the route.
+route_names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40)
+
+
 @FUZZ
-@given(name=st.text(max_size=40), preview=st.text(max_size=5))
+@given(name=route_names, preview=st.text(max_size=5))
 def test_fuzz_identity_names(client, name, preview):
     quoted = "".join(c if c.isalnum() else f"%{ord(c):02X}" if ord(c) < 128 else c for c in name)
     assert_answered(client.get(f"/hyperlora/v1/identities/{quoted}", params={"preview": preview}))
