@@ -1,10 +1,15 @@
 """Opt-in: HyperLoRA in a real running WebUI (A1111 or Forge, started with --api).
 
-    SD_WEBUI_URL=http://127.0.0.1:7860 SD_WEBUI_FACE=face.jpg pytest tests/webui -m integration
+    SD_WEBUI_URL=http://127.0.0.1:7860 SD_WEBUI_FACE=face.png pytest tests/webui -m integration
 
-The WebUI needs an SDXL base checkpoint loaded, this extension installed and its models present.
-It posts txt2img with and without HyperLoRA (``alwayson_scripts``) and checks that the identity
-changes the image and that the next plain image is pixel-identical to the first one.
+The WebUI needs an SDXL base checkpoint loaded, this extension installed and its models present;
+``tools/webui_smoke`` builds such WebUIs on a CPU (see its README). Images are compared with the
+trigger words off, so that the LoRA itself, not the prompt, is what changes an image.
+
+Optional: SD_WEBUI_STEPS / SD_WEBUI_SIZE (sampling cost), SD_WEBUI_NO_MATCH_MODEL (an installed
+HyperLoRA model whose module names the checkpoint lacks; default ``smoke_no_match``, which
+``tools/webui_smoke/make_models.py`` writes). The X/Y/Z test also runs against a server started
+with ``--nowebui``; the tests that generate need the full API either way.
 """
 
 from __future__ import annotations
@@ -13,15 +18,25 @@ import base64
 import io
 import json
 import os
+import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageDraw
 
 pytestmark = pytest.mark.integration
 URL = os.environ.get("SD_WEBUI_URL", "").rstrip("/")
 FACE = os.environ.get("SD_WEBUI_FACE", "")
+NO_MATCH_MODEL = os.environ.get("SD_WEBUI_NO_MATCH_MODEL", "smoke_no_match")
+PROMPT = "portrait photo of a person, studio light"
+FAIL = {"X-HyperLoRA-On-Error": "fail"}
+ERROR = "HyperLoRA error"
+# Parameters that claim the identity was applied.
+APPLIED_KEYS = ("HyperLoRA model", "HyperLoRA weight", "HyperLoRA identity")
 
 
 def _skip_reason() -> str | None:
@@ -32,45 +47,270 @@ def _skip_reason() -> str | None:
     return None
 
 
-def call(path: str, payload: dict | None = None) -> dict:
+@pytest.fixture(scope="module", autouse=True)
+def _webui() -> None:
+    reason = _skip_reason()
+    if reason:
+        print(f"SKIP integration test: {reason}")
+        pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------------- HTTP
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+
+    @property
+    def info(self) -> dict[str, Any]:
+        assert self.status == 200, f"{self.status}: {self.body}"
+        return json.loads(self.body["info"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.info.get("extra_generation_params") or {}
+
+    @property
+    def infotext(self) -> str:
+        return (self.info.get("infotexts") or [""])[0]
+
+    def image(self, index: int = 0) -> Image.Image:
+        data = base64.b64decode(self.body["images"][index])
+        return Image.open(io.BytesIO(data)).convert("RGB")
+
+    @property
+    def detail(self) -> str:
+        return str(self.body.get("detail", self.body)) if isinstance(self.body, dict) else ""
+
+
+def call(path: str, payload: Any = None, headers: dict[str, str] | None = None) -> Response:
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(
-        URL + path, data=data, headers={"Content-Type": "application/json"}
+        URL + path, data=data, headers={"Content-Type": "application/json", **(headers or {})}
     )
-    with urllib.request.urlopen(request, timeout=900) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=900) as response:
+            return Response(response.status, json.loads(response.read()))
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        return Response(error.code, body)
 
 
-def txt2img(hyperlora: dict | None) -> tuple[Image.Image, dict]:
+def generate(
+    hyperlora: dict[str, Any] | None,
+    *,
+    fail: bool = False,
+    prompt: str = PROMPT,
+    **extra: Any,
+) -> Response:
     payload = {
-        "prompt": "portrait photo of a person, studio light",
+        "prompt": prompt,
         "negative_prompt": "blurry",
         "seed": 1234,
         "steps": int(os.environ.get("SD_WEBUI_STEPS", "8")),
         "width": int(os.environ.get("SD_WEBUI_SIZE", "512")),
         "height": int(os.environ.get("SD_WEBUI_SIZE", "512")),
         "sampler_name": "Euler",
+        **extra,
     }
     if hyperlora is not None:
         payload["alwayson_scripts"] = {"HyperLoRA": {"args": [hyperlora]}}
-    result = call("/sdapi/v1/txt2img", payload)
-    image = Image.open(io.BytesIO(base64.b64decode(result["images"][0]))).convert("RGB")
-    return image, json.loads(result["info"])
+    return call("/sdapi/v1/txt2img", payload, FAIL if fail else None)
 
 
-def test_identity_changes_the_image_and_leaves_no_trace():
-    reason = _skip_reason()
-    if reason:
-        print(f"SKIP integration test: {reason}")
-        pytest.skip(reason)
-    assert "hyperlora" in call("/sdapi/v1/scripts")["txt2img"]
-    face = base64.b64encode(Path(FACE).read_bytes()).decode()
+@cache
+def face() -> str:
+    return base64.b64encode(Path(FACE).read_bytes()).decode()
 
-    plain, _ = txt2img(None)
-    identity, info = txt2img({"enabled": True, "images": [face], "weight": 0.8})
-    params = info.get("extra_generation_params", {})
-    assert "HyperLoRA error" not in params, params["HyperLoRA error"]
-    assert params.get("HyperLoRA identity")
-    assert ImageChops.difference(plain, identity).getbbox() is not None
-    again, _ = txt2img(None)
-    assert ImageChops.difference(plain, again).getbbox() is None
+
+def identity(**changes: Any) -> dict[str, Any]:
+    """HyperLoRA args with the test face and the trigger words off."""
+    return {"enabled": True, "images": [face()], "weight": 0.8, "trigger_words": False, **changes}
+
+
+@pytest.fixture(scope="module")
+def plain() -> Image.Image:
+    return generate(None).image()
+
+
+def same(a: Image.Image, b: Image.Image) -> bool:
+    return ImageChops.difference(a, b).getbbox() is None
+
+
+# ---------------------------------------------------------------------------------- outcomes
+
+
+def assert_failed_visibly(response: Response, fail: bool, *mentions: str) -> None:
+    """The request reports a HyperLoRA failure and claims no identity (the never-silent rule)."""
+    if fail:
+        assert response.status == 422, f"{response.status}: {response.body}"
+        text = response.detail
+        assert ERROR in text, text
+    else:
+        params = response.params
+        assert ERROR in params, f"no {ERROR!r} in {params}"
+        text = str(params[ERROR])
+        claimed = [key for key in APPLIED_KEYS if key in params or f"{key}:" in response.infotext]
+        assert not claimed, f"{claimed} written for an image without the identity: {params}"
+    for mention in mentions:
+        assert mention.lower() in text.lower(), f"{mention!r} not in {text!r}"
+
+
+def assert_refused(response: Response, *mentions: str) -> None:
+    """Refused by validation: a 4xx naming the problem, or a visible HyperLoRA error in info."""
+    if response.status != 200:
+        assert 400 <= response.status < 500, f"{response.status}: {response.body}"
+        for mention in mentions:
+            assert mention.lower() in response.detail.lower(), response.detail
+        return
+    assert_failed_visibly(response, False, *mentions)
+
+
+def assert_never_silent(response: Response, fail: bool, plain: Image.Image) -> None:
+    """Either the identity was applied (and says so) or the failure is visible."""
+    if response.status == 200 and ERROR not in response.params:
+        params = response.params
+        missing = [key for key in APPLIED_KEYS if key not in params]
+        assert not missing, f"no error and no identity ({missing} missing): {params}"
+        assert not same(plain, response.image()), "claims the identity but the image is plain"
+        return
+    assert_failed_visibly(response, fail)
+
+
+# ---------------------------------------------------------------------------------- happy path
+
+
+def test_identity_changes_the_image_and_leaves_no_trace(plain):
+    assert "hyperlora" in call("/sdapi/v1/scripts").body["txt2img"]
+    first = generate(identity())
+    params = first.params
+    assert ERROR not in params, params[ERROR]
+    assert all(key in params for key in APPLIED_KEYS), params
+    assert first.info["prompt"] == PROMPT  # trigger words off: only the LoRA changed the image
+    assert not same(plain, first.image())
+    assert same(plain, generate(None).image()), "the UNet was not restored after the job"
+    assert same(first.image(), generate(identity()).image()), "the same identity differs"
+
+
+def test_weight_zero_leaves_the_prompt_and_the_image_untouched(plain):
+    response = generate(identity(weight=0, trigger_words=True))
+    assert ERROR not in response.params, response.params
+    assert response.info["prompt"] == PROMPT
+    assert response.info["all_prompts"] == [PROMPT]
+    assert same(plain, response.image())
+
+
+# ---------------------------------------------------------------------------------- failures
+
+
+def _no_match_model() -> str:
+    names = [m["name"] for m in call("/hyperlora/v1/models").body["hyperlora"]]
+    if NO_MATCH_MODEL not in names:
+        pytest.skip(f"no HyperLoRA model {NO_MATCH_MODEL!r} installed (have {names})")
+    return NO_MATCH_MODEL
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["info", "fail-header"])
+def test_a_model_matching_no_layer_is_a_visible_error(plain, fail):
+    model = _no_match_model()
+    response = generate(identity(model=model), fail=fail)
+    assert_failed_visibly(response, fail)
+    if not fail:
+        assert same(plain, response.image()), "a model that matched nothing changed the image"
+    assert same(plain, generate(None).image())
+
+
+@pytest.mark.parametrize(
+    ("changes", "mention"),
+    [
+        ({"model": "m" * 300}, "model"),
+        ({"face": "index", "face_index": "²"}, "face_index"),
+    ],
+    ids=["overlong-model-name", "superscript-face-index"],
+)
+@pytest.mark.parametrize("fail", [False, True], ids=["info", "fail-header"])
+def test_bad_arguments_are_visible_errors(plain, changes, mention, fail):
+    response = generate(identity(**changes), fail=fail)
+    if response.status == 422 and ERROR not in response.detail:
+        assert_refused(response, mention)  # refused by validation before the job
+    else:
+        assert_failed_visibly(response, fail, mention)
+    assert same(plain, generate(None).image())
+
+
+def _huge_close_up() -> str:
+    """An 8000 x 8000 photo whose face fills the frame (the synthetic detector's bright oval)."""
+    image = Image.new("RGB", (8000, 8000), (30, 30, 30))
+    ImageDraw.Draw(image).ellipse((200, 100, 7800, 7900), fill=(230, 220, 210))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["info", "fail-header"])
+def test_a_huge_close_up_is_applied_or_a_visible_error(plain, fail):
+    response = generate(identity(images=[_huge_close_up()]), fail=fail)
+    assert_never_silent(response, fail, plain)
+    assert same(plain, generate(None).image())
+
+
+def test_seventeen_photos_are_refused(plain):
+    response = generate(identity(images=[face()] * 17))
+    assert_refused(response, "images")
+    assert same(plain, generate(None).image())
+
+
+def test_a_bare_string_for_images_is_refused(plain):
+    response = generate(identity(images=face()))
+    assert_refused(response, "images")
+    assert same(plain, generate(None).image())
+
+
+# ---------------------------------------------------------------------------------- X/Y/Z
+
+
+def _xyz_axes(is_img2img: bool) -> list[str]:
+    scripts = call("/sdapi/v1/script-info").body
+    for script in scripts:
+        if script.get("name") == "x/y/z plot" and bool(script.get("is_img2img")) == is_img2img:
+            return [str(c) for c in script["args"][0].get("choices") or []]
+    pytest.fail(f"no X/Y/Z script in /sdapi/v1/script-info: {[s.get('name') for s in scripts]}")
+
+
+@pytest.mark.parametrize("is_img2img", [False, True], ids=["txt2img", "img2img"])
+def test_hyperlora_axes_are_listed_in_script_info(is_img2img):
+    axes = _xyz_axes(is_img2img)
+    ours = [a for a in axes if a.startswith("[HyperLoRA] ")]
+    assert {"[HyperLoRA] Weight", "[HyperLoRA] Enabled"} <= set(ours), (len(axes), ours)
+
+
+# After the three axes (type, values, dropdown values): legend, lone images, sub-grids, no fixed
+# seeds, vary seeds x/y/z, margin, csv mode (A1111 1.10 and Forge).
+XYZ_OPTIONS = [True, True, False, False, False, False, False, 0, False]
+
+
+def test_a_weight_grid_through_the_api(plain):
+    axes = _xyz_axes(False)
+    weight_axis = axes.index("[HyperLoRA] Weight")
+    nothing = axes.index("Nothing")
+    response = generate(
+        identity(trigger_words=True),
+        script_name="x/y/z plot",
+        script_args=[weight_axis, "0, 0.8", [], nothing, "", [], nothing, "", [], *XYZ_OPTIONS],
+    )
+    assert response.status == 200, response.body
+    infotexts = response.info["infotexts"]
+    # grid first, then the cells (include_lone_images)
+    cells = {text: response.image(i) for i, text in enumerate(infotexts) if "Weight" in text}
+    zero = [t for t in infotexts[1:] if "HyperLoRA weight" not in t]
+    applied = [t for t in infotexts[1:] if "HyperLoRA weight: 0.8" in t]
+    assert applied and zero, infotexts
+    assert all(ERROR not in t for t in infotexts), infotexts
+    assert all(t.startswith(PROMPT) for t in zero), zero  # weight 0: no trigger words
+    assert cells is not None

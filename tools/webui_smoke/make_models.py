@@ -1,0 +1,214 @@
+"""Small random models for a smoke test of a real WebUI on a CPU (fits in ~8 GB of RAM).
+
+    python make_models.py {a1111,forge} --checkpoint OUT.safetensors --models-dir DIR --sgm SGM
+
+Run with the WebUI's venv; SGM is a checkout of Stability-AI/generative-models (45c443b), used
+only to read the SDXL key layout. Writes, skipping what exists:
+
+* OUT.safetensors: a random SDXL base checkpoint (fp16, sd_xl_base key layout) whose UNet is
+  320 wide at every level. Any other base width is taken for the refiner. Both text encoders and
+  the VAE keep their real sizes (Forge builds them from its bundled configs).
+  - a1111: transformer depth 1 per level, and OUT.yaml beside it (A1111 reads that config).
+  - forge: the real depths (2 and 10), which huggingface_guess needs to recognise SDXL.
+* DIR: HyperLoRA models (full-size resampler; its module JSON lists exactly the checkpoint's
+  140 or 22 attention modules at width 320), a random CLIP ViT-L/14, the synthetic antelopev2
+  pack of the tests, and ``smoke_no_match``: the same model with module names that no
+  checkpoint has (a model that can never apply).
+* DIR/face.png: a photo the synthetic face detector sees one face in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from hyperlora_ext.lora_format import sdxl_attention_modules  # noqa: E402
+from hyperlora_ext.models import ModelRoots  # noqa: E402
+
+WIDTH = 320
+# Transformer depth per level (real SDXL: 0, 2, 10) and the depth cap of the two attention levels.
+DEPTHS = {"a1111": [1, 1, 1], "forge": [0, 2, 10]}
+DEPTH_CAP = {"a1111": {2: 1, 10: 1}, "forge": {2: 2, 10: 10}}
+MODEL = "sdxl_hyper_id_lora_v1_fidelity"  # an official folder name: the checklist counts it
+NO_MATCH = "smoke_no_match"
+# The released resampler sizes (the CLIP ViT-L/14 width is the resampler's input width).
+SIZES = dict(
+    embedding_dim=1024, dim=1024, num_id_tokens=16, rank=8, hyper_dim=128, depth=4, heads=12
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("webui", choices=sorted(DEPTHS))
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--models-dir", type=Path, required=True)
+    parser.add_argument("--sgm", type=Path, required=True)
+    args = parser.parse_args()
+    if not args.checkpoint.exists():
+        write_checkpoint(args.webui, args.checkpoint, args.sgm)
+    write_hyperlora_models(args.webui, args.models_dir)
+    face = args.models_dir / "face.png"
+    if not face.exists():
+        from tests.encoders._photos import face_photo
+
+        face_photo().save(face)
+    print("models ready:", args.checkpoint, args.models_dir)
+
+
+# ---------------------------------------------------------------- SDXL checkpoint
+
+
+def sdxl_config(webui: str, sgm: Path):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(sgm / "configs/inference/sd_xl_base.yaml")
+    unet = config.model.params.network_config.params
+    unet.channel_mult = [1, 1, 1]
+    unet.transformer_depth = DEPTHS[webui]
+    unet.spatial_transformer_attn_type = "softmax"
+    return config
+
+
+def checkpoint_shapes(config, sgm: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Key -> (shape, dtype) of a full SDXL base checkpoint built from ``config`` (no memory)."""
+    sys.path.insert(0, str(sgm))
+    import open_clip
+    from sgm.util import instantiate_from_config
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    shapes = {}
+
+    def collect(prefix: str, module: torch.nn.Module) -> None:
+        for key, value in module.state_dict().items():
+            shapes[prefix + key] = (tuple(value.shape), value.dtype)
+
+    params = config.model.params
+    with torch.device("meta"):
+        collect("model.diffusion_model.", instantiate_from_config(params.network_config))
+        collect("first_stage_model.", instantiate_from_config(params.first_stage_config))
+        clip_l = CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            projection_dim=768,
+        )
+        collect("conditioner.embedders.0.transformer.", CLIPTextModel(clip_l))
+        big_g = open_clip.create_model("ViT-bigG-14", pretrained=None)
+        del big_g.visual
+        collect("conditioner.embedders.1.model.", big_g)
+    return shapes
+
+
+def random_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, gen) -> torch.Tensor:
+    """Random non-zero weights (a zero-initialised output layer would hide a LoRA's effect)."""
+    if dtype == torch.int64:
+        return torch.arange(shape[-1], dtype=torch.int64).expand(shape).contiguous()
+    name = key.rsplit(".", 1)[-1]
+    if len(shape) >= 2:
+        std = (
+            0.02
+            if ("embedding" in key or "positional" in key)
+            else 1 / math.sqrt(math.prod(shape[1:]))
+        )
+        return (torch.randn(shape, generator=gen) * std).half()
+    if "bias" in name:
+        return torch.zeros(shape, dtype=torch.float16)
+    if "norm" in key or "ln_" in key or name == "gamma":
+        return torch.ones(shape, dtype=torch.float16)
+    if name == "logit_scale":
+        return torch.full(shape, math.log(1 / 0.07), dtype=torch.float16)
+    return (torch.randn(shape, generator=gen) * 0.02).half()
+
+
+def write_checkpoint(webui: str, out: Path, sgm: Path) -> None:
+    """Stream the random tensors to a safetensors file, one at a time (bounded memory)."""
+    config = sdxl_config(webui, sgm)
+    shapes = checkpoint_shapes(config, sgm)
+    header, offset = {}, 0
+    for key in sorted(shapes):
+        shape, dtype = shapes[key]
+        size = math.prod(shape) * (8 if dtype == torch.int64 else 2)
+        kind = "I64" if dtype == torch.int64 else "F16"
+        header[key] = {"dtype": kind, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {"format": "pt", "note": f"random small SDXL base ({webui} smoke)"}
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    print(f"writing {out} ({len(shapes)} tensors, {offset / 1e9:.2f} GB)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    partial = out.with_suffix(".partial")
+    with open(partial, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)) + encoded)
+        for key in sorted(shapes):
+            handle.write(random_tensor(key, *shapes[key], gen).numpy().tobytes())
+    partial.replace(out)
+    if webui == "a1111":
+        from omegaconf import OmegaConf
+
+        OmegaConf.save(config, out.with_suffix(".yaml"))
+
+
+# ---------------------------------------------------------------- HyperLoRA models
+
+
+def checkpoint_modules(webui: str) -> dict[str, dict[str, int | None]]:
+    """The checkpoint's attention modules as a HyperLoRA module JSON lists them."""
+    modules = {}
+    real_depths = {"down_blocks_1": 2, "up_blocks_1": 2}
+    for name, info in sdxl_attention_modules("diffusers").items():
+        block = name.removeprefix("lora_unet_")
+        real = next((d for b, d in real_depths.items() if block.startswith(b)), 10)
+        index = int(name.split("_transformer_blocks_")[1].split("_")[0])
+        if index < DEPTH_CAP[webui][real]:
+            modules[name] = {**info, "hidden_size": WIDTH}
+    return modules
+
+
+def write_hyperlora_models(webui: str, models_dir: Path) -> None:
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from hyperlora_ext.encoders.clip_encoder import VIT_L14
+    from tests import fake_antelopev2
+    from tests.factories import tiny_hyperlora_tensors  # full sizes with SIZES
+
+    roots = ModelRoots.from_models_dir(models_dir)
+    folder = roots.hyper_lora / MODEL
+    if not (folder / "resampler.safetensors").exists():
+        modules = checkpoint_modules(webui)
+        print(f"writing HyperLoRA for {len(modules)} modules to {folder}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hyper_lora_modules.json").write_text(json.dumps(modules, indent=1))
+        state = tiny_hyperlora_tensors(modules, dtype=torch.float16, **SIZES)
+        for name in list(state):
+            save_file(state.pop(name), str(folder / name))
+    no_match = roots.hyper_lora / NO_MATCH
+    if not (no_match / "hyper_lora_modules.json").exists():
+        shutil.copytree(folder, no_match, dirs_exist_ok=True)
+        modules = json.loads((folder / "hyper_lora_modules.json").read_text())
+        renamed = {n.replace("lora_unet_", "lora_unet_nomatch_"): v for n, v in modules.items()}
+        (no_match / "hyper_lora_modules.json").write_text(json.dumps(renamed, indent=1))
+    clip_dir = roots.clip_vit / "clip_vit_large_14"
+    if not (clip_dir / "model.safetensors").exists():
+        print("writing a random CLIP ViT-L/14", flush=True)
+        torch.manual_seed(0)
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_L14))
+        model.save_pretrained(clip_dir, safe_serialization=True)
+    if not roots.antelopev2.exists():
+        fake_antelopev2.build(roots.antelopev2)
+
+
+if __name__ == "__main__":
+    main()
