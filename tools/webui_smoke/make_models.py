@@ -104,7 +104,7 @@ def checkpoint_shapes(config, sgm: Path) -> dict[str, tuple[tuple[int, ...], tor
             projection_dim=768,
         )
         collect("conditioner.embedders.0.transformer.", CLIPTextModel(clip_l))
-        big_g = open_clip.create_model("ViT-bigG-14", pretrained=None)
+        big_g = open_clip.create_model("ViT-bigG-14", pretrained=None, device="meta")
         del big_g.visual
         collect("conditioner.embedders.1.model.", big_g)
     return shapes
