@@ -52,6 +52,7 @@ SIZE_FLOORS = {
     "genderage.onnx": MB // 2,
 }
 
+LIST_TIMEOUT = 30.0  # seconds for the hub's file listing; a silent server must not hang us
 Downloader = Callable[..., str]  # hf_hub_download(repo_id=, filename=, local_dir=) -> local path
 SizeLookup = Callable[[str], Mapping[str, int]]  # repo id -> {path in repo: size in bytes}
 Log = Callable[[str], None]
@@ -304,5 +305,13 @@ def hub_file_sizes(repo_id: str) -> dict[str, int]:
         raise HyperLoRAError(
             "downloading needs the huggingface_hub package: pip install huggingface_hub"
         ) from exc
-    info = HfApi().model_info(repo_id, files_metadata=True)
+    try:
+        info = HfApi().model_info(repo_id, files_metadata=True, timeout=LIST_TIMEOUT)
+    except OSError as exc:  # requests' timeouts and connection errors are OSErrors
+        if "timed out" not in str(exc).lower() and "timeout" not in type(exc).__name__.lower():
+            raise
+        raise HyperLoRAError(
+            f"the Hugging Face Hub did not answer within {LIST_TIMEOUT:g} s when listing the "
+            f"files of {repo_id}. Check the internet connection (or HF_ENDPOINT) and try again."
+        ) from exc
     return {s.rfilename: s.size for s in info.siblings or [] if s.size is not None}

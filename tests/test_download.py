@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from hyperlora_ext import download as download_module
 from hyperlora_ext.download import (
     STAGING,
     Sources,
@@ -252,3 +253,27 @@ def test_default_hub_functions_are_called_the_way_huggingface_hub_expects(monkey
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     assert hub_file_sizes("a/b") == {"m/a.safetensors": 123}
+
+
+def test_listing_gives_up_on_a_server_that_never_answers(monkeypatch):
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils._http import reset_sessions
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(download_module, "LIST_TIMEOUT", 0.5)
+    reset_sessions()
+    try:
+        with pytest.raises(HyperLoRAError, match=r"did not answer within 0\.5 s"):
+            download_module.hub_file_sizes("someone/something")
+    finally:
+        reset_sessions()
+        server.close()

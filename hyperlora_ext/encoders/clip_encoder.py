@@ -23,6 +23,7 @@ import torch
 
 from ..engine.checkpoint import open_safetensors
 from ..errors import CheckpointError, ModelNotFoundError
+from ..files import read_json
 
 REQUIRED_ENCODER = "CLIP ViT-L/14 vision encoder (openai/clip-vit-large-patch14)"
 VIT_L14 = dict(
@@ -114,6 +115,9 @@ def load_clip_vision(
     return ClipVisionEncoder(model, path)
 
 
+CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
+
+
 def _folder_config(folder: Path):
     from transformers import CLIPVisionConfig
 
@@ -122,10 +126,26 @@ def _folder_config(folder: Path):
             f"{folder}: config.json is missing; download the {REQUIRED_ENCODER} folder "
             "(config.json + model.safetensors)"
         )
-    try:  # a CLIPConfig folder yields its vision_config
-        return CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
+    path = folder / "config.json"
+    try:
+        raw = read_json(path)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"{folder / 'config.json'}: not a CLIP config ({error})") from error
+        raise CheckpointError(f"{error}; download the {REQUIRED_ENCODER} folder again") from error
+    kind = raw.get("model_type") if isinstance(raw, dict) else None
+    if kind not in CLIP_MODEL_TYPES:
+        raise CheckpointError(
+            f"{path} describes a model of type {kind!r}, not CLIP: this folder holds another "
+            f"model. Put the {REQUIRED_ENCODER} files (config.json + model.safetensors) there."
+        )
+    try:  # a CLIPConfig folder yields its vision_config
+        config = CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as error:  # transformers raises many types for odd configs
+        raise CheckpointError(f"{path}: not a usable CLIP config ({error})") from error
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size"):
+        value = getattr(config, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CheckpointError(f"{path}: not a usable CLIP config ({name} is {value!r})")
+    return config
 
 
 def _tower_keys(handle: Any) -> dict[str, str]:

@@ -110,6 +110,28 @@ def test_missing_config(clips, tmp_path):
         load_clip_vision(tmp_path, expected_hidden_size=32)
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model_type": "bert", "hidden_size": 32}, "type 'bert', not CLIP"),
+        ({"hidden_size": 32}, "type None, not CLIP"),
+        ({"model_type": "clip", "vision_config": [1, 2]}, "not a usable CLIP config"),
+        ({"model_type": "clip_vision_model", "hidden_size": "wide"}, "config.json"),
+        ([[[[]]]], "not CLIP"),
+    ],
+)
+def test_a_config_of_another_model_names_the_file(clips, tmp_path, config, message):
+    import json
+    import shutil
+
+    folder = tmp_path / "clip"
+    shutil.copytree(clips["hf_full"], folder)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_clip_vision(folder, expected_hidden_size=32)
+    assert "config.json" in str(info.value)
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(ModelNotFoundError, match="no CLIP vision encoder"):
         load_clip_vision(tmp_path / "absent.safetensors")
