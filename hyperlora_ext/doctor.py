@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 
 from hyperlora_ext.models import (
+    ANTELOPEV2_REQUIRED,
     CLIP_FILES,
     HYPERLORA_FILES,
+    FileSpec,
     ModelRoots,
     ModelStatus,
     check_file,
@@ -230,14 +232,34 @@ def _status_check(kind: str, status: ModelStatus, specs, roots: ModelRoots) -> C
     if status.path.is_dir():
         problems = [check_file(status.path / spec.name, spec) for spec in specs]
         problems = [p for p in problems if p]
+        if not problems and status.kind == "hyperlora":
+            problems = [_files_together(status.path)]
+        problems = [p for p in problems if p]
         if problems:
             fix = f"delete the broken file(s), then {roots.download_hint()}"
             return Check(name, ERROR, "; ".join(problems), fix)
     return Check(name, OK, str(status.path))
 
 
+def _files_together(folder) -> str | None:
+    """Whether a model folder's files fit each other (e.g. not from two releases)."""
+    from hyperlora_ext.engine.model import check_model_folder
+    from hyperlora_ext.errors import CheckpointError
+
+    try:
+        check_model_folder(folder)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
 def _antelopev2_check(roots: ModelRoots) -> Check:
     status = inspect_antelopev2(roots)
+    broken = [check_file(status.path / n, FileSpec(n)) for n in ANTELOPEV2_REQUIRED]
+    broken = [b for b in broken if b]
+    if status.complete and broken:
+        fix = f"delete the broken file(s), then {roots.download_hint()} --only antelopev2"
+        return Check("InsightFace antelopev2", ERROR, "; ".join(broken), fix)
     if status.complete:
         layout = "nested layout" if status.path != roots.antelopev2 else "installed"
         return Check("InsightFace antelopev2", OK, f"{layout}: {status.path}")

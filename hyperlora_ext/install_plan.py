@@ -252,7 +252,21 @@ def missing_requirements(env: Environment) -> tuple[list[str], list[Requirement]
 
 
 def protected_constraints(installed: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(f"{name}=={installed[name]}" for name in sorted(PROTECTED) if name in installed)
+    """``name==version`` for installed protected packages; odd versions ("unknown") cannot be
+    pinned, so pip gets no constraint for them rather than an unsatisfiable one."""
+    return tuple(
+        f"{name}=={installed[name]}"
+        for name in sorted(PROTECTED)
+        if name in installed and _valid_version(installed[name])
+    )
+
+
+def _valid_version(version: str) -> bool:
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
 
 
 def _parse(text: str) -> Requirement | None:

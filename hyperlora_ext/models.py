@@ -187,6 +187,21 @@ def check_file(path: Path, spec: FileSpec, expected_size: int | None = None) -> 
         return _check_json(path)
     if path.suffix == ".safetensors":
         return _check_safetensors(path, spec.tensors)
+    if path.suffix == ".onnx":
+        return _check_onnx(path)
+    return None
+
+
+def _check_onnx(path: Path) -> str | None:
+    """Parse the ONNX graph (no weights are run); None when fine or when onnx is not installed."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own errors
+        return f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
     return None
 
 

@@ -108,3 +108,19 @@ def test_checks_serialise_to_plain_dicts(tmp_path: Path):
     data = checks[0].to_dict()
     assert set(data) == {"name", "status", "message", "fix"}
     assert all(isinstance(v, str) for v in data.values())
+
+
+def test_corrupt_onnx_and_mismatched_model_files_are_errors(tmp_path: Path):
+    import shutil
+
+    from tests.factories import write_tiny_hyperlora
+
+    roots = make_tree(tmp_path / "models")
+    (roots.antelopev2 / "glintr100.onnx").write_bytes(b"\x08\x07" + b"\xff" * 300)
+    other = write_tiny_hyperlora(tmp_path / "other", embedding_dim=16)  # another release
+    shutil.copy(other / "resampler.safetensors", roots.hyper_lora / FIDELITY)
+    checks = doctor(roots, environment=False)
+    (faces,) = by_name(checks, "InsightFace antelopev2")
+    assert faces.status == ERROR and "glintr100.onnx is not a readable ONNX model" in faces.message
+    (model,) = by_name(checks, f"HyperLoRA model {FIDELITY}")
+    assert model.status == ERROR and "resampler.safetensors" in model.message

@@ -243,8 +243,10 @@ def test_default_hub_functions_are_called_the_way_huggingface_hub_expects(monkey
     signature.bind(repo_id="a/b", filename="x/y.safetensors", local_dir="/tmp/somewhere")
 
     class FakeApi:
-        def model_info(self, repo_id, files_metadata=False):
-            assert files_metadata
+        def model_info(self, repo_id, files_metadata=False, timeout=None):
+            assert files_metadata and timeout == download_module.LIST_TIMEOUT
+            real = inspect.signature(huggingface_hub.HfApi.model_info)
+            real.bind(self, repo_id, files_metadata=files_metadata, timeout=timeout)
             siblings = [
                 huggingface_hub.hf_api.RepoSibling(rfilename="m/a.safetensors", size=123),
                 huggingface_hub.hf_api.RepoSibling(rfilename="README.md", size=None),

@@ -250,6 +250,11 @@ def test_constraints_cover_only_installed_protected_packages():
     assert constraints == ("numpy==1.26.2", "torch==2.1.2")
 
 
+def test_an_unparsable_installed_version_gets_no_constraint():
+    constraints = ip.protected_constraints({"torch": "unknown", "numpy": "1.26.4"})
+    assert constraints == ("numpy==1.26.4",)
+
+
 def test_normalize_follows_pep_503():
     assert ip.normalize("Huggingface_Hub") == ip.normalize("huggingface.hub") == "huggingface-hub"
 

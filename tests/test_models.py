@@ -32,6 +32,7 @@ from hyperlora_ext.models import (
     resolve_hyperlora,
     safe_child,
 )
+from tests.factories import write_tiny_hyperlora
 
 FIDELITY = "sdxl_hyper_id_lora_v1_fidelity"
 
@@ -45,8 +46,11 @@ def write_safetensors(path: Path, names: tuple[str, ...] | list[str], extra: dic
 
 
 def write_model_files(folder: Path, specs) -> Path:
-    """Small files that pass the registry's checks for ``specs``."""
+    """Small files that pass the registry's and doctor's checks for ``specs``."""
     folder.mkdir(parents=True, exist_ok=True)
+    if tuple(specs) == HYPERLORA_FILES:  # files that belong together (doctor checks that)
+        write_tiny_hyperlora(folder)
+        return folder
     for spec in specs:
         path = folder / spec.name
         if spec.name.endswith(".json"):
@@ -56,8 +60,20 @@ def write_model_files(folder: Path, specs) -> Path:
         elif spec.name.endswith(".safetensors"):
             write_safetensors(path, spec.tensors)
         else:
-            path.write_bytes(b"onnx" * 16)
+            path.write_bytes(_TINY_ONNX)
     return folder
+
+
+def _tiny_onnx() -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "tiny", [x], [y])
+    return helper.make_model(graph).SerializeToString()
+
+
+_TINY_ONNX = _tiny_onnx()
 
 
 def make_hyperlora(roots: ModelRoots, name: str = FIDELITY) -> Path:

@@ -186,6 +186,20 @@ def load_hyperlora(
     return HyperLoRAModel(specs, projector, resampler, bank, device, dtype)
 
 
+def check_model_folder(folder: str | Path, *, dim_head: int = DEFAULT_DIM_HEAD) -> None:
+    """Check that a model folder's files belong together (headers only, nothing is loaded).
+
+    Raises CheckpointError like :func:`load_hyperlora` would, e.g. for files of two releases.
+    """
+    folder = Path(folder)
+    specs = read_module_specs(folder / MODULES_JSON)
+    paths = {name: folder / name for name in (RESAMPLER_FILE, ID_PROJECTOR_FILE, BASES_FILE)}
+    with ExitStack() as stack:
+        files = {name: stack.enter_context(open_safetensors(p)) for name, p in paths.items()}
+        shapes = {name: header_shapes(paths[name], f) for name, f in files.items()}
+        _check_headers(paths, shapes, specs, dim_head)
+
+
 def _read_all(files, shapes, name: str) -> dict[str, torch.Tensor]:
     """All tensors of one small file (resampler, ID projector), in the file's dtype."""
     return {key: files[name].get_tensor(key) for key in shapes[name]}
