@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hyperlora_ext.args import FACE_CHOICES
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.models import HYPERLORA_MODELS, ModelRoots, default_models_dir
+from hyperlora_ext.models import HYPERLORA_MODELS, ModelRoots, default_models_dir, user_path
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 CRASH_LOG = "hyperlora-cli-error.log"
@@ -50,7 +50,7 @@ def roots_from_args(args: argparse.Namespace) -> ModelRoots:
         "clip_vit": args.clip_vit_dir,
         "insightface": args.insightface_dir,
     }
-    return replace(roots, **{k: v.expanduser() for k, v in overrides.items() if v is not None})
+    return replace(roots, **{k: user_path(v) for k, v in overrides.items() if v is not None})
 
 
 # ---------------------------------------------------------------- subcommands

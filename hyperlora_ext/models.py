@@ -91,7 +91,7 @@ class ModelRoots:
 
     @classmethod
     def from_models_dir(cls, models_dir: str | Path) -> ModelRoots:
-        models = Path(models_dir).expanduser()
+        models = user_path(models_dir)
         return cls(
             hyper_lora=models / "hyper_lora" / "hyper_lora",
             clip_vit=models / "hyper_lora" / "clip_vit",
@@ -119,6 +119,15 @@ class ModelRoots:
         return f"python -m hyperlora_ext download {self.cli_arguments()}"
 
 
+def user_path(value: str | Path) -> Path:
+    """A folder path as users paste it: surrounding spaces and quotes (Windows' "Copy as path"
+    adds them) removed, ``~`` expanded; backslashes and drive letters are kept as given."""
+    text = str(value).strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return Path(text).expanduser()
+
+
 def default_models_dir() -> Path:
     """The WebUI's ``models/`` folder when this package sits in ``<webui>/extensions/<ext>/``.
 
@@ -126,7 +135,7 @@ def default_models_dir() -> Path:
     """
     env = os.environ.get("HYPERLORA_MODELS_DIR")
     if env:
-        return Path(env).expanduser()
+        return user_path(env)
     extension = Path(__file__).resolve().parent.parent
     if extension.parent.name == "extensions":
         return extension.parent.parent / "models"

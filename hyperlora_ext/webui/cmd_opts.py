@@ -20,7 +20,9 @@ CPU_TASKS = {"all", "hyperlora"}  # A1111 --use-cpu task names that send HyperLo
 def resolve_models_dir(path: str | Path) -> Path:
     """The models folder (holding ``hyper_lora/`` and ``insightface/``) for what a user gave: that
     folder itself, its ``hyper_lora/`` child, or the root of a ComfyUI install."""
-    folder = Path(path).expanduser()
+    from hyperlora_ext.models import user_path
+
+    folder = user_path(path)
     if _is_models_dir(folder):
         return folder
     if folder.name == "hyper_lora" and _is_models_dir(folder.parent):
@@ -40,13 +42,13 @@ def _is_models_dir(folder: Path) -> bool:
 def roots_from_cmd_opts(cmd_opts: Any, models_path: str | Path) -> ModelRoots:
     """ModelRoots from ``--hyperlora-models-dir`` (default ``models_path``, the WebUI's models
     folder) and ``--hyperlora-insightface-dir``."""
-    from hyperlora_ext.models import ModelRoots
+    from hyperlora_ext.models import ModelRoots, user_path
 
     models_dir = getattr(cmd_opts, "hyperlora_models_dir", None) or models_path
     roots = ModelRoots.from_models_dir(resolve_models_dir(models_dir))
     insightface_dir = getattr(cmd_opts, "hyperlora_insightface_dir", None)
     if insightface_dir:
-        roots = dataclasses.replace(roots, insightface=Path(insightface_dir).expanduser())
+        roots = dataclasses.replace(roots, insightface=user_path(insightface_dir))
     return roots
 
 
