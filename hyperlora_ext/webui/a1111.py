@@ -83,11 +83,10 @@ class A1111Adapter:
         networks = _networks()
         sd_model = p.sd_model
         full_name = network_name(name)
-        reason = unsupported_reason(sd_model)
-        if reason is not None:
+        refused = _refusal(sd_model, lora)
+        if refused is not None:
             self._remove_ours(networks.loaded_networks)
-            expected = len(group_layers(lora))
-            return ApplyReport(0, expected, expected, (reason,))
+            return refused
         net, report = self._network_for(sd_model, lora, full_name, networks)
         net.te_multiplier = 0.0
         net.unet_multiplier = float(weight)
@@ -98,6 +97,12 @@ class A1111Adapter:
             networks.loaded_networks.append(net)
             self._models.add(sd_model)
         return report
+
+    def check(self, p: Any, lora: Mapping[str, torch.Tensor], name: str) -> ApplyReport:
+        refused = _refusal(p.sd_model, lora)
+        if refused is not None:
+            return refused
+        return self._network_for(p.sd_model, lora, network_name(name), _networks())[1]
 
     def restore(self, p: Any = None) -> None:
         networks = sys.modules.get("networks")
@@ -154,6 +159,15 @@ class A1111Adapter:
                     continue
                 networks.network_restore_weights_from_backup(module)
                 module.network_current_names = ()
+
+
+def _refusal(sd_model: Any, lora: Mapping[str, torch.Tensor]) -> ApplyReport | None:
+    """The report for a checkpoint the identity cannot apply to at all, else None."""
+    reason = unsupported_reason(sd_model)
+    if reason is None:
+        return None
+    expected = len(group_layers(lora))
+    return ApplyReport(0, expected, expected, (reason,))
 
 
 def build_network(

@@ -48,6 +48,10 @@ class HostAdapter(Protocol):
         """
         ...
 
+    def check(self, p: Any, lora: Mapping[str, torch.Tensor], name: str) -> ApplyReport:
+        """What :meth:`apply` would patch into this job's UNet, without patching anything."""
+        ...
+
     def restore(self, p: Any) -> None:
         """Take the identity out; afterwards the UNet weights equal the pre-job weights."""
         ...

@@ -139,6 +139,16 @@ class ForgeAdapter:
             log.warning("HyperLoRA: %s patched; skipped: %s", report.summary(), reasons[:3])
         return report
 
+    def check(self, p: Any, lora: Mapping[str, torch.Tensor], name: str) -> ApplyReport:
+        reason = unsupported_reason(p.sd_model)
+        expected = _layer_count(lora)
+        if reason is not None:
+            return ApplyReport(0, expected, expected, (reason,))
+        digest = name.removeprefix(NAME_PREFIX) or lora_digest(dict(lora))
+        prepared = self._prepare(_forge_objects(p).unet, lora, digest)
+        matched = len(prepared.patches)
+        return ApplyReport(matched, expected, expected - matched, tuple(prepared.reasons))
+
     def _prepare(self, unet: Any, lora: Mapping[str, torch.Tensor], digest: str) -> _Prepared:
         cached = self._prepared
         if cached is not None and cached.digest == digest and cached.model() is unet.model:

@@ -97,6 +97,11 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
         report(p, f"skipped, {reason}")
         return
     job, options = _identity(p, options)
+    with doing("matching the identity to the checkpoint"):
+        outcome = host.get_adapter(p).check(p, job.lora, job.digest)
+    if outcome.matched == 0:  # known now, before the trigger words would change the prompt
+        report(p, _skipped(outcome))
+        return
     p._hyperlora = job
     infotext.write(p.extra_generation_params, options, job.digest)
     _write_errors(p)  # e.g. the clean-up of the previous job failed
@@ -147,11 +152,15 @@ def apply(p: Any) -> None:
         raise
     if outcome.matched == 0:
         p._hyperlora = None
-        report(p, f"skipped, {outcome.reasons[0] if outcome.reasons else 'no layer matched'}")
+        report(p, _skipped(outcome))
     elif outcome.matched < outcome.expected:
         message = f"only {outcome.matched} of {outcome.expected} layers matched this checkpoint"
         p.extra_generation_params[infotext.WARNING] = message
         p.comment(f"HyperLoRA: {message}")
+
+
+def _skipped(outcome: Any) -> str:
+    return f"skipped, {outcome.reasons[0] if outcome.reasons else 'no layer matched'}"
 
 
 def restore(p: Any) -> None:

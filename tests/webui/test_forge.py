@@ -377,3 +377,18 @@ def test_ldm_patched_path_is_positional_and_idempotent(monkeypatch):
 
     adapter.restore(p)
     assert sd_model.forge_objects.unet.patches == base.patches
+
+
+def test_check_counts_what_apply_would_patch_without_patching(adapter):
+    sd_model = make_model()
+    lora = fb.kohya_lora_for(unet_of(sd_model))
+    p = fb.FakeProcessing(sd_model)
+    unet = sd_model.forge_objects.unet
+    report = adapter.check(p, lora, "x")
+    assert (report.matched, report.expected, report.skipped) == (560, 560, 0)
+    elsewhere = {k.replace("lora_unet_", "lora_unet_nowhere_"): v for k, v in lora.items()}
+    missed = adapter.check(p, elsewhere, "y")
+    assert (missed.matched, missed.expected) == (0, 560)
+    assert missed.reasons[0].endswith("no such layer in this checkpoint")
+    assert sd_model.forge_objects.unet is unet and not unet.lora_patches  # nothing patched
+    assert adapter.apply(p, lora, WEIGHT, "x") == report

@@ -62,8 +62,9 @@ def test_a_lora_matching_no_layer_is_an_error_and_the_unet_is_untouched(hl, monk
     plain = hl.image()
     predict = hl._predict
     monkeypatch.setattr(host, "predict", lambda *a, **k: _with_lora(predict(*a, **k), unmatched))
-    p, processed = hl.job(WITHOUT_TRIGGER_WORDS)  # they change the image by themselves
-    assert_failed_visibly(p, processed, "skipped", "no layer")
+    p, processed = hl.job(ON)
+    assert_failed_visibly(p, processed, "skipped", "in this checkpoint")
+    assert p.all_prompts == ["a photo of a person"]  # known in process(): no trigger words
     assert not any(ours(names) for _, names, _ in hl.samples)
     assert torch.equal(processed.images[0], plain)
     assert all(torch.equal(before[k], v) for k, v in unet_fingerprint(hl.model).items())
