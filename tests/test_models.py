@@ -321,3 +321,26 @@ def test_registry_does_not_import_heavy_modules():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("file_name", [spec.name for spec in HYPERLORA_FILES])
+def test_model_file_linked_outside_the_folder_is_refused(roots, tmp_path, file_name):
+    """A model *file* that is a link leading out of its folder is refused like a folder link."""
+    folder = make_hyperlora(roots, "linked")
+    outside = tmp_path / "elsewhere" / file_name
+    outside.parent.mkdir()
+    (folder / file_name).rename(outside)
+    (folder / file_name).symlink_to(outside)
+    assert list_hyperlora_models(roots) == []
+    with pytest.raises(InvalidNameError, match="outside"):
+        resolve_hyperlora(roots, "linked")
+
+
+def test_clip_file_linked_outside_the_folder_is_refused(roots, tmp_path):
+    folder = make_clip(roots, "linked")
+    outside = tmp_path / "elsewhere.safetensors"
+    (folder / "model.safetensors").rename(outside)
+    (folder / "model.safetensors").symlink_to(outside)
+    assert list_clip_encoders(roots) == []
+    with pytest.raises(InvalidNameError, match="outside"):
+        resolve_clip(roots, "linked")
