@@ -239,7 +239,7 @@ def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="auto: bf16 or fp32 on CPU (whichever is fast here), fp16 on CUDA",
+        help="auto: on CPU the dtype measured fastest on this machine, fp16 on CUDA",
     )
     add_roots_arguments(lora)
     lora.set_defaults(func=cmd_lora)

@@ -8,9 +8,7 @@ returns the kohya LoRA dict.
 
 from __future__ import annotations
 
-import platform
 from contextlib import ExitStack
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -30,33 +28,20 @@ from .checkpoint import (
     read_module_specs,
     shape_of,
 )
+from .cpu_dtype import cpu_dtype
 from .id_projector import IdProjector
 from .resampler import DEFAULT_DIM_HEAD, Resampler, ResamplerConfig
-
-
-@cache
-def _cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 dot products (x86 AVX512-BF16 / AMX, Arm BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            words = set(cpuinfo.read().split())
-    except OSError:  # not Linux: Windows / macOS CPUs are treated as lacking fast bf16
-        return False
-    x86 = {"avx512_bf16", "amx_bf16"}
-    arm = {"bf16"} if platform.machine().lower() in ("aarch64", "arm64") else set()
-    return bool(words & (x86 | arm))
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """The fastest dtype that keeps quality for ``device``.
 
-    GPUs: float16 (the reference's default). CPUs: bfloat16 where the CPU has native bf16
-    instructions (there bf16 matmuls run about 2x faster than float32), else float32. float16 is
-    never the CPU default: CPU fp16 matmuls are about 10x slower than bf16 (see bench/README.md).
+    GPUs: float16 (the reference's default). CPUs: whichever of float32 / bfloat16 / float16 a
+    short probe measured fastest on this machine (recorded once per machine, see cpu_dtype).
     """
     if torch.device(device).type != "cpu":
         return torch.float16
-    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+    return cpu_dtype()
 
 
 class HyperLoRAModel:

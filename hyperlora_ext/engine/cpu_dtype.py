@@ -1,0 +1,176 @@
+"""The CPU dtype of the encoders, chosen by measuring this machine once.
+
+Whether bf16 or fp16 beats fp32 on a CPU depends on more than its feature flags: with AMX, bf16
+matmuls run several times faster than fp32; with AVX512-BF16 alone they can run at half the fp32
+rate; fp16 is fast only on some CPUs. So the first time, a short probe (tens of milliseconds per
+dtype) times kernels shaped like CLIP's and the resampler's matmuls and the basis mixing, and the
+winner is kept per machine (CPU model and flags, torch version) in a small JSON file, by default
+in the user's cache folder (``HYPERLORA_CACHE_DIR`` overrides it). fp32 is kept unless a half
+dtype is clearly faster: it is the most accurate. Any damage to the file means probing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from ..files import parse_json, write_atomically
+
+CANDIDATES = (torch.float32, torch.bfloat16, torch.float16)
+HALF_MUST_BE_FASTER = 0.9  # a half dtype replaces fp32 only when it takes < 90 % of fp32's time
+CACHE_NAME = "cpu_dtype.json"
+CACHE_VERSION = 1
+MAX_CACHE_BYTES = 64 * 1024
+MAX_ENTRIES = 32
+_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+_BY_NAME = {name: dtype for dtype, name in _NAMES.items()}
+
+# (rows, in, out) of a linear and how many calls of that size a 1-photo identity makes (roughly):
+# CLIP ViT-L/14 (23 layers x 12 of 257x1024x1024), the resampler (1120 latents), then the mixing
+# (a GEMV over every basis: 3 GB of bf16 read as 286 of the probe's 4 x 128 x 10240 bmm).
+_GEMMS = ((257, 1024, 1024, 276), (1120, 1024, 768, 90))
+_MIX = (4, 128, 10240, 286)
+
+Measure = Callable[[], Mapping[torch.dtype, float]]
+_lock = threading.Lock()
+_log = logging.getLogger(__name__)
+_chosen: torch.dtype | None = None
+
+
+def cache_dir() -> Path:
+    """Where HyperLoRA keeps small per-machine files (``HYPERLORA_CACHE_DIR`` overrides it)."""
+    override = os.environ.get("HYPERLORA_CACHE_DIR", "").strip().strip('"')
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hyperlora"
+
+
+def machine_key() -> str:
+    """CPU model, a digest of its feature flags and the torch version: what the speeds depend on."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                name, _, value = line.partition(":")
+                if name.strip() == "model name" and model in ("", platform.machine()):
+                    model = value.strip()
+                elif name.strip() in ("flags", "Features") and not flags:
+                    flags = " ".join(sorted(value.split()))
+    except OSError:  # not Linux: the processor name is all there is
+        pass
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:12]
+    return f"{model} | flags {digest} | {platform.machine()} | torch {torch.__version__}"
+
+
+def cpu_dtype() -> torch.dtype:
+    """The CPU dtype for this machine, looked up or measured once per process."""
+    global _chosen
+    with _lock:
+        if _chosen is None:
+            _chosen = load_or_probe(cache_dir() / CACHE_NAME, probe)
+        return _chosen
+
+
+def choose(seconds: Mapping[torch.dtype, float]) -> torch.dtype:
+    """The fastest half dtype when it beats fp32 clearly, else fp32."""
+    base = seconds.get(torch.float32)
+    halves = {d: s for d, s in seconds.items() if d != torch.float32 and math.isfinite(s) and s > 0}
+    if not halves:
+        return torch.float32
+    best = min(halves, key=halves.__getitem__)
+    if base is None or not base > 0 or halves[best] < HALF_MUST_BE_FASTER * base:
+        return best
+    return torch.float32
+
+
+def probe(repeats: int = 2) -> dict[torch.dtype, float]:
+    """Estimated seconds of one identity per dtype, from a few small kernels (min of repeats).
+
+    The dtypes take turns in every round so that a burst of load from elsewhere hits all alike.
+    """
+    kernels = {dtype: _kernels(dtype) for dtype in CANDIDATES}
+    best = {dtype: [float("inf")] * len(k) for dtype, k in kernels.items()}
+    for round_ in range(repeats + 1):  # round 0 warms up (kernel selection, first touch)
+        for dtype, work in kernels.items():
+            for i, (run, _) in enumerate(work):
+                start = time.perf_counter()
+                run()
+                if round_:
+                    best[dtype][i] = min(best[dtype][i], time.perf_counter() - start)
+    return {d: sum(t * w for t, (_, w) in zip(best[d], k, strict=True)) for d, k in kernels.items()}
+
+
+def _kernels(dtype: torch.dtype) -> list[tuple[Callable[[], object], int]]:
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen).to(dtype)
+
+    work: list[tuple[Callable[[], object], int]] = []
+    for rows, width_in, width_out, calls in _GEMMS:
+        x, w = rand(rows, width_in), rand(width_out, width_in)
+        work.append((lambda x=x, w=w: torch.nn.functional.linear(x, w), calls))
+    groups, h, width, calls = _MIX
+    coefficients, bases = rand(groups, 1, h), rand(groups, h, width)
+    work.append((lambda: torch.bmm(coefficients, bases), calls))
+    return work
+
+
+def load_or_probe(path: Path, measure: Measure) -> torch.dtype:
+    """The dtype recorded for this machine in ``path``; else ``measure()``'s choice, recorded."""
+    key = machine_key()
+    entries = _read_entries(path)
+    known = entries.get(key)
+    name = known.get("dtype") if isinstance(known, dict) else None
+    if isinstance(name, str) and name in _BY_NAME:
+        return _BY_NAME[name]
+    with torch.no_grad():
+        seconds = measure()
+    dtype = choose(seconds)
+    entries[key] = {
+        "dtype": _NAMES[dtype],
+        "seconds": {_NAMES[d]: round(float(s), 6) for d, s in seconds.items() if d in _NAMES},
+    }
+    _write_entries(path, dict(list(entries.items())[-MAX_ENTRIES:]))
+    return dtype
+
+
+def _read_entries(path: Path) -> dict:
+    """The file's entries; empty when it is missing, too large or not what this module writes."""
+    try:
+        if path.stat().st_size > MAX_CACHE_BYTES:
+            return {}
+        data = parse_json(path.read_bytes(), str(path))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    entries = data.get("machines")
+    return dict(entries) if isinstance(entries, dict) else {}
+
+
+def _write_entries(path: Path, entries: dict) -> None:
+    """Best effort: a read-only or odd folder only means probing again next time."""
+    text = json.dumps({"version": CACHE_VERSION, "machines": entries}, indent=1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    except OSError as error:
+        _log.warning("HyperLoRA: could not record the CPU dtype in %s (%s)", path, error)

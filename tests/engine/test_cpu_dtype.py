@@ -1,0 +1,133 @@
+"""The CPU dtype is the measured fastest, recorded per machine, and never trusts its file."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from hyperlora_ext.engine import cpu_dtype as cd
+from hyperlora_ext.engine.model import default_dtype, load_hyperlora
+from tests.factories import write_tiny_hyperlora
+
+F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        ({F32: 1.0, BF16: 0.5, F16: 0.8}, BF16),  # AMX-like: bf16 far ahead
+        ({F32: 1.0, BF16: 1.9, F16: 0.7}, F16),  # fast fp16, slow bf16
+        ({F32: 1.0, BF16: 2.0, F16: 1.2}, F32),  # AVX512-BF16 without AMX
+        ({F32: 1.0, BF16: 0.95, F16: 3.0}, F32),  # 5 % faster is not worth the precision
+        ({F32: 1.0, BF16: 0.89, F16: 3.0}, BF16),
+        ({F32: 1.0, BF16: math.nan, F16: math.inf}, F32),
+        ({F32: 1.0, BF16: 0.0, F16: -1.0}, F32),  # impossible timings are ignored
+        ({BF16: 0.5, F16: 0.8}, BF16),
+        ({}, F32),
+    ],
+)
+def test_choose(seconds, expected):
+    assert cd.choose(seconds) == expected
+
+
+def _measure(seconds, calls):
+    def measure():
+        calls.append(1)
+        return seconds
+
+    return measure
+
+
+def test_measured_once_then_read_from_the_file(tmp_path):
+    path, calls = tmp_path / "sub" / "cpu_dtype.json", []
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.3, F16: 2.0}, calls)) == BF16
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 3.0, F16: 2.0}, calls)) == BF16
+    assert len(calls) == 1
+    entry = json.loads(path.read_text())["machines"][cd.machine_key()]
+    assert entry == {
+        "dtype": "bfloat16",
+        "seconds": {"float32": 1.0, "bfloat16": 0.3, "float16": 2.0},
+    }
+
+
+def test_another_machine_is_measured_again(tmp_path, monkeypatch):
+    path, calls = tmp_path / "cpu_dtype.json", []
+    cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.3}, calls))
+    monkeypatch.setattr(cd, "machine_key", lambda: "other CPU | torch 9")
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 3.0}, calls)) == F32
+    assert len(calls) == 2
+    assert len(json.loads(path.read_text())["machines"]) == 2  # both machines kept
+
+
+def test_machine_key_names_cpu_flags_and_torch():
+    key = cd.machine_key()
+    assert torch.__version__ in key and "flags" in key
+
+
+HOSTILE = [
+    b"",
+    b"not json {",
+    b"\xff\xfe\x00garbage",
+    b"[" * 100000,
+    b"[]",
+    b'"text"',
+    b'{"version": 2, "machines": {}}',
+    b'{"version": 1, "machines": []}',
+    b'{"version": 1, "machines": {"KEY": "bfloat16"}}',
+    b'{"version": 1, "machines": {"KEY": {"dtype": "float64"}}}',
+    b'{"version": 1, "machines": {"KEY": {"dtype": "../../etc/passwd"}}}',
+    b'{"version": 1, "machines": {"KEY": {"dtype": ["bfloat16"]}}}',
+    b'{"version": 1, "machines": {"KEY": {"dtype": "bfloat16"}}, "pad": "' + b"x" * 70000 + b'"}',
+]
+
+
+@pytest.mark.parametrize("content", HOSTILE)
+def test_a_damaged_file_means_measuring_again(tmp_path, content):
+    path, calls = tmp_path / "cpu_dtype.json", []
+    path.write_bytes(content.replace(b"KEY", json.dumps(cd.machine_key())[1:-1].encode()))
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 2.0, F16: 0.5}, calls)) == F16
+    assert len(calls) == 1
+    assert json.loads(path.read_text())["machines"][cd.machine_key()]["dtype"] == "float16"
+
+
+def test_an_unwritable_place_still_gives_a_dtype(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the folder should be")
+    assert cd.load_or_probe(blocker / "cpu_dtype.json", lambda: {F32: 1.0, BF16: 0.2}) == BF16
+    assert "could not record the CPU dtype" in caplog.text
+
+
+def test_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HYPERLORA_CACHE_DIR", f'"{tmp_path}"')  # pasted with quotes on Windows
+    assert cd.cache_dir() == tmp_path
+    monkeypatch.delenv("HYPERLORA_CACHE_DIR")
+    monkeypatch.setattr(cd.sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert cd.cache_dir() == tmp_path / "Local" / "hyperlora"
+    monkeypatch.setattr(cd.sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cd.cache_dir() == tmp_path / "xdg" / "hyperlora"
+
+
+def test_probe_times_every_candidate():
+    seconds = cd.probe(repeats=1)
+    assert set(seconds) == set(cd.CANDIDATES)
+    assert all(math.isfinite(s) and s > 0 for s in seconds.values())
+
+
+def test_default_dtype_uses_the_measurement_and_an_explicit_dtype_wins(tmp_path, monkeypatch):
+    folder = write_tiny_hyperlora(tmp_path / "tiny")
+    monkeypatch.setattr(cd, "_chosen", None)
+    monkeypatch.setattr(cd, "cache_dir", lambda: folder.parent / "dtype-cache")
+    monkeypatch.setattr(cd, "probe", lambda: {F32: 1.0, BF16: 2.0, F16: 0.5})
+    assert default_dtype("cpu") == F16
+    assert default_dtype("cuda") == F16
+    assert load_hyperlora(folder).dtype == F16
+
+    def no_probe():
+        raise AssertionError("an explicit dtype must not measure anything")
+
+    monkeypatch.setattr(cd, "_chosen", None)
+    monkeypatch.setattr(cd, "probe", no_probe)
+    assert load_hyperlora(folder, dtype=F32).dtype == F32
