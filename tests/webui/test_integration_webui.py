@@ -18,6 +18,8 @@ import base64
 import io
 import json
 import os
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -270,6 +272,70 @@ def test_a_bare_string_for_images_is_refused(plain):
     response = generate(identity(images=face()))
     assert_refused(response, "images")
     assert same(plain, generate(None).image())
+
+
+def _distinct_faces(count: int) -> list[str]:
+    """The test face ``count`` times, each with one pixel changed: no identity cache hit."""
+    base = Image.open(io.BytesIO(base64.b64decode(face()))).convert("RGB")
+    photos = []
+    for index in range(count):
+        photo = base.copy()
+        photo.putpixel((0, 0), (index, 255 - index, 7))
+        buffer = io.BytesIO()
+        photo.save(buffer, format="PNG")
+        photos.append(base64.b64encode(buffer.getvalue()).decode())
+    return photos
+
+
+def _wait_for_stage(job: threading.Thread) -> str:
+    """The first HyperLoRA stage shown in the WebUI's progress text while ``job`` runs."""
+    while job.is_alive():
+        text = call("/sdapi/v1/progress?skip_current_image=true").body.get("textinfo") or ""
+        if text.startswith("HyperLoRA: "):
+            return text
+        time.sleep(0.02)
+    pytest.fail("the job ended without showing a HyperLoRA stage in the progress text")
+
+
+def test_interrupt_while_encoding_stops_the_encoding(plain):
+    """The stage is in /sdapi/v1/progress; Interrupt is honoured at the next stage boundary."""
+    result: list[Response] = []
+    job = threading.Thread(
+        target=lambda: result.append(generate(identity(images=_distinct_faces(16))))
+    )
+    job.start()
+    stage = _wait_for_stage(job)
+    if stage == "HyperLoRA: predicting the LoRA":  # the last stage: nothing left to stop
+        job.join()
+        pytest.skip("the progress text was first seen at the last stage; too late to interrupt")
+    call("/sdapi/v1/interrupt", {})
+    job.join()
+    response = result[0]
+    assert response.status == 200, response.body
+    assert response.body["images"] == [], "interrupted: the WebUI makes no image"
+    assert "interrupted while encoding" in str(response.params.get(ERROR)), (stage, response.params)
+    assert not [key for key in APPLIED_KEYS if key in response.params], response.params
+    assert same(plain, generate(None).image()), "the next job is plain and complete"
+
+
+# ---------------------------------------------------------------------------------- first run
+
+
+def test_the_accordion_checklist_agrees_with_the_models_route():
+    """The real UI's first-run checklist uses the readiness of /hyperlora/v1/models."""
+    models = call("/hyperlora/v1/models")
+    assert models.status == 200, models.body
+    config = call("/config")
+    if config.status == 404:
+        pytest.skip("no UI on this server (--nowebui)")
+    checklists = [
+        str(c.get("props", {}).get("value"))
+        for c in config.body["components"]
+        if str(c.get("props", {}).get("elem_id", "")).endswith("hyperlora_checklist")
+    ]
+    assert len(checklists) == 2, "one checklist in txt2img and one in img2img"
+    needs = [text for text in checklists if "needs these models" in text]
+    assert bool(needs) != bool(models.body["ready"]), (models.body, checklists)
 
 
 # ---------------------------------------------------------------------------------- X/Y/Z
