@@ -4,7 +4,8 @@
 #     tools/webui_smoke/smoke.sh {a1111|forge} [pytest args]
 #
 # Starts the WebUI with the full API, runs the whole file, restarts it API-only (--nowebui) for
-# the X/Y/Z script-info test, then stops it. Results: WEBUI_HOME/<webui>-pytest*.log.
+# the X/Y/Z tests (the axes in script-info, a weight grid), then stops it.
+# Results: WEBUI_HOME/<webui>-pytest*.log.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 name="$1"
@@ -28,6 +29,6 @@ run_pytest "$WEBUI_HOME/$name-pytest.log" "$@"
 grep -q -E '(failed|error)' <(tail -n 1 "$WEBUI_HOME/$name-pytest.log") && status=1
 
 "$SMOKE_DIR/launch.sh" "$name" --nowebui
-run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" -k script_info "$@"
+run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" -k "script_info or weight_grid" "$@"
 grep -q -E '(failed|error)' <(tail -n 1 "$WEBUI_HOME/$name-pytest-nowebui.log") && status=1
 exit "$status"
