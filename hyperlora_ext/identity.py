@@ -19,7 +19,8 @@ import torch
 
 from .cache import LruCache
 from .encoders.faces import check_face_choice, check_face_index
-from .errors import CheckpointError, HyperLoRAError
+from .engine.fusion import check_weights
+from .errors import ArgumentError, CheckpointError, HyperLoRAError
 from .lora_format import lora_digest
 from .memory import peak_rss_mb
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
@@ -58,6 +59,9 @@ class IdentityResult:
     peak_rss_mb: float | None = None  # None where the platform does not report it
     peak_vram_mb: float | None = None
     warnings: list[str] = field(default_factory=list)
+    # The fused tokens before the per-token normalisation (Q, H) float32: what identities are
+    # mixed by (IdentityPipeline.mix) and what saved identities keep beside their LoRA.
+    tokens: torch.Tensor | None = None
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -134,15 +138,18 @@ class IdentityPipeline:
         labels: Sequence[str] | None = None,
         progress: Progress | None = None,
         before_compute: Callable[[], None] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> IdentityResult:
         """Predict the identity LoRA of the person in ``images`` (1..N photos).
 
-        ``before_compute`` runs only when the encoders are about to run (not on a cache hit),
-        e.g. to make room on the GPU.
+        ``weights``: one relative weight >= 0 per photo (``photo_weights``); None weighs all
+        alike. ``before_compute`` runs only when the encoders are about to run (not on a cache
+        hit), e.g. to make room on the GPU.
         """
         report = progress or (lambda stage: None)
         if not images:
             raise HyperLoRAError("no reference photo given: add at least one photo of the person")
+        weights = check_weights(weights, len(images))
         start = time.perf_counter()
         labels = list(labels) if labels else [f"image {i + 1}" for i in range(len(images))]
         if len(labels) != len(images):
@@ -159,7 +166,7 @@ class IdentityPipeline:
                 _folder_fingerprint(model_dir),
                 _folder_fingerprint(clip_path),
                 str(self.dtype),
-                tuple(sorted(d for d in digests if d)),
+                _weighted_digests(digests, weights),
             )
             cached = self.cache.get(key) if any(digests) else None
             hit = cached is not None
@@ -167,10 +174,40 @@ class IdentityPipeline:
                 if before_compute is not None and any(digests):
                     before_compute()
                 cached = self._compute(
-                    images, labels, digests, unreadable, options, model_dir, clip_path, report
-                )
+                    images, labels, digests, unreadable, options, model_dir, clip_path, report,
+                    weights,
+                )  # fmt: skip
                 self.cache.put(key, cached)
             return _result(cached, digests, labels, unreadable, hit, time.perf_counter() - start)
+
+    def mix(
+        self, tokens: Sequence[torch.Tensor], weights: Sequence[float], model: str
+    ) -> IdentityResult:
+        """The identity LoRA of several identities' fused ``tokens``, mixed by relative
+        ``weights`` (field ``mix``) the way photos are fused; ``model`` made all of them."""
+        from .engine.fusion import weighted_mean
+
+        weights = check_weights(weights, len(tokens), field="mix")
+        if not tokens:
+            raise ArgumentError("mix", "nothing to mix: give at least one identity")
+        start = time.perf_counter()
+        with self._lock:
+            model_dir = resolve_hyperlora(self.roots, model)
+            engine = self._load_engine(model_dir)
+            try:
+                stacked = torch.stack([t.detach().to("cpu", torch.float32) for t in tokens])
+                fused = weighted_mean(stacked, weights)
+                try:
+                    lora = engine.lora_from_tokens(fused)
+                except ValueError as error:
+                    raise ArgumentError("mix", str(error)) from None
+            finally:
+                self._offload()
+        _require_finite(lora, model_dir, model_dir)
+        return IdentityResult(
+            lora=_copy(lora), digest=lora_digest(lora), reports=[], model=model, photos_used=0,
+            seconds=time.perf_counter() - start, tokens=fused.clone(),
+        )  # fmt: skip
 
     def unload(self) -> None:
         """Free every encoder (the cache stays)."""
@@ -183,7 +220,7 @@ class IdentityPipeline:
 
     # -------------------------------------------------------------- internals
     def _compute(
-        self, images, labels, digests, unreadable, options, model_dir, clip_path, report
+        self, images, labels, digests, unreadable, options, model_dir, clip_path, report, weights
     ) -> _Computed:
         from .encoders.features import IdentityFeatures, extract_identity_features
 
@@ -204,21 +241,24 @@ class IdentityPipeline:
         if not features.usable:  # every photo's reason, the unreadable ones included
             reports = [unreadable.get(i) or by_digest[d] for i, d in enumerate(digests)]
             IdentityFeatures(features.id_embeds, features.pixel_values, reports).require_usable()
+        rows, used_weights = _weighted_rows(features.reports, readable, weights)
         report("loading the models")
         engine = self._load_engine(model_dir)
         clip = self._load_clip(clip_path, engine)
         try:
             report("encoding with CLIP")
             with torch.inference_mode(False), torch.no_grad():
-                pixels = features.pixel_values.to(clip.device, clip.dtype)
+                pixels = features.pixel_values[rows].to(clip.device, clip.dtype)
                 hidden = clip.encode(pixels)
                 report("predicting the LoRA")
-                lora = engine.predict_lora(features.id_embeds, hidden)
+                tokens = engine.predict_tokens(features.id_embeds[rows], hidden, used_weights)
+                lora = engine.lora_from_tokens(tokens)
         finally:
             self._offload()
         _require_finite(lora, model_dir, clip_path)
         return _Computed(
             lora=_copy(lora),
+            tokens=tokens.detach().to("cpu").clone(),
             digest=lora_digest(lora),
             reports=by_digest,
             model=options.model,
@@ -274,11 +314,34 @@ class IdentityPipeline:
         _empty_device_cache()
 
 
+def _weighted_digests(digests: Sequence[str | None], weights: Sequence[float] | None) -> tuple:
+    """The photos part of the cache key: (content digest, weight) pairs, in any photo order."""
+    pairs = zip(digests, weights or [1.0] * len(digests), strict=True)
+    return tuple(sorted((d, w) for d, w in pairs if d))
+
+
+def _weighted_rows(
+    reports: Sequence[Any], readable: Sequence[int], weights: Sequence[float] | None
+) -> tuple[list[int], list[float] | None]:
+    """Feature rows to encode (used photos of weight > 0) and their weights (None: all alike)."""
+    used = [readable[j] for j, r in enumerate(reports) if r.used]  # input index of each row
+    if weights is None:
+        return list(range(len(used))), None
+    rows = [row for row, i in enumerate(used) if weights[i] > 0]
+    if not rows:
+        raise ArgumentError(
+            "photo_weights",
+            "every photo that could be used has weight 0; give one of them a weight above 0",
+        )
+    return rows, [weights[used[row]] for row in rows]
+
+
 @dataclass
 class _Computed:
     """What the cache keeps: the LoRA and, per photo content (digest), what happened to it."""
 
     lora: dict[str, torch.Tensor]
+    tokens: torch.Tensor
     digest: str
     reports: dict[str, Any]  # image digest -> PhotoReport
     model: str
@@ -327,6 +390,7 @@ def _result(
         peak_rss_mb=computed.peak_rss_mb,
         peak_vram_mb=computed.peak_vram_mb,
         warnings=[f"{r.label}: {r.reason}" for r in reports if not r.used],
+        tokens=computed.tokens.clone(),
     )
 
 

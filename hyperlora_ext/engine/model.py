@@ -2,12 +2,14 @@
 
 ``load_hyperlora`` validates the headers of all three safetensors files first (cheap), then reads
 each tensor once, casting it straight into its final place. ``predict_lora`` runs the reference
-pipeline of §7: ID projector -> resampler (batch mean over the photos) -> basis mixing, and
-returns the kohya LoRA dict.
+pipeline of §7: ID projector -> resampler (batch mean, or weighted mean, over the photos) ->
+basis mixing, and returns the kohya LoRA dict. ``predict_tokens`` / ``lora_from_tokens`` are its
+two halves, split at the fusion point, so identities can be mixed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .checkpoint import (
     shape_of,
 )
 from .cpu_dtype import cpu_dtype
+from .fusion import check_weights, nonzero_rows, normalise_tokens, weighted_mean
 from .id_projector import IdProjector
 from .resampler import DEFAULT_DIM_HEAD, Resampler, ResamplerConfig
 
@@ -99,18 +102,53 @@ class HyperLoRAModel:
 
     @torch.no_grad()
     def predict_lora(
-        self, id_embeds: torch.Tensor, clip_hidden_states: torch.Tensor
+        self,
+        id_embeds: torch.Tensor,
+        clip_hidden_states: torch.Tensor,
+        weights: Sequence[float] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The identity LoRA of N photos, in kohya keys (reference §4.7 order and dtypes).
 
         ``id_embeds``: (N, 512) or (N, 1, 512) normalised ArcFace embeddings;
         ``clip_hidden_states``: (N, S, E) CLIP ViT-L/14 ``hidden_states[-2]`` (S = 257).
-        Row i of both is photo i.
+        Row i of both is photo i. ``weights``: N relative weights >= 0 (not all 0) making the
+        photos' fusion a weighted mean; None and equal weights give the reference's plain mean.
+        """
+        return self.lora_from_tokens(self.predict_tokens(id_embeds, clip_hidden_states, weights))
+
+    @torch.no_grad()
+    def predict_tokens(
+        self,
+        id_embeds: torch.Tensor,
+        clip_hidden_states: torch.Tensor,
+        weights: Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """The fused identity tokens (Q, H) float32 before the per-token normalisation.
+
+        This is what identities are mixed by (:func:`fusion.weighted_mean` of several of them).
+        Photos of weight 0 are left out before the resampler runs.
         """
         embeds, clip = self._check_inputs(id_embeds, clip_hidden_states)
+        weights = check_weights(weights, embeds.shape[0])
+        rows = nonzero_rows(weights, embeds.shape[0])
+        if len(rows) < embeds.shape[0]:
+            embeds, clip = embeds[rows], clip[rows]
+            weights = [weights[i] for i in rows] if weights else None
         id_tokens = self.id_projector(embeds.to(self.device, self.dtype))
-        tokens = self.resampler(id_tokens, clip.to(self.device, self.dtype))
-        matrices = self.bank.mix(tokens.to(self.dtype))
+        per_photo = self.resampler.per_photo(id_tokens, clip.to(self.device, self.dtype))
+        return weighted_mean(per_photo, weights)
+
+    @torch.no_grad()
+    def lora_from_tokens(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The kohya LoRA of fused pre-normalisation ``tokens`` (Q, H)."""
+        expected = (self.resampler.config.num_queries, self.resampler.config.output_dim)
+        if tuple(tokens.shape) != expected:
+            raise ValueError(
+                f"identity tokens must be {list(expected)} for this model, got "
+                f"{list(tokens.shape)}: they were made with another HyperLoRA model"
+            )
+        normalised = normalise_tokens(tokens.to(self.device, torch.float32))
+        matrices = self.bank.mix(normalised.to(self.dtype))
         alpha = float(self.rank) * 0.5
         lora: dict[str, torch.Tensor] = {}
         for module, spec in enumerate(self.specs):

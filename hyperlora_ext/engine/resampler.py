@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError
 from .checkpoint import Shape, shape_of
+from .fusion import normalise_tokens, weighted_mean
 
 LAYER_NORM_EPS = 1e-5
-NORM_EPS = 1e-8  # of the final per-token L2 normalisation
 DEFAULT_DIM_HEAD = 64  # released models: 12 heads x 64; not recoverable from the tensors
 
 
@@ -176,12 +176,16 @@ class Resampler:
         k, v = (_split_heads(t, self.config.heads) for t in F.linear(context, kv).chunk(2, dim=-1))
         return F.linear(_merge_heads(F.scaled_dot_product_attention(q, k, v)), out)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, weights=None) -> torch.Tensor:
         """Tokens for ID tokens ``x`` (N, T, E) and CLIP tokens ``y`` (N, S, E), model dtype.
 
-        Returns (Q, H) float32: the per-image outputs averaged over the N images, then
-        L2-normalised per token (the mean is where several photos fuse into one identity).
+        Returns (Q, H) float32: the per-image outputs averaged over the N images (weighted by
+        ``weights`` when given), then L2-normalised per token.
         """
+        return normalise_tokens(weighted_mean(self.per_photo(x, y), weights))
+
+    def per_photo(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(N, Q, H) float32: each photo's tokens after ``proj_out``, before any fusion."""
         heads, n = self.config.heads, x.shape[0]
         x = F.linear(x, *self.proj_in)
         y = F.linear(y, *self.proj_in_2)
@@ -201,8 +205,7 @@ class Resampler:
             latents = latents + self._cross_attention(q, context, b["kv_attn3"], b["out_attn3"])
             hidden = F.gelu(F.linear(self._norm(latents, b["norm_ff"]), *b["ff1"]))
             latents = latents + F.linear(hidden, *b["ff2"])
-        tokens = F.linear(latents, *self.proj_out).float().mean(dim=0)
-        return tokens * torch.rsqrt(tokens.square().sum(dim=-1, keepdim=True) + NORM_EPS)
+        return F.linear(latents, *self.proj_out).float()
 
     def tensors(self) -> list[torch.Tensor]:
         found = [self.start, self.query0, *self.proj_in, *self.proj_in_2, *self.proj_out]

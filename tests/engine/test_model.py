@@ -44,8 +44,11 @@ def _linear(t, state, prefix):
     return t @ state[f"{prefix}.weight"].T + state[f"{prefix}.bias"]
 
 
-def reference_lora(folder, id_embeds, clip_states) -> dict[str, torch.Tensor]:
-    """Straightforward float64 rendering of the reference pipeline on the files in ``folder``."""
+def reference_lora(folder, id_embeds, clip_states, weights=None) -> dict[str, torch.Tensor]:
+    """Straightforward float64 rendering of the reference pipeline on the files in ``folder``.
+
+    ``weights``: the photos' relative weights; the plain mean becomes sum(w_i x_i) / sum(w_i).
+    """
     modules = json.loads((folder / "hyper_lora_modules.json").read_text())
     load = lambda name: {k: v.double() for k, v in load_file(str(folder / name)).items()}  # noqa: E731
     res, proj, bases = (
@@ -78,7 +81,12 @@ def reference_lora(folder, id_embeds, clip_states) -> dict[str, torch.Tensor]:
         hidden = _linear(_layer_norm(latents, res, p + "norm_ff"), res, p + "ff.net.0.proj")
         hidden = 0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))
         latents = latents + _linear(hidden, res, p + "ff.net.2")
-    tokens = _linear(latents, res, "proj_out").mean(0, keepdim=True)
+    tokens = _linear(latents, res, "proj_out")
+    if weights is None:
+        tokens = tokens.mean(0, keepdim=True)
+    else:
+        w = torch.tensor(weights, dtype=torch.float64).reshape(-1, 1, 1)
+        tokens = (tokens * w).sum(0, keepdim=True) / w.sum()
     tokens = tokens / torch.sqrt((tokens**2).sum(-1, keepdim=True) + 1e-8)
     rank = bases["0.to_q.id_down_basis"].shape[2]
     lora = {}

@@ -1,0 +1,90 @@
+"""Per-photo weights and mixing through the identity pipeline (tiny models, real loaders)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from hyperlora_ext.errors import ArgumentError
+from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
+from tests.test_identity import MODEL, _photo, roots  # noqa: F401  (module fixture)
+
+OPTIONS = IdentityOptions(MODEL)
+DARK = Image.new("RGB", (320, 240), (20, 20, 20))
+
+
+@pytest.fixture
+def pipeline(roots) -> IdentityPipeline:  # noqa: F811
+    return IdentityPipeline(roots, device="cpu", dtype=torch.float32)
+
+
+def _equal(a, b) -> bool:
+    return list(a.lora) == list(b.lora) and all(torch.equal(a.lora[k], b.lora[k]) for k in a.lora)
+
+
+def test_equal_weights_are_the_plain_mean(pipeline):
+    plain = pipeline.predict([_photo(), _photo(60)], OPTIONS)
+    pipeline.cache.clear()
+    equal = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=[2, 2])
+    assert not equal.cache_hit and _equal(equal, plain)
+
+
+def test_zero_weight_gives_the_one_photo_identity(pipeline):
+    one = pipeline.predict([_photo()], OPTIONS)
+    weighted = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=[1, 0])
+    assert _equal(weighted, one) and weighted.digest == one.digest
+
+
+def test_weights_change_the_identity_and_are_in_the_cache_key(pipeline):
+    plain = pipeline.predict([_photo(), _photo(60)], OPTIONS)
+    weighted = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=[3, 1])
+    again = pipeline.predict([_photo(60), _photo()], OPTIONS, weights=[1, 3])  # same pairs
+    assert not weighted.cache_hit and weighted.digest != plain.digest
+    assert again.cache_hit and again.digest == weighted.digest
+
+
+def test_weights_follow_their_photo_when_another_is_skipped(pipeline):
+    one = pipeline.predict([_photo(60)], OPTIONS)
+    skipped = pipeline.predict([_photo(), DARK, _photo(60)], OPTIONS, weights=[0, 5, 1])
+    assert _equal(skipped, one) and skipped.warnings
+
+
+def test_only_zero_weights_left_names_the_field(pipeline):
+    with pytest.raises(ArgumentError, match="photo_weights") as caught:
+        pipeline.predict([DARK, _photo()], OPTIONS, weights=[1, 0])
+    assert caught.value.field == "photo_weights"
+
+
+@pytest.mark.parametrize("weights", [[1], [1, -2], [float("nan"), 1], [0, 0]])
+def test_bad_weights_are_refused_before_any_work(pipeline, weights, monkeypatch):
+    monkeypatch.setattr(pipeline, "_compute", lambda *a: pytest.fail("computed"))
+    with pytest.raises(ArgumentError, match="photo_weights"):
+        pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=weights)
+
+
+def test_result_keeps_the_pre_normalisation_tokens(pipeline):
+    result = pipeline.predict([_photo()], OPTIONS)
+    hit = pipeline.predict([_photo()], OPTIONS)
+    assert result.tokens.dtype == torch.float32 and result.tokens.dim() == 2
+    assert torch.equal(result.tokens, hit.tokens) and hit.tokens is not result.tokens
+
+
+def test_mix_of_two_identities(pipeline):
+    a = pipeline.predict([_photo()], OPTIONS)
+    b = pipeline.predict([_photo(60)], OPTIONS)
+    only_a = pipeline.mix([a.tokens, b.tokens], [1, 0], MODEL)
+    assert _equal(only_a, a) and only_a.digest == a.digest
+    mixed = pipeline.mix([a.tokens, b.tokens], [0.7, 0.3], MODEL)
+    photos = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=[0.7, 0.3])
+    for key in photos.lora:
+        torch.testing.assert_close(mixed.lora[key], photos.lora[key], rtol=1e-4, atol=1e-6)
+    assert mixed.tokens.shape == a.tokens.shape
+
+
+def test_mix_errors_name_the_field(pipeline):
+    a = pipeline.predict([_photo()], OPTIONS)
+    with pytest.raises(ArgumentError, match="'mix'.*all weights are 0"):
+        pipeline.mix([a.tokens], [0], MODEL)
+    with pytest.raises(ArgumentError, match="'mix'.*another HyperLoRA model"):
+        pipeline.mix([torch.zeros(3, 4)], [1], MODEL)
