@@ -30,6 +30,8 @@ FACE_CHOICES = CHOICES  # how to pick the face when a photo shows several
 # How the accordion shows each face choice; parsing accepts these labels too.
 FACE_LABELS = {"largest": "Largest", "index": "Index", "best_score": "Best score"}
 WEIGHT_RANGE = (-1.5, 1.5)
+SLIDER_RANGE = (-3.0, 3.0)
+PHOTOS = "@photos"  # in a mix written as text: the generation's own photos
 TRIGGER_WORDS = "fcsks fxhks fhyks"
 MAX_IMAGES = 16  # photos per generation or request
 MAX_IMAGE_BYTES = 20 * 2**20  # file size of one photo
@@ -50,12 +52,24 @@ class HyperLoRAArgs:
     remove_background: bool = True
     grayscale: bool = False
     identity: str = ""
+    # Advanced: relative weights of the photos, a mix of identities, a slider.
+    photo_weights: tuple[float, ...] = ()
+    mix: tuple[MixPart, ...] = ()
+    slider_positive: IdentitySource | None = None
+    slider_negative: IdentitySource | None = None
+    slider_strength: float = 0.5
 
     def __post_init__(self) -> None:
         # Normalise and validate every field, so any instance that exists is valid.
         for spec in dataclasses.fields(self):
             value = _CHECKS[spec.name](getattr(self, spec.name))
             object.__setattr__(self, spec.name, value)
+        _check_together(self)
+
+    @property
+    def slider(self) -> bool:
+        """A slider takes part: both identities given and a strength other than 0."""
+        return self.slider_positive is not None and self.slider_strength != 0
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -65,9 +79,11 @@ class HyperLoRAArgs:
     def from_dict(cls, values: Mapping[str, Any]) -> HyperLoRAArgs:
         """Named fields; missing ones keep their defaults."""
         names = cls.field_names()
+        values = _expand_slider(values)
         for key in values:
             if key not in names:
-                raise ArgumentError(str(key), f"unknown field; known fields: {', '.join(names)}")
+                known = ", ".join((*names, "slider"))
+                raise ArgumentError(str(key), f"unknown field; known fields: {known}")
         return cls(**dict(values))
 
     @classmethod
@@ -131,22 +147,183 @@ def _str(field: str):
 
 
 def _weight(value: Any) -> float:
+    return _number("weight", value, *WEIGHT_RANGE)
+
+
+@dataclass(frozen=True)
+class IdentitySource:
+    """One identity of a mix or slider: a saved identity, photos, or the generation's photos."""
+
+    identity: str = ""
+    images: tuple[Any, ...] = ()
+    photo_weights: tuple[float, ...] = ()
+    photos: bool = False  # the generation's own photos (``@photos``)
+
+    def label(self) -> str:
+        """How the infotext names it (``@`` never starts an identity name)."""
+        if self.identity:
+            return self.identity
+        return PHOTOS if self.photos else f"@images({len(self.images)})"
+
+
+@dataclass(frozen=True)
+class MixPart:
+    source: IdentitySource
+    weight: float = 1.0
+
+
+def _number(field: str, value: Any, low: float, high: float) -> float:
+    """A finite number in low..high, given as a number or as text."""
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise ArgumentError("weight", f"expected a number, got {value!r}") from None
+            raise ArgumentError(field, f"expected a number, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentError("weight", f"expected a number, got {value!r}")
-    low, high = WEIGHT_RANGE
+        raise ArgumentError(field, f"expected a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ArgumentError("weight", f"expected a finite number, got {value!r}")
+        raise ArgumentError(field, f"expected a finite number, got {value!r}")
     if not low <= value <= high:  # compared as given: a huge int must not reach float()
         shown = (
             f"{value:.3g}" if isinstance(value, float) or abs(value) < 10**15 else "a huge number"
         )
-        raise ArgumentError("weight", f"{shown} is outside {low}..{high}")
+        raise ArgumentError(field, f"{shown} is outside {low:g}..{high:g}")
     return float(value)
+
+
+def _relative_weights(field: str, values: Sequence[Any]) -> tuple[float, ...]:
+    weights = tuple(_number(field, v, 0, 1e6) for v in values)
+    if weights and not any(weights):
+        raise ArgumentError(field, "all weights are 0; give at least one a weight above 0")
+    return weights
+
+
+def _photo_weights(value: Any, field: str = "photo_weights") -> tuple[float, ...]:
+    """Relative weights, one per photo: a list, or text such as ``"1, 0.5, 1"``."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [item for item in value.replace(";", ",").split(",") if item.strip()]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ArgumentError(field, f"expected a list of numbers, got {type(value).__name__}")
+    if len(value) > MAX_IMAGES:
+        raise ArgumentError(field, f"{len(value)} weights; at most {MAX_IMAGES} photos")
+    return _relative_weights(field, value)
+
+
+SOURCE_KEYS = ("identity", "images", "photo_weights")
+
+
+def _source(field: str):
+    """A saved identity's name, ``@photos``, or ``{"identity": name}`` / ``{"images": [...]}``."""
+
+    def check(value: Any) -> IdentitySource | None:
+        if value is None or isinstance(value, IdentitySource):
+            return value
+        if isinstance(value, str):
+            name = value.strip()
+            if not name:
+                return None
+            return IdentitySource(photos=True) if name == PHOTOS else IdentitySource(identity=name)
+        if not isinstance(value, Mapping):
+            raise ArgumentError(
+                field, f"expected a saved identity's name or {{'images': [...]}}, got {value!r}"
+            )
+        return _source_from_dict(field, value)
+
+    return check
+
+
+def _source_from_dict(field: str, value: Mapping[str, Any]) -> IdentitySource:
+    unknown = [str(k) for k in value if k not in SOURCE_KEYS]
+    if unknown:
+        raise ArgumentError(
+            f"{field}.{unknown[0]}", f"unknown field; known fields: {', '.join(SOURCE_KEYS)}"
+        )
+    identity = _str(f"{field}.identity")(value.get("identity"))
+    images = _images(value.get("images"), f"{field}.images")
+    if bool(identity) == bool(images):
+        raise ArgumentError(field, "give either 'identity' (a saved identity) or 'images'")
+    weights = _photo_weights(value.get("photo_weights"), f"{field}.photo_weights")
+    if weights and len(weights) != len(images):
+        raise ArgumentError(
+            f"{field}.photo_weights", f"{len(weights)} weight(s) for {len(images)} photo(s)"
+        )
+    return IdentitySource(identity=identity, images=images, photo_weights=weights)
+
+
+def _mix(value: Any) -> tuple[MixPart, ...]:
+    """``[{"identity": name, "weight": 0.7}, {"images": [...], "weight": 0.3}]``, or as text
+    ``"alice:0.7, @photos:0.3"`` (the accordion, the infotext)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [_mix_text_item(item) for item in value.split(",") if item.strip()]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ArgumentError("mix", f"expected a list of identities, got {type(value).__name__}")
+    parts = tuple(_mix_part(number, item) for number, item in enumerate(value, 1))
+    _relative_weights("mix", [part.weight for part in parts])
+    return parts
+
+
+def _mix_text_item(item: str) -> dict[str, Any]:
+    name, _, weight = item.rpartition(":")
+    if not name.strip():
+        name, weight = weight, "1"
+    return {"identity": name, "weight": weight}
+
+
+def _mix_part(number: int, item: Any) -> MixPart:
+    field = f"mix.{number}"
+    if isinstance(item, MixPart):
+        return item
+    if not isinstance(item, Mapping):
+        raise ArgumentError(field, f"expected {{'identity' or 'images', 'weight'}}, got {item!r}")
+    weight = _number(f"{field}.weight", item.get("weight", 1.0), 0, 1e6)
+    source = _source(field)({k: v for k, v in item.items() if k != "weight"})
+    if source is not None and source.identity == PHOTOS:
+        source = IdentitySource(photos=True)
+    return MixPart(source, weight)  # type: ignore[arg-type]
+
+
+def _slider_strength(value: Any) -> float:
+    return _number("slider_strength", value, *SLIDER_RANGE)
+
+
+def _expand_slider(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The API's ``slider: {"positive", "negative", "strength"}`` as the flat fields."""
+    if "slider" not in values:
+        return values
+    slider = values["slider"]
+    rest = {k: v for k, v in values.items() if k != "slider"}
+    if slider is None:
+        return rest
+    if not isinstance(slider, Mapping):
+        raise ArgumentError("slider", "expected {'positive': ..., 'negative': ..., 'strength': n}")
+    for key in slider:
+        if key not in ("positive", "negative", "strength"):
+            raise ArgumentError(
+                f"slider.{key}", "unknown field; known: positive, negative, strength"
+            )
+    for key in ("positive", "negative", "strength"):
+        if key in slider:
+            rest[f"slider_{key}"] = slider[key]
+    return rest
+
+
+def _check_together(args: HyperLoRAArgs) -> None:
+    """Rules between fields (each field is valid on its own by now)."""
+    if args.photo_weights and args.images and len(args.photo_weights) != len(args.images):
+        raise ArgumentError(
+            "photo_weights",
+            f"{len(args.photo_weights)} weight(s) for {len(args.images)} photo(s); give one per "
+            "photo, in the order of the photos",
+        )
+    if args.mix and args.identity:
+        raise ArgumentError("mix", "give either a saved identity or a mix, not both")
+    if (args.slider_positive is None) != (args.slider_negative is None):
+        missing = "slider_negative" if args.slider_negative is None else "slider_positive"
+        raise ArgumentError(missing, "a slider needs both a positive and a negative identity")
 
 
 def _face(value: Any) -> str:
@@ -165,20 +342,20 @@ def image_too_large(label: str, limit: int = MAX_IMAGE_BYTES) -> str:
     return f"{label}: the image is larger than {limit // 2**20} MiB; resize it"
 
 
-def _images(value: Any) -> tuple[Any, ...]:
+def _images(value: Any, field: str = "images") -> tuple[Any, ...]:
     """Keep image-likes as given (decoding is the pipeline's job); unwrap upload wrappers."""
     if value is None:
         return ()
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
         raise ArgumentError(
-            "images", f"expected a list of photos, got {type(value).__name__}; send [photo]"
+            field, f"expected a list of photos, got {type(value).__name__}; send [photo]"
         )
     images = tuple(_unwrap_upload(item) for item in value if item is not None)
     if len(images) > MAX_IMAGES:
-        raise ArgumentError("images", too_many_images(len(images)))
+        raise ArgumentError(field, too_many_images(len(images)))
     for number, image in enumerate(images, 1):
         if _file_size(image) > MAX_IMAGE_BYTES:
-            raise ArgumentError("images", image_too_large(f"image {number}"))
+            raise ArgumentError(field, image_too_large(f"image {number}"))
     return images
 
 
@@ -219,6 +396,11 @@ _CHECKS = {
     "remove_background": _bool("remove_background"),
     "grayscale": _bool("grayscale"),
     "identity": _str("identity"),
+    "photo_weights": _photo_weights,
+    "mix": _mix,
+    "slider_positive": _source("slider_positive"),
+    "slider_negative": _source("slider_negative"),
+    "slider_strength": _slider_strength,
 }
 
 

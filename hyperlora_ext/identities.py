@@ -4,7 +4,10 @@ Each identity ``NAME`` is four files in ``<Lora folder>/hyperlora/``:
 
 * ``NAME.safetensors`` an ordinary kohya LoRA (the Lora tab lists it, ``<lora:NAME:0.8>`` works);
 * ``NAME.json`` and ``NAME.preview.png``, the Lora tab's card (written by :func:`export_lora`);
-* ``NAME.hyperlora.json``, our record: model, options, digest, photo count, creation time.
+* ``NAME.hyperlora.json``, our record: model, options, digest, photo count, creation time;
+* ``NAME.hyperlora.tokens``, the identity's fused tokens before normalisation (a safetensors file
+  under a suffix no LoRA loader lists), what mixing identities needs. Identities saved before it
+  existed lack it: they work as LoRAs, and a mix that names them says how to fix it.
 
 Names are plain file stems: anything that could leave the folder is refused with
 :class:`InvalidNameError`. This module does not import the WebUI; the Lora folder is a parameter.
@@ -33,15 +36,21 @@ from hyperlora_ext.lora_format import lora_digest
 
 SUBFOLDER = "hyperlora"
 RECORD_SUFFIX = ".hyperlora.json"
+TOKENS_SUFFIX = ".hyperlora.tokens"
+TOKENS_KEY = "tokens"
 RECORD_VERSION = 1
 MAX_NAME_LENGTH = 100
-FILE_SUFFIXES = (".safetensors", ".json", ".preview.png", RECORD_SUFFIX)
+FILE_SUFFIXES = (".safetensors", ".json", ".preview.png", RECORD_SUFFIX, TOKENS_SUFFIX)
 # An identity named "x.hyperlora" or "x.preview" would share files with identity "x".
 RESERVED_SUFFIXES = (".hyperlora", ".preview")
 
 
 class IdentityNotFoundError(HyperLoRAError):
     """No saved identity of that name exists."""
+
+
+class NoTokensError(HyperLoRAError):
+    """A saved identity has no (matching) tokens file, so it cannot take part in a mix."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,9 @@ class IdentityStore:
     def lora_path(self, name: str) -> Path:
         return self._inside(f"{check_name(name)}.safetensors")
 
+    def tokens_path(self, name: str) -> Path:
+        return self._inside(f"{check_name(name)}{TOKENS_SUFFIX}")
+
     def _files(self, name: str) -> list[Path]:
         stem = check_name(name)
         return [self._inside(stem + suffix) for suffix in FILE_SUFFIXES]
@@ -170,10 +182,17 @@ class IdentityStore:
         options: Mapping[str, Any] | None = None,
         preview: Image.Image | None = None,
         overwrite: bool = False,
+        tokens: torch.Tensor | None = None,
     ) -> IdentityRecord:
-        """Export the LoRA (+ card and preview) and write its record; return the record."""
+        """Export the LoRA (+ card and preview), its ``tokens`` (for mixing) and its record."""
         with self._changing:
-            return self._save(name, lora, model, photos, options, preview, overwrite)
+            record = self._save(name, lora, model, photos, options, preview, overwrite)
+            tokens_path = self.tokens_path(name)
+            if tokens is None:
+                tokens_path.unlink(missing_ok=True)  # an overwritten identity's old tokens
+            else:
+                _write_tokens(tokens_path, tokens, model=model, digest=record.digest)
+            return record
 
     def _save(self, name, lora, model, photos, options, preview, overwrite) -> IdentityRecord:
         self._files(name)  # validates the name; refuses files that are links to elsewhere
@@ -229,6 +248,38 @@ class IdentityStore:
         self._cache.put(key, loaded)
         return loaded
 
+    def load_tokens(self, name: str) -> torch.Tensor:
+        """The identity's fused pre-normalisation tokens (Q, H) float32, for mixing.
+
+        NoTokensError when it was saved without them (before mixing existed) or its LoRA file was
+        replaced since.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        loaded = self.load(name)  # not found / unreadable LoRA: its own clear error
+        path = self.tokens_path(name)
+        if not path.is_file():
+            raise NoTokensError(
+                f"saved identity {name!r} cannot be mixed: it was saved before mixing existed "
+                f"(no {path.name} beside it). It still works as a LoRA; to mix it, save it again "
+                "from its photos"
+            )
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                digest = (handle.metadata() or {}).get("lora_digest", "")
+                tokens = handle.get_tensor(TOKENS_KEY)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise NoTokensError(
+                f"saved identity {name!r}: {path.name} cannot be read ({exc}); save it again "
+                "from its photos to mix it"
+            ) from exc
+        if digest != loaded.digest or tokens.dim() != 2 or not torch.isfinite(tokens).all():
+            raise NoTokensError(
+                f"saved identity {name!r}: {path.name} does not belong to its LoRA file (the "
+                "LoRA was replaced after saving); save it again from its photos to mix it"
+            )
+        return tokens.float()
+
     def delete(self, name: str) -> list[Path]:
         """Remove the identity's files; returns those removed."""
         with self._changing:
@@ -261,6 +312,14 @@ def get_store(lora_dir: str | Path) -> IdentityStore:
     if key not in _stores:
         _stores[key] = IdentityStore(lora_dir)
     return _stores[key]
+
+
+def _write_tokens(path: Path, tokens: torch.Tensor, *, model: str, digest: str) -> None:
+    from safetensors.torch import save_file
+
+    data = {TOKENS_KEY: tokens.detach().to("cpu", torch.float32).contiguous()}
+    metadata = {"hyperlora_model": model, "lora_digest": digest, "format": "hyperlora-tokens-1"}
+    write_atomically(path, lambda tmp: save_file(data, tmp, metadata=metadata))
 
 
 def _file_digest(path: Path) -> str:

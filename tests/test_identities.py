@@ -230,3 +230,44 @@ def test_an_empty_lora_file_is_refused(store):
     save_file({}, str(store.folder / "empty.safetensors"))
     with pytest.raises(HyperLoRAError, match="no tensors"):
         store.load("empty")
+
+
+# ------------------------------------------------------------------ tokens for mixing
+
+
+def test_tokens_are_kept_beside_an_ordinary_lora(store):
+    tokens = torch.randn(8, 6)
+    save(store, tokens=tokens)
+    lora_file = store.folder / "alice.safetensors"
+    assert set(load_file(lora_file)) == set(tiny_lora())  # the LoRA holds only LoRA keys
+    assert store.tokens_path("alice").name == "alice.hyperlora.tokens"
+    assert store.names() == ["alice"]  # the sidecar is no identity and no LoRA file
+    assert torch.equal(store.load_tokens("alice"), tokens)
+    removed = {p.name for p in store.delete("alice")}
+    assert "alice.hyperlora.tokens" in removed and not store.tokens_path("alice").exists()
+
+
+def test_identity_saved_without_tokens_still_loads_and_says_why_it_cannot_mix(store):
+    from hyperlora_ext.identities import NoTokensError
+
+    save(store)
+    assert store.load("alice").lora.keys() == tiny_lora().keys()
+    with pytest.raises(NoTokensError, match="saved before mixing existed.*works as a LoRA"):
+        store.load_tokens("alice")
+
+
+def test_tokens_of_a_replaced_lora_are_refused(store):
+    from safetensors.torch import save_file
+
+    from hyperlora_ext.identities import NoTokensError
+
+    save(store, tokens=torch.randn(8, 6))
+    save_file(tiny_lora(seed=5), str(store.folder / "alice.safetensors"))
+    with pytest.raises(NoTokensError, match="does not belong to its LoRA"):
+        store.load_tokens("alice")
+
+
+def test_overwriting_without_tokens_drops_the_old_tokens(store):
+    save(store, tokens=torch.randn(8, 6))
+    save(store, seed=1, overwrite=True)
+    assert not store.tokens_path("alice").exists()

@@ -23,6 +23,7 @@ def test_defaults_match_the_issue():
 
 def test_positional_and_named_forms_agree():
     positional = [True, ["a.png"], "fidelity", 0.5, False, "Best score", 1, False, True, ""]
+    positional += ["2", "", "older", "younger", 0.4]  # photo weights, mix, slider
     named = dict(zip(HyperLoRAArgs.field_names(), positional, strict=True))
     assert HyperLoRAArgs.from_script_args(positional) == HyperLoRAArgs.from_script_args([named])
     assert HyperLoRAArgs.from_positional([True]) == HyperLoRAArgs(enabled=True)
@@ -57,7 +58,7 @@ def test_invalid_values_raise_naming_the_field(values, field):
 
 def test_too_many_positions_is_an_error():
     with pytest.raises(ArgumentError):
-        HyperLoRAArgs.from_positional([False] * 11)
+        HyperLoRAArgs.from_positional([False] * (len(HyperLoRAArgs.field_names()) + 1))
 
 
 def test_values_from_ui_and_infotext_are_normalised():
@@ -111,3 +112,78 @@ def test_photo_count_file_size_and_list_type_are_limited(tmp_path):
     for bare in ("base64", b"bytes", {"image": "x"}, 5):
         with pytest.raises(ArgumentError, match="'images': expected a list of photos"):
             HyperLoRAArgs(images=bare)
+
+
+# ------------------------------------------------------------- advanced: weights, mix, slider
+
+
+def test_photo_weights_as_list_or_text():
+    images = ["a.png", "b.png", "c.png"]
+    assert HyperLoRAArgs(images=images, photo_weights=[1, 0.5, 0]).photo_weights == (1, 0.5, 0)
+    assert HyperLoRAArgs(images=images, photo_weights=" 1, 0.5 ,0 ").photo_weights == (1, 0.5, 0)
+    assert HyperLoRAArgs(photo_weights="").photo_weights == ()
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "match"),
+    [
+        ({"images": ["a", "b"], "photo_weights": [1]}, "photo_weights", "1 weight\\(s\\) for 2"),
+        ({"photo_weights": [1, -1]}, "photo_weights", "outside"),
+        ({"photo_weights": [0, 0]}, "photo_weights", "all weights are 0"),
+        ({"photo_weights": "1, x"}, "photo_weights", "expected a number"),
+        ({"photo_weights": [float("inf")]}, "photo_weights", "finite"),
+        ({"photo_weights": {"a": 1}}, "photo_weights", "list of numbers"),
+        ({"mix": [{"identity": "a", "weight": -1}]}, "mix.1.weight", "outside"),
+        ({"mix": [{"identity": "a", "weight": 0}]}, "mix", "all weights are 0"),
+        ({"mix": [{"identity": "a", "images": ["x"]}]}, "mix.1", "either"),
+        ({"mix": [{"weight": 1}]}, "mix.1", "either"),
+        ({"mix": [{"identity": "a", "colour": 1}]}, "mix.1.colour", "unknown"),
+        ({"mix": "a:0.5, b:lots"}, "mix.2.weight", "expected a number"),
+        ({"mix": "a", "identity": "b"}, "mix", "not both"),
+        ({"slider": {"positive": "old"}}, "slider_negative", "both"),
+        (
+            {"slider": {"positive": "a", "negative": "b", "strength": 9}},
+            "slider_strength",
+            "outside",
+        ),
+        ({"slider": {"positive": "a", "size": 1}}, "slider.size", "unknown"),
+        ({"slider": "old"}, "slider", "expected"),
+        ({"slider_positive": 3, "slider_negative": "b"}, "slider_positive", "name"),
+    ],
+)
+def test_advanced_fields_name_the_field(values, field, match):
+    with pytest.raises(ArgumentError, match=match) as error:
+        HyperLoRAArgs.from_dict(values)
+    assert error.value.field == field
+
+
+def test_mix_list_and_text_forms():
+    from hyperlora_ext.args import IdentitySource, MixPart
+
+    listed = HyperLoRAArgs.from_dict(
+        {"mix": [{"identity": "alice", "weight": 0.7}, {"images": ["x.png"], "weight": 0.3}]}
+    )
+    assert listed.mix == (
+        MixPart(IdentitySource(identity="alice"), 0.7),
+        MixPart(IdentitySource(images=("x.png",)), 0.3),
+    )
+    text = HyperLoRAArgs(mix="alice:0.7, @photos:0.3, bob")
+    assert text.mix == (
+        MixPart(IdentitySource(identity="alice"), 0.7),
+        MixPart(IdentitySource(photos=True), 0.3),
+        MixPart(IdentitySource(identity="bob"), 1.0),
+    )
+    assert HyperLoRAArgs.from_dict(text.to_dict()) == text
+
+
+def test_slider_named_form_is_the_flat_fields():
+    from hyperlora_ext.args import IdentitySource
+
+    args = HyperLoRAArgs.from_dict(
+        {"slider": {"positive": "older", "negative": {"images": ["y.png"]}, "strength": "0.25"}}
+    )
+    assert args.slider_positive == IdentitySource(identity="older")
+    assert args.slider_negative == IdentitySource(images=("y.png",))
+    assert args.slider_strength == 0.25 and args.slider
+    assert not HyperLoRAArgs(slider_positive="a", slider_negative="b", slider_strength=0).slider
+    assert not HyperLoRAArgs().slider
