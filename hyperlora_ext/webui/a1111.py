@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.lora_format import LORA_PARTS, kohya_to_webui_layer, sdxl_attention_modules
-from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport
+from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport, Patch
 from hyperlora_ext.webui.host import unsupported_reason
 
 UP, DOWN, ALPHA = "lora_up.weight", "lora_down.weight", "alpha"
@@ -73,30 +73,40 @@ class A1111Adapter:
     """Injects the identity into ``networks.loaded_networks`` and restores the UNet bit-exactly."""
 
     def __init__(self) -> None:
-        self._built: tuple[str, Any, Any, ApplyReport] | None = None  # name, model ref, net
+        # network name -> (model ref, net, report), for the networks of the current job
+        self._built: dict[str, tuple[Any, Any, ApplyReport]] = {}
         self._models: weakref.WeakSet = weakref.WeakSet()  # models we may have merged into
         self._targets = target_layer_names()
 
     def apply(
         self, p: Any, lora: Mapping[str, torch.Tensor], weight: float, name: str
     ) -> ApplyReport:
+        return self.apply_all(p, [Patch(lora, weight, name)])[0]
+
+    def apply_all(self, p: Any, patches: Sequence[Patch]) -> list[ApplyReport]:
+        """One in-memory network per patch in ``loaded_networks``, each at its own multiplier."""
         networks = _networks()
         sd_model = p.sd_model
-        full_name = network_name(name)
-        refused = _refusal(sd_model, lora)
-        if refused is not None:
+        refused = [_refusal(sd_model, patch.lora) for patch in patches]
+        if any(refused):
             self._remove_ours(networks.loaded_networks)
-            return refused
-        net, report = self._network_for(sd_model, lora, full_name, networks)
-        net.te_multiplier = 0.0
-        net.unet_multiplier = float(weight)
-        net.dyn_dim = None
+            return [r or ApplyReport(0, 0) for r in refused]
+        names = [network_name(patch.name) for patch in patches]
+        built = [
+            self._network_for(sd_model, patch.lora, name, networks)
+            for patch, name in zip(patches, names, strict=True)
+        ]
+        self._built = {name: self._built[name] for name in names}  # forget older identities
         # Change the list in place: A1111 and other extensions hold references to it.
         self._remove_ours(networks.loaded_networks)
-        if report.matched:
-            networks.loaded_networks.append(net)
-            self._models.add(sd_model)
-        return report
+        for (net, report), patch in zip(built, patches, strict=True):
+            net.te_multiplier = 0.0
+            net.unet_multiplier = float(patch.weight)
+            net.dyn_dim = None
+            if report.matched:
+                networks.loaded_networks.append(net)
+                self._models.add(sd_model)
+        return [report for _, report in built]
 
     def check(self, p: Any, lora: Mapping[str, torch.Tensor], name: str) -> ApplyReport:
         refused = _refusal(p.sd_model, lora)
@@ -122,14 +132,15 @@ class A1111Adapter:
         self, sd_model: Any, lora: Mapping[str, torch.Tensor], full_name: str, networks: Any
     ) -> tuple[Any, ApplyReport]:
         # Build once per identity and model; hires fix and every batch reuse it.
-        if self._built and self._built[0] == full_name and self._built[1]() is sd_model:
-            return self._built[2], self._built[3]
+        cached = self._built.get(full_name)
+        if cached is not None and cached[0]() is sd_model:
+            return cached[1], cached[2]
         mapping = getattr(sd_model, "network_layer_mapping", None)
         if mapping is None:
             networks.assign_network_names_to_compvis_modules(sd_model)
             mapping = sd_model.network_layer_mapping
         net, report = build_network(lora, full_name, mapping)
-        self._built = (full_name, weakref.ref(sd_model), net, report)
+        self._built[full_name] = (weakref.ref(sd_model), net, report)
         return net, report
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,8 +35,24 @@ class ApplyReport:
         return f"{self.matched}/{self.expected} layers"
 
 
+@dataclass(frozen=True)
+class Patch:
+    """One LoRA to patch in: the identity, or one side of a slider (negative ``weight``)."""
+
+    lora: Mapping[str, torch.Tensor]
+    weight: float
+    name: str  # unique within a job: the digest, with a role prefix for a slider's LoRAs
+
+
 class HostAdapter(Protocol):
-    """Patches an identity LoRA into the host WebUI's UNet for one job and takes it out again."""
+    """Patches identity LoRAs into the host WebUI's UNet for one job and takes them out again."""
+
+    def apply_all(self, p: Any, patches: Sequence[Patch]) -> list[ApplyReport]:
+        """Make every LoRA of ``patches`` active at its weight, at once; one report each.
+
+        Replaces whatever HyperLoRA patched before; idempotent like :meth:`apply`.
+        """
+        ...
 
     def apply(
         self, p: Any, lora: Mapping[str, torch.Tensor], weight: float, name: str

@@ -25,7 +25,7 @@ import logging
 import math
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ import torch
 
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.lora_format import lora_digest
-from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport
+from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport, Patch
 from hyperlora_ext.webui.host import unsupported_reason
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class ForgeAdapter:
                 "ldm_patched (Forge 1 / reForge); use the A1111 adapter instead."
             )
         self.generation: Generation = generation
-        self._prepared: _Prepared | None = None
+        self._prepared: dict[str, _Prepared] = {}  # by digest, for the LoRAs of the current job
 
     # ------------------------------------------------------------------ apply
 
@@ -101,29 +101,44 @@ class ForgeAdapter:
         ``name`` is the identity digest: it becomes the patch identifier, which is all Forge
         compares to decide whether to re-merge.
         """
+        return self.apply_all(p, [Patch(lora, weight, name)])[0]
+
+    def apply_all(self, p: Any, patches: Sequence[Patch]) -> list[ApplyReport]:
+        """Every LoRA of ``patches`` as its own patch entry (own identifier and strength) on one
+        clone of the current UNet patcher, assigned back."""
         objects = _forge_objects(p)
         reason = unsupported_reason(p.sd_model)
         if reason is not None:
             self.restore(p)
-            expected = _layer_count(lora)
-            return ApplyReport(0, expected, expected, (reason,))
+            return [_refused(patch.lora, reason) for patch in patches]
         unet = objects.unet
-        digest = name.removeprefix(NAME_PREFIX) or lora_digest(dict(lora))
-        prepared = self._prepare(unet, lora, digest)
+        prepared = [self._prepare(unet, patch.lora, _digest(patch)) for patch in patches]
+        self._prepared = {item.digest: item for item in prepared}  # forget older identities
         clone = unet.clone()
         if self.generation == "forge2":
             _drop_ours(clone.lora_patches)
+        else:
+            _drop_ours_ldm(clone, getattr(unet, "hyperlora_patch_ids", frozenset()))
+            clone.hyperlora_patch_ids = frozenset(
+                id(value) for item in prepared for value in item.patches.values()
+            )
+        reports = [
+            self._add(clone, item, patch.weight, unet.model)
+            for item, patch in zip(prepared, patches, strict=True)
+        ]
+        objects.unet = clone
+        return reports
+
+    def _add(self, clone: Any, prepared: _Prepared, weight: float, model: Any) -> ApplyReport:
+        if self.generation == "forge2":
             accepted = clone.add_patches(
                 filename=FILENAME_PREFIX + prepared.digest,
                 patches=prepared.patches,
                 strength_patch=float(weight),
-                online_mode=_needs_online(unet.model),
+                online_mode=_needs_online(model),
             )
         else:
-            _drop_ours_ldm(clone, getattr(unet, "hyperlora_patch_ids", frozenset()))
             accepted = clone.add_patches(prepared.patches, float(weight))  # positional there
-            clone.hyperlora_patch_ids = frozenset(map(id, prepared.patches.values()))
-        objects.unet = clone
         reasons = prepared.reasons + [
             f"{prepared.layers[key]}: Forge did not accept {key}"
             for key in prepared.patches
@@ -144,14 +159,13 @@ class ForgeAdapter:
         expected = _layer_count(lora)
         if reason is not None:
             return ApplyReport(0, expected, expected, (reason,))
-        digest = name.removeprefix(NAME_PREFIX) or lora_digest(dict(lora))
-        prepared = self._prepare(_forge_objects(p).unet, lora, digest)
+        prepared = self._prepare(_forge_objects(p).unet, lora, _digest(Patch(lora, 0.0, name)))
         matched = len(prepared.patches)
         return ApplyReport(matched, expected, expected - matched, tuple(prepared.reasons))
 
     def _prepare(self, unet: Any, lora: Mapping[str, torch.Tensor], digest: str) -> _Prepared:
-        cached = self._prepared
-        if cached is not None and cached.digest == digest and cached.model() is unet.model:
+        cached = self._prepared.get(digest)
+        if cached is not None and cached.model() is unet.model:
             return cached
         load_lora, model_lora_keys_unet = _loader_functions(self.generation)
         key_map = model_lora_keys_unet(unet.model, {})  # the default dict is shared in Forge
@@ -170,7 +184,7 @@ class ForgeAdapter:
                 continue
             prepared.patches[key] = patches[key]
             prepared.layers[key] = layer
-        self._prepared = prepared
+        self._prepared[digest] = prepared
         return prepared
 
     # ------------------------------------------------------------------ restore
@@ -207,6 +221,15 @@ class ForgeAdapter:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _digest(patch: Patch) -> str:
+    return patch.name.removeprefix(NAME_PREFIX) or lora_digest(dict(patch.lora))
+
+
+def _refused(lora: Mapping[str, torch.Tensor], reason: str) -> ApplyReport:
+    expected = _layer_count(lora)
+    return ApplyReport(0, expected, expected, (reason,))
 
 
 def _forge_objects(p: Any) -> Any:

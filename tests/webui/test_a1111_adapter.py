@@ -194,3 +194,55 @@ def test_missing_lora_extension_is_a_clear_error(webui, monkeypatch):
     monkeypatch.delitem(sys.modules, "networks")
     with pytest.raises(HyperLoRAError, match="builtin Lora extension"):
         A1111Adapter().apply(Job(model), make_lora(model, only=4), 1.0, "x")
+
+
+# ------------------------------------------------------------------ sliders: several LoRAs
+
+
+def test_slider_networks_stack_and_restore_bit_exactly(webui):
+    from hyperlora_ext.webui.adapter import Patch
+
+    model = webui.load_model()
+    pristine = unet_fingerprint(model)
+    main, plus, minus = (make_lora(model, seed=s) for s in (1, 2, 3))
+    patches = [
+        Patch(main, 0.8, "main"),
+        Patch(plus, 0.6, "slider+p"),
+        Patch(minus, -0.6, "slider-n"),
+    ]
+    adapter = A1111Adapter()
+    reports = adapter.apply_all(Job(model), patches)
+    assert [r.matched for r in reports] == [560, 560, 560]
+    networks = webui.networks.loaded_networks
+    assert [(n.name, n.unet_multiplier) for n in networks] == [
+        (network_name("main"), 0.8),
+        (network_name("slider+p"), 0.6),
+        (network_name("slider-n"), -0.6),
+    ]
+    run_unet(model)
+    unet = model.model.diffusion_model
+    for kohya, path in list(target_layers())[:20]:
+        name = f"diffusion_model.{path}.weight"
+        got = unet.get_submodule(path).weight.float() - pristine[name].float()
+        want = sum(
+            expected_delta(lora, kohya, w).float()
+            for lora, w in ((main, 0.8), (plus, 0.6), (minus, -0.6))
+        )
+        torch.testing.assert_close(got, want, atol=3e-3, rtol=3e-2)
+    adapter.restore(Job(model))
+    assert webui.networks.loaded_networks == []
+    after = unet_fingerprint(model)
+    assert all(torch.equal(after[k], pristine[k]) for k in pristine)
+
+
+def test_slider_off_in_the_next_job_leaves_only_the_identity(webui):
+    from hyperlora_ext.webui.adapter import Patch
+
+    model = webui.load_model()
+    main, plus, minus = (make_lora(model, seed=s) for s in (1, 2, 3))
+    adapter = A1111Adapter()
+    adapter.apply_all(
+        Job(model), [Patch(main, 0.8, "m"), Patch(plus, 1, "p"), Patch(minus, -1, "n")]
+    )
+    adapter.apply_all(Job(model), [Patch(main, 0.8, "m")])
+    assert [n.name for n in webui.networks.loaded_networks] == [network_name("m")]

@@ -392,3 +392,58 @@ def test_check_counts_what_apply_would_patch_without_patching(adapter):
     assert missed.reasons[0].endswith("no such layer in this checkpoint")
     assert sd_model.forge_objects.unet is unet and not unet.lora_patches  # nothing patched
     assert adapter.apply(p, lora, WEIGHT, "x") == report
+
+
+# ------------------------------------------------------------------ sliders: several LoRAs
+
+
+def slider_patches(unet, strength=0.5):
+    main, plus, minus = (fb.kohya_lora_for(unet, seed=s) for s in (1, 2, 3))
+    return (main, plus, minus), [
+        forge.Patch(main, WEIGHT, lora_digest(main)),
+        forge.Patch(plus, strength, "slider+" + lora_digest(plus)),
+        forge.Patch(minus, -strength, "slider-" + lora_digest(minus)),
+    ]
+
+
+def test_slider_adds_positive_and_subtracts_negative(adapter, memory):
+    sd_model = make_model()
+    before = snapshot(sd_model)
+    unet = unet_of(sd_model)
+    (main, plus, minus), patches = slider_patches(unet, 0.5)
+    reports = []
+    p = fb.FakeProcessing(sd_model)
+    fb.run_job(
+        p, memory, before_every_sampling=lambda p: reports.extend(adapter.apply_all(p, patches))
+    )
+
+    assert reports == [forge.ApplyReport(560, 560, 0)] * 3
+    parts = [deltas(unet, main, WEIGHT), deltas(unet, plus, 0.5), deltas(unet, minus, -0.5)]
+    total = {k: sum(d[k] for d in parts) for k in parts[0]}
+    assert_weights(sd_model, before, total, atol=1e-5)
+    ours = [i for i in p.sampled_unets[0].lora_patches if forge._is_ours(i)]
+    assert [i[1] for i in ours] == [WEIGHT, 0.5, -0.5]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_slider_restore_is_bit_identical(adapter, memory, dtype):
+    sd_model = make_model(dtype)
+    pristine = fingerprint(sd_model)
+    _, patches = slider_patches(unet_of(sd_model), 1.2)
+    p = fb.FakeProcessing(sd_model, enable_hr=True)
+    fb.run_job(p, memory, before_every_sampling=lambda p: adapter.apply_all(p, patches))
+    assert fingerprint(sd_model) != pristine
+    adapter.restore(p)
+    assert fingerprint(sd_model) == pristine
+    assert not forge._has_ours(sd_model.forge_objects.unet.lora_patches)
+
+
+def test_next_job_without_slider_drops_its_loras(adapter, memory):
+    sd_model = make_model()
+    before = snapshot(sd_model)
+    unet = unet_of(sd_model)
+    (main, _, _), patches = slider_patches(unet)
+    p = fb.FakeProcessing(sd_model)
+    fb.run_job(p, memory, before_every_sampling=lambda p: adapter.apply_all(p, patches))
+    fb.run_job(p, memory, before_every_sampling=hook(adapter, main))
+    assert_weights(sd_model, before, deltas(unet, main, WEIGHT))
