@@ -1,6 +1,6 @@
 """Saved identities: a named identity LoRA kept in the WebUI's Lora folder, under ``hyperlora/``.
 
-Each identity ``NAME`` is four files in ``<Lora folder>/hyperlora/``:
+Each identity ``NAME`` is these files in ``<Lora folder>/hyperlora/``:
 
 * ``NAME.safetensors`` an ordinary kohya LoRA (the Lora tab lists it, ``<lora:NAME:0.8>`` works);
 * ``NAME.json`` and ``NAME.preview.png``, the Lora tab's card (written by :func:`export_lora`);

@@ -24,6 +24,12 @@
         "checklist": "The models HyperLoRA needs and the folder each one goes to",
         "download": "Download the missing models from the Hugging Face Hub into the folders listed (several GB); progress shows here and in the console",
         "check": "Look for the models again, e.g. after copying them into the folders by hand",
+        "advanced": "Per-photo weights, mixing identities and identity sliders; leave closed for the usual single identity",
+        "photo_weights": "One relative weight per photo, in the order of the photos, e.g. '1, 1, 0.5': a photo of weight 2 counts twice as much as one of weight 1, 0 leaves it out. Empty: all photos count alike",
+        "mix": "Mix identities like photos are fused: saved identities with weights, e.g. 'alice:0.7, bob:0.3'; '@photos:0.5' adds the photos above. Weights are relative. Used instead of the saved identity above",
+        "slider_positive": "Slider: the identity applied at +strength on top of the identity, e.g. photos of older people saved as an identity",
+        "slider_negative": "Slider: the identity applied at -strength on top of the identity, e.g. photos of younger people; the difference of the two is the direction (older - younger)",
+        "slider_strength": "How far to move along the slider: positive identity at +strength, negative at -strength; negative values go the other way. 0 turns the slider off",
     };
 
     const idPattern = /^script_(?:txt2img|img2img)_hyperlora_(.+)$/;

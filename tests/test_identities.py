@@ -252,7 +252,7 @@ def test_identity_saved_without_tokens_still_loads_and_says_why_it_cannot_mix(st
 
     save(store)
     assert store.load("alice").lora.keys() == tiny_lora().keys()
-    with pytest.raises(NoTokensError, match="saved before mixing existed.*works as a LoRA"):
+    with pytest.raises(NoTokensError, match=r"saved before mixing existed.*works as a LoRA"):
         store.load_tokens("alice")
 
 

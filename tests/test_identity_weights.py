@@ -84,7 +84,7 @@ def test_mix_of_two_identities(pipeline):
 
 def test_mix_errors_name_the_field(pipeline):
     a = pipeline.predict([_photo()], OPTIONS)
-    with pytest.raises(ArgumentError, match="'mix'.*all weights are 0"):
+    with pytest.raises(ArgumentError, match=r"'mix'.*all weights are 0"):
         pipeline.mix([a.tokens], [0], MODEL)
-    with pytest.raises(ArgumentError, match="'mix'.*another HyperLoRA model"):
+    with pytest.raises(ArgumentError, match=r"'mix'.*another HyperLoRA model"):
         pipeline.mix([torch.zeros(3, 4)], [1], MODEL)

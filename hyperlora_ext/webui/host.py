@@ -215,13 +215,23 @@ def predict(
     args: Any,
     before_compute: Callable[[], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    *,
+    images: Any = None,
+    weights: Any = None,
 ) -> Any:
     """Run (or reuse from cache) the identity pipeline for a :class:`HyperLoRAArgs`.
 
-    ``progress`` gets each stage's name; it may raise to stop the encoding.
+    ``images`` / ``weights`` replace ``args.images`` / ``args.photo_weights`` (e.g. a slider's
+    photos). ``progress`` gets each stage's name; it may raise to stop the encoding.
     """
+    if images is None:
+        images, weights = args.images, args.photo_weights
     return pipeline().predict(
-        list(args.images), identity_options(args), before_compute=before_compute, progress=progress
+        list(images),
+        identity_options(args),
+        before_compute=before_compute,
+        progress=progress,
+        weights=list(weights) if weights else None,
     )
 
 

@@ -7,10 +7,10 @@ themselves are not in the infotext, so pasting restores the settings, not the id
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
-from hyperlora_ext.args import FACE_LABELS, HyperLoRAArgs
+from hyperlora_ext.args import FACE_LABELS, HyperLoRAArgs, IdentitySource, MixPart
 
 PREFIX = "HyperLoRA "
 MODEL = "HyperLoRA model"
@@ -27,6 +27,12 @@ OPTION_KEYS = {
     "grayscale": "HyperLoRA grayscale",
     "identity": "HyperLoRA saved identity",
 }
+PHOTO_WEIGHTS = "HyperLoRA photo weights"
+MIX = "HyperLoRA mix"
+SLIDER_POSITIVE = "HyperLoRA slider positive"
+SLIDER_NEGATIVE = "HyperLoRA slider negative"
+SLIDER_STRENGTH = "HyperLoRA slider strength"
+SLIDER_DIGESTS = "HyperLoRA slider identities"  # positive/negative identity digests
 
 
 def clear(params: MutableMapping[str, Any]) -> None:
@@ -35,7 +41,13 @@ def clear(params: MutableMapping[str, Any]) -> None:
         del params[key]
 
 
-def write(params: MutableMapping[str, Any], args: HyperLoRAArgs, digest: str) -> None:
+def write(
+    params: MutableMapping[str, Any],
+    args: HyperLoRAArgs,
+    digest: str,
+    *,
+    slider_digests: Sequence[str] = (),
+) -> None:
     clear(params)
     params[MODEL] = args.model
     params[WEIGHT] = format_weight(args.weight)
@@ -43,6 +55,30 @@ def write(params: MutableMapping[str, Any], args: HyperLoRAArgs, digest: str) ->
     for field, value in args.changed_from_default().items():
         if field in OPTION_KEYS:
             params[OPTION_KEYS[field]] = str(value)
+    if args.photo_weights and (args.mix or not args.identity):
+        params[PHOTO_WEIGHTS] = format_weights(args.photo_weights)
+    if args.mix:
+        params[MIX] = format_mix(args.mix)
+    if args.slider and args.slider_positive and args.slider_negative:
+        params[SLIDER_POSITIVE] = args.slider_positive.label()
+        params[SLIDER_NEGATIVE] = args.slider_negative.label()
+        params[SLIDER_STRENGTH] = format_weight(args.slider_strength)
+        if slider_digests:
+            params[SLIDER_DIGESTS] = "/".join(slider_digests)
+
+
+def format_weights(weights: Sequence[float]) -> str:
+    return ", ".join(format_weight(w) for w in weights)
+
+
+def format_mix(parts: Sequence[MixPart]) -> str:
+    """The text form the accordion and ``HyperLoRAArgs`` read: ``alice:0.7, @photos:0.3``."""
+    return ", ".join(f"{_mix_label(part.source)}:{format_weight(part.weight)}" for part in parts)
+
+
+def _mix_label(source: IdentitySource) -> str:
+    # A mix's own photos paste back as the accordion's photos (photos are never in the infotext).
+    return source.identity or "@photos"
 
 
 def write_error(params: MutableMapping[str, Any], message: str) -> None:
@@ -70,13 +106,33 @@ def paste_rules() -> list[tuple[str, str | Callable[[dict], Any]]]:
 
         return read
 
+    def text(key: str, default: str = "") -> Callable[[dict], Any]:
+        return lambda params: params.get(key, default) if WEIGHT in params else None
+
+    def saved(key: str) -> Callable[[dict], Any]:
+        """A saved identity's name for its dropdown; photos (``@...``) cannot paste back."""
+
+        def read(params: dict) -> Any:
+            if WEIGHT not in params:
+                return None
+            value = str(params.get(key, ""))
+            return "" if value.startswith("@") else value
+
+        return read
+
     return [
         ("enabled", lambda params: WEIGHT in params),
         ("model", MODEL),
         ("weight", WEIGHT),
         *[(field, option(field)) for field in OPTION_KEYS],
+        ("photo_weights", text(PHOTO_WEIGHTS)),
+        ("mix", text(MIX)),
+        ("slider_positive", saved(SLIDER_POSITIVE)),
+        ("slider_negative", saved(SLIDER_NEGATIVE)),
+        ("slider_strength", text(SLIDER_STRENGTH, format_weight(defaults.slider_strength))),
     ]
 
 
 def paste_field_names() -> list[str]:
-    return [MODEL, WEIGHT, *OPTION_KEYS.values()]
+    advanced = [PHOTO_WEIGHTS, MIX, SLIDER_POSITIVE, SLIDER_NEGATIVE, SLIDER_STRENGTH]
+    return [MODEL, WEIGHT, *OPTION_KEYS.values(), *advanced]

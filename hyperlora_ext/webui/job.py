@@ -18,9 +18,13 @@ from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui import api, host, infotext, progress, xyz
+from hyperlora_ext.webui import api, host, infotext, progress, sources, xyz
+from hyperlora_ext.webui.adapter import Patch
 
 MAX_MESSAGE = 300  # characters of an unexpected exception's message kept in the infotext
+
+
+SLIDER_PLUS, SLIDER_MINUS = "slider+", "slider-"  # name prefixes of a slider's two LoRAs
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,10 @@ class Job:
     weight: float
     seconds: float = 0.0
     cache_hit: bool = False
+    slider: tuple[Patch, ...] = ()  # the slider's positive and negative LoRA, if any
+
+    def patches(self) -> list[Patch]:
+        return [Patch(self.lora, self.weight, self.digest), *self.slider]
 
 
 class UnexpectedError(HyperLoRAError):
@@ -97,13 +105,15 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
         report(p, f"skipped, {reason}")
         return
     job, options = _identity(p, options)
-    with doing("matching the identity to the checkpoint"):
-        outcome = host.get_adapter(p).check(p, job.lora, job.digest)
-    if outcome.matched == 0:  # known now, before the trigger words would change the prompt
-        report(p, _skipped(outcome))
-        return
+    for patch in job.patches():
+        with doing("matching the identity to the checkpoint"):
+            outcome = host.get_adapter(p).check(p, patch.lora, patch.name)
+        if outcome.matched == 0:  # known now, before the trigger words would change the prompt
+            report(p, _skipped(outcome, patch))
+            return
     p._hyperlora = job
-    infotext.write(p.extra_generation_params, options, job.digest)
+    slider = [x.name.removeprefix(SLIDER_PLUS).removeprefix(SLIDER_MINUS) for x in job.slider]
+    infotext.write(p.extra_generation_params, options, job.digest, slider_digests=slider)
     _write_errors(p)  # e.g. the clean-up of the previous job failed
     if options.trigger_words:
         for name in ("all_prompts", "all_hr_prompts"):
@@ -113,30 +123,49 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
 
 
 def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
+    is_api = bool(getattr(p, "is_api", False))
+    predict = _predictor(p)
+    with doing(_action(options)):
+        identity, options = sources.main_identity(options, predict, is_api=is_api)
+    slider: tuple[Patch, ...] = ()
+    if options.slider:
+        with doing("preparing the slider's identities"):
+            plus, minus = sources.slider_identities(options, predict, is_api=is_api)
+        strength = options.slider_strength
+        slider = (
+            Patch(plus.lora, strength, SLIDER_PLUS + plus.digest),
+            Patch(minus.lora, -strength, SLIDER_MINUS + minus.digest),
+        )
+    job = Job(
+        identity.lora, identity.digest, options.weight, identity.seconds, identity.cache_hit,
+        slider,
+    )  # fmt: skip
+    return job, options
+
+
+def _action(options: HyperLoRAArgs) -> str:
+    if options.mix:
+        return f"mixing {len(options.mix)} identities"
     if options.identity:
-        with doing(f"loading the saved identity {options.identity!r}"):
-            saved = api.identity_store().load(options.identity)
-        # The infotext names the model the identity was made with, not the unused dropdown value.
-        options = options.replace(model=saved.record.model or options.model)
-        return Job(saved.lora, saved.digest, options.weight), options
-    if not options.images:
-        raise HyperLoRAError(
-            "no reference photo: add at least one photo in the HyperLoRA panel (or pick a saved "
-            "identity), or turn HyperLoRA off"
-        )
-    if getattr(p, "is_api", False):  # API photos are base64 only: never let a client name a path
-        options = options.replace(images=tuple(api.api_images(options.images)))
-    if not options.model:
-        options = options.replace(model=_default_model())
-    count = len(options.images)
-    action = f"encoding {count} photo(s) with the model {options.model!r}"
-    with doing(action), progress.encoding() as stage:
-        result = host.predict(
-            options, before_compute=lambda: host.free_vram_for_encoders(p), progress=stage
-        )
-    return Job(
-        result.lora, result.digest, options.weight, result.seconds, result.cache_hit
-    ), options
+        return f"loading the saved identity {options.identity!r}"
+    model = options.model or "(default)"
+    return f"encoding {len(options.images)} photo(s) with the model {model!r}"
+
+
+def _predictor(p: Any) -> sources.Predict:
+    """Photos -> identity through the process-wide pipeline, with the WebUI's progress bar."""
+
+    def predict(images, weights, args: HyperLoRAArgs) -> Any:
+        with progress.encoding() as stage:
+            return host.predict(
+                args,
+                before_compute=lambda: host.free_vram_for_encoders(p),
+                progress=stage,
+                images=images,
+                weights=weights,
+            )
+
+    return predict
 
 
 def apply(p: Any) -> None:
@@ -146,21 +175,29 @@ def apply(p: Any) -> None:
         return
     try:
         with doing("applying the identity to the checkpoint"):
-            outcome = host.get_adapter(p).apply(p, job.lora, job.weight, job.digest)
+            outcomes = host.get_adapter(p).apply_all(p, job.patches())
     except Exception:
         _take_out(p)  # a half-done apply must not leave the identity in an "error" image
         raise
-    if outcome.matched == 0:
-        p._hyperlora = None
-        report(p, _skipped(outcome))
-    elif outcome.matched < outcome.expected:
-        message = f"only {outcome.matched} of {outcome.expected} layers matched this checkpoint"
-        p.extra_generation_params[infotext.WARNING] = message
-        p.comment(f"HyperLoRA: {message}")
+    for outcome, patch in zip(outcomes, job.patches(), strict=True):
+        if outcome.matched == 0:
+            _take_out(p)  # a slider without one of its sides would be a different image
+            p._hyperlora = None
+            report(p, _skipped(outcome, patch))
+            return
+    for outcome in outcomes:
+        if outcome.matched < outcome.expected:
+            message = f"only {outcome.matched} of {outcome.expected} layers matched this checkpoint"
+            p.extra_generation_params[infotext.WARNING] = message
+            p.comment(f"HyperLoRA: {message}")
+            return
 
 
-def _skipped(outcome: Any) -> str:
-    return f"skipped, {outcome.reasons[0] if outcome.reasons else 'no layer matched'}"
+def _skipped(outcome: Any, patch: Patch) -> str:
+    reason = outcome.reasons[0] if outcome.reasons else "no layer matched"
+    side = {SLIDER_PLUS: "slider positive: ", SLIDER_MINUS: "slider negative: "}
+    prefix = next((text for key, text in side.items() if patch.name.startswith(key)), "")
+    return f"skipped, {prefix}{reason}"
 
 
 def restore(p: Any) -> None:
@@ -223,14 +260,3 @@ def _one_line(error: BaseException) -> str:
     if len(text) > MAX_MESSAGE:
         text = text[: MAX_MESSAGE - 3] + "..."
     return f"{type(error).__name__}: {text}"
-
-
-def _default_model() -> str:
-    models = host.list_models()
-    if not models:
-        from hyperlora_ext.errors import ModelNotFoundError
-
-        raise ModelNotFoundError(
-            f"no HyperLoRA model installed: put one under {host.model_roots().hyper_lora}"
-        )
-    return models[0]

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyperlora_ext.args import FACE_LABELS, HyperLoRAArgs
+from hyperlora_ext.args import FACE_LABELS, SLIDER_RANGE, HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.webui import infotext
 
@@ -105,6 +105,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             choices=["", *_safe_list(services.list_identities)], value="",
             elem_id=elem_id("identity"),
         )  # fmt: skip
+        advanced = _advanced(gr, elem_id, services, defaults)
         status = gr.Markdown("", elem_id=elem_id("status"))
         with gr.Row():
             save_name = gr.Textbox(
@@ -115,7 +116,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
 
     inputs = [
         enabled, images, model, weight, trigger_words, face, face_index, remove_background,
-        grayscale, identity,
+        grayscale, identity, *advanced,
     ]  # fmt: skip
     by_field = dict(zip(HyperLoRAArgs.field_names(), inputs, strict=True))
     _wire(gr, services, inputs, by_field, gallery, status, save, [save_name, overwrite])
@@ -131,6 +132,37 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
     )  # fmt: skip
 
 
+def _advanced(
+    gr: Any, elem_id: Callable[[str], str], services: Services, defaults: HyperLoRAArgs
+) -> list[Any]:
+    """The collapsed "Advanced" section: photo weights, mix, slider (HyperLoRAArgs order)."""
+    identities = ["", *_safe_list(services.list_identities)]
+    with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
+        photo_weights = gr.Textbox(
+            label="Photo weights", placeholder="1, 1, 0.5 (one per photo, in order; empty: all 1)",
+            elem_id=elem_id("photo_weights"),
+        )  # fmt: skip
+        mix = gr.Textbox(
+            label="Mix identities", placeholder="alice:0.7, @photos:0.3",
+            elem_id=elem_id("mix"),
+        )  # fmt: skip
+        with gr.Row():
+            slider_positive = gr.Dropdown(
+                label="Slider: positive identity", choices=identities, value="",
+                elem_id=elem_id("slider_positive"),
+            )  # fmt: skip
+            slider_negative = gr.Dropdown(
+                label="Slider: negative identity", choices=identities, value="",
+                elem_id=elem_id("slider_negative"),
+            )  # fmt: skip
+            slider_strength = gr.Slider(
+                minimum=SLIDER_RANGE[0], maximum=SLIDER_RANGE[1], step=0.05,
+                value=defaults.slider_strength, label="Slider strength",
+                elem_id=elem_id("slider_strength"),
+            )  # fmt: skip
+    return [photo_weights, mix, slider_positive, slider_negative, slider_strength]
+
+
 def _setup_panel(gr: Any, elem_id: Callable[[str], str], services: Services) -> dict[str, Any]:
     """The first-run checklist with its buttons, shown while models are missing."""
     is_ready, text = _safe_setup(services)
@@ -144,18 +176,20 @@ def _setup_panel(gr: Any, elem_id: Callable[[str], str], services: Services) -> 
 
 
 def _wire_setup(gr, services, setup, refresh, by_field, status) -> None:
-    model, identity = by_field["model"], by_field["identity"]
+    model = by_field["model"]
+    lists = [by_field[name] for name in ("identity", "slider_positive", "slider_negative")]
 
     def check_again(current: str = "") -> tuple[Any, ...]:
         """Re-read the folders: checklist, its visibility, and the model and identity lists."""
         is_ready, text = _safe_setup(services)
         models = _safe_list(services.list_models)
         chosen = current if current in models else (models[0] if models else "")
+        identities = ["", *_safe_list(services.list_identities)]
         return (
             gr.update(visible=not is_ready),
             text,
             gr.update(choices=models, value=chosen),
-            gr.update(choices=["", *_safe_list(services.list_identities)]),
+            *[gr.update(choices=identities) for _ in lists],
         )
 
     def run(current: str, progress: Any) -> tuple[Any, ...]:
@@ -168,7 +202,7 @@ def _wire_setup(gr, services, setup, refresh, by_field, status) -> None:
     def download_plain(current: str) -> tuple[Any, ...]:
         return run(current, None)
 
-    panel = [setup["setup"], setup["checklist"], model, identity]
+    panel = [setup["setup"], setup["checklist"], model, *lists]
     setup["check"].click(check_again, inputs=[model], outputs=panel)
     refresh.click(check_again, inputs=[model], outputs=panel)
     # gr.Progress needs the queue (the WebUI's default); --no-gradio-queue gets no bar.
@@ -325,7 +359,8 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
     from hyperlora_ext.export import ExportExistsError
     from hyperlora_ext.identities import check_name
     from hyperlora_ext.webui.api import identity_store, record_options
-    from hyperlora_ext.webui.host import identity_options, predict
+    from hyperlora_ext.webui.host import identity_options
+    from hyperlora_ext.webui.sources import main_identity
 
     check_name(name)
     store = identity_store()
@@ -334,16 +369,22 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
             f"an identity named {name!r} exists; tick 'Overwrite' to replace it, or choose "
             "another name"
         )
-    result = predict(args)
-    preview = next((r.preview for r in result.reports if r.preview is not None), None)
+    identity, args = main_identity(args, _predict_photos)
     record = store.save(
-        name, result.lora, model=result.model, photos=result.photos_used,
-        options=record_options(identity_options(args)), preview=preview, overwrite=overwrite,
+        name, identity.lora, model=identity.model, photos=identity.photos,
+        options=record_options(identity_options(args)), preview=identity.preview,
+        overwrite=overwrite, tokens=identity.tokens,
     )  # fmt: skip
     return (
         f"Saved `{record.name}.safetensors`: pick it under 'Saved identity', or use it as "
         f"`<lora:{record.name}:{args.weight:g}>` (Lora tab, refresh)."
     )
+
+
+def _predict_photos(images: Any, weights: Any, args: HyperLoRAArgs) -> Any:
+    from hyperlora_ext.webui.host import predict
+
+    return predict(args, images=images, weights=weights)
 
 
 def _caption(report: Any) -> str:

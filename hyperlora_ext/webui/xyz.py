@@ -77,7 +77,7 @@ def axis_options(
     list_models: Callable[[], list[str]],
     list_identities: Callable[[], list[str]],
 ) -> list[Any]:
-    """The four axes, built with the X/Y/Z module's own ``AxisOption`` class."""
+    """The HyperLoRA axes, built with the X/Y/Z module's own ``AxisOption`` class."""
     axis = module.AxisOption
     label = getattr(module, "format_value_add_label", None)
     extra = {"format_value": label} if label else {}
@@ -98,6 +98,13 @@ def axis_options(
             _apply("identity"),
             confirm=_confirm_in("identity", list_identities),
             choices=list_identities,
+            **extra,
+        ),
+        axis(
+            f"{LABEL_PREFIX}Slider strength",
+            float,
+            _apply("slider_strength"),
+            confirm=_confirm("slider_strength"),
             **extra,
         ),
         axis(

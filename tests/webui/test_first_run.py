@@ -167,7 +167,8 @@ def test_accordion_shows_the_checklist_until_models_are_there(webui, monkeypatch
 
     install_all(roots)
     check, _ = handler(demo, block("check"))
-    visibility, text, model, _ = check("")
+    visibility, text, model, *identity_lists = check("")
+    assert len(identity_lists) == 3  # saved identity, slider positive, slider negative
     assert visibility["visible"] is False and "installed" in text
     assert model["value"] == sorted(HYPERLORA_MODELS)[0]
     refresh, _ = handler(demo, block("refresh"))
@@ -185,7 +186,7 @@ def test_download_button_runs_the_download_with_progress(webui, monkeypatch, hub
     status = block("status")
     assert output_ids(demo, function)[-1] == status._id  # the result lands in the status line
     progress = RecordingProgress()
-    visibility, _, model, _, message = download("", progress=progress)
+    visibility, _, model, *_, message = download("", progress=progress)
     assert "ready" in message and visibility["visible"] is False
     assert model["choices"] and model["value"] in HYPERLORA_MODELS
     steps = [p for p, _ in progress.calls if p[0]]

@@ -26,6 +26,10 @@ class StubResult:
     digest: str
     seconds: float = 0.01
     cache_hit: bool = False
+    # the rest of IdentityResult's fields that the script reads
+    reports: tuple = ()
+    photos_used: int = 1
+    tokens: torch.Tensor | None = None
 
 
 class Harness:
@@ -41,14 +45,15 @@ class Harness:
         monkeypatch.setattr(host, "predict", self._predict)
         webui.processing.sampler_step_hooks[:] = [self._record]
 
-    def _predict(self, args, before_compute=None, progress=None):
+    def _predict(self, args, before_compute=None, progress=None, *, images=None, weights=None):
         self.predictions.append(args)
         self.before_compute = before_compute
         for stage in self.stages:  # what the real pipeline reports between its stages
             progress(stage)
-        seed = sum(map(ord, "".join(map(str, args.images))))
+        images = args.images if images is None else images
+        seed = sum(map(ord, "".join(map(str, images)) + str(weights)))
         lora = make_lora(self.model, seed=seed)
-        return StubResult(lora, lora_digest(lora))
+        return StubResult(lora, lora_digest(lora), tokens=torch.full((4, 3), float(seed)))
 
     def _record(self, p, step):
         layer = self.model.model.diffusion_model.get_submodule(TARGET)

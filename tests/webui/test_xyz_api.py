@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from hyperlora_ext.lora_format import lora_digest
@@ -48,6 +49,10 @@ class Stub:
     digest: str
     seconds: float = 0.0
     cache_hit: bool = False
+    # the rest of IdentityResult's fields that the script reads
+    reports: tuple = ()
+    photos_used: int = 1
+    tokens: torch.Tensor | None = None
 
 
 def x_types(client) -> list[str]:

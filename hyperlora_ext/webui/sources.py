@@ -1,0 +1,171 @@
+"""The identities a generation applies, from its arguments: the main identity (photos, a saved
+identity, or a mix of several) and a slider's positive and negative identity.
+
+Used by the script (``job``), the accordion's "Save as LoRA" and the API, so all three read the
+same fields the same way. API photos are decoded from base64 here (never server paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hyperlora_ext.args import PHOTOS, HyperLoRAArgs, IdentitySource
+from hyperlora_ext.errors import ArgumentError, HyperLoRAError
+
+# (photos, their weights or None, the arguments naming model and face options) -> IdentityResult
+Predict = Callable[[Sequence[Any], Sequence[float] | None, HyperLoRAArgs], Any]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An identity ready to patch in, and what the infotext and a save need of it."""
+
+    lora: dict[str, torch.Tensor]
+    digest: str
+    model: str
+    tokens: torch.Tensor | None = None  # None for a saved identity (read only when mixing)
+    seconds: float = 0.0
+    cache_hit: bool = False
+    photos: int = 0
+    preview: Any = None
+
+
+def main_identity(
+    args: HyperLoRAArgs, predict: Predict, *, is_api: bool = False
+) -> tuple[Identity, HyperLoRAArgs]:
+    """The generation's identity, and ``args`` with the model it was made with."""
+    if args.mix:
+        identity = mixed_identity(args, predict, is_api=is_api)
+    elif args.identity:
+        identity = saved_identity(args.identity, args.model)
+    elif args.images:
+        args = args.replace(model=args.model or default_model())
+        identity = photos_identity(args.images, args.photo_weights, args, predict, is_api, "images")
+    else:
+        raise HyperLoRAError(
+            "no reference photo: add at least one photo in the HyperLoRA panel (or pick a saved "
+            "identity), or turn HyperLoRA off"
+        )
+    return identity, args.replace(model=identity.model)
+
+
+def slider_identities(
+    args: HyperLoRAArgs, predict: Predict, *, is_api: bool = False
+) -> tuple[Identity, Identity]:
+    """The slider's positive and negative identity (``args.model`` makes those from photos)."""
+    assert args.slider_positive is not None and args.slider_negative is not None
+    return (
+        source_identity(args.slider_positive, args, predict, is_api, "slider_positive"),
+        source_identity(args.slider_negative, args, predict, is_api, "slider_negative"),
+    )
+
+
+def source_identity(
+    source: IdentitySource, args: HyperLoRAArgs, predict: Predict, is_api: bool, field: str
+) -> Identity:
+    if source.identity:
+        return saved_identity(source.identity, args.model)
+    args = args.replace(model=args.model or default_model())
+    if source.photos:
+        if not args.images:
+            raise ArgumentError(field, f"{PHOTOS} stands for the photos, but none are given")
+        return photos_identity(args.images, args.photo_weights, args, predict, is_api, "images")
+    return photos_identity(
+        source.images, source.photo_weights, args, predict, is_api, f"{field}.images"
+    )
+
+
+def photos_identity(
+    images: Sequence[Any],
+    weights: Sequence[float],
+    args: HyperLoRAArgs,
+    predict: Predict,
+    is_api: bool,
+    field: str,
+) -> Identity:
+    if is_api:  # API photos are base64 only: never let a client name a path
+        from hyperlora_ext.webui.api import api_images
+
+        images = _about(field, api_images, images)
+    result = predict(list(images), list(weights) or None, args)
+    preview = next((r.preview for r in result.reports if r.preview is not None), None)
+    return Identity(
+        result.lora, result.digest, args.model, result.tokens, result.seconds,
+        result.cache_hit, result.photos_used, preview,
+    )  # fmt: skip
+
+
+def saved_identity(name: str, model: str = "") -> Identity:
+    from hyperlora_ext.webui.api import identity_store
+
+    saved = identity_store().load(name)
+    # The infotext names the model the identity was made with, not the unused dropdown value.
+    return Identity(saved.lora, saved.digest, saved.record.model or model)
+
+
+def mixed_identity(args: HyperLoRAArgs, predict: Predict, *, is_api: bool = False) -> Identity:
+    """The weighted mix of the identities of ``args.mix``, fused like photos are."""
+    from hyperlora_ext.webui import host
+    from hyperlora_ext.webui.api import identity_store
+
+    if args.images and not any(part.source.photos for part in args.mix):
+        raise ArgumentError(
+            "mix", f"photos are given but the mix does not use them: add {PHOTOS}:WEIGHT to the "
+            "mix, or remove the photos"
+        )  # fmt: skip
+    store = identity_store()
+    model = _mix_model(args, store)
+    args = args.replace(model=model)
+    tokens, photos = [], 0
+    for part in args.mix:
+        if part.source.identity:
+            tokens.append(_about("mix", store.load_tokens, part.source.identity))
+            continue
+        identity = source_identity(part.source, args, predict, is_api, "mix")
+        tokens.append(identity.tokens)
+        photos += identity.photos
+    result = host.pipeline().mix(tokens, [part.weight for part in args.mix], model)
+    return Identity(result.lora, result.digest, model, result.tokens, result.seconds, photos=photos)
+
+
+def _mix_model(args: HyperLoRAArgs, store: Any) -> str:
+    """The one model every identity of the mix was made with (their tokens live in its space)."""
+    models: dict[str, str] = {}
+    for part in args.mix:
+        if part.source.identity:
+            record = _about("mix", store.record, part.source.identity)
+            if record.model:
+                models[part.source.identity] = record.model
+    if len(set(models.values())) > 1:
+        listed = ", ".join(f"{name!r} with {model!r}" for name, model in models.items())
+        raise ArgumentError(
+            "mix", f"only identities of one HyperLoRA model mix; these were made {listed}"
+        )
+    return next(iter(models.values()), "") or args.model or default_model()
+
+
+def _about(field: str, work: Callable[..., Any], *args: Any) -> Any:
+    """``work(*args)``; a HyperLoRAError it raises is about the request field ``field``."""
+    try:
+        return work(*args)
+    except HyperLoRAError as error:
+        if getattr(error, "field", None) is None:
+            error.field = field  # type: ignore[attr-defined]
+        raise
+
+
+def default_model() -> str:
+    from hyperlora_ext.webui import host
+
+    models = host.list_models()
+    if not models:
+        from hyperlora_ext.errors import ModelNotFoundError
+
+        raise ModelNotFoundError(
+            f"no HyperLoRA model installed: put one under {host.model_roots().hyper_lora}"
+        )
+    return models[0]
