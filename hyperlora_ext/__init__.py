@@ -33,6 +33,7 @@ _EXPORTS = {
     "IdentityOptions": "hyperlora_ext.identity",
     "IdentityResult": "hyperlora_ext.identity",
     "ModelRoots": "hyperlora_ext.models",
+    "IdentityStore": "hyperlora_ext.identities",
     "export_lora": "hyperlora_ext.export",
     "HyperLoRAError": "hyperlora_ext.errors",
     "CheckpointError": "hyperlora_ext.errors",

@@ -29,7 +29,8 @@ def session_pipeline(tmp_path_factory):
 
 
 FAKE_XYZ = Path(__file__).parent / "fake_webui" / "xyz_grid.py"
-LABELS = [f"[HyperLoRA] {name}" for name in ("Weight", "Model", "Identity", "Enabled")]
+AXES = ("Weight", "Model", "Identity", "Slider strength", "Enabled")
+LABELS = [f"[HyperLoRA] {name}" for name in AXES]
 
 
 def load_xyz(webui):
@@ -97,7 +98,11 @@ def test_apply_sets_the_fields_on_the_cell_only(grid):
     by_label(grid, "Model").apply(cell, "fidelity", ["fidelity"])
     by_label(grid, "Identity").apply(cell, "bob", ["bob"])
     by_label(grid, "Enabled").apply(cell, "False", ["False"])
-    expected = {"weight": 0.25, "model": "fidelity", "identity": "bob", "enabled": False}
+    by_label(grid, "Slider strength").apply(cell, "-0.5", ["-0.5"])
+    expected = {
+        "weight": 0.25, "model": "fidelity", "identity": "bob", "enabled": False,
+        "slider_strength": -0.5,
+    }  # fmt: skip
     assert cell.hyperlora_xyz == expected
     assert not hasattr(p, "hyperlora_xyz")
     shared = {"weight": 0.5}
@@ -127,6 +132,9 @@ def test_confirm_rejects_bad_values_before_the_grid_runs(grid):
         by_label(grid, "Identity").confirm(None, ["alice"])
     with pytest.raises(ValueError, match="enabled"):
         by_label(grid, "Enabled").confirm(None, ["maybe"])
+    by_label(grid, "Slider strength").confirm(None, [-3, 0, 3])
+    with pytest.raises(ValueError, match="slider_strength"):
+        by_label(grid, "Slider strength").confirm(None, [0.5, 4])
 
 
 def test_default_choices_come_from_the_webui(host, grid):
@@ -214,3 +222,30 @@ def test_model_axis_checks_names_and_sets_the_model(job, grid):
         grid.run_axis(job.p, by_label(grid, "Model"), dropdown=["tiny", "missing"])
     _, results = grid.run_axis(job.p, by_label(grid, "Model"), dropdown=["tiny"])
     assert "HyperLoRA model: tiny" in results[0].infotexts[0]
+
+
+def test_slider_strength_axis_encodes_once_and_each_cell_states_its_strength(job, grid, host):
+    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.webui.host import predict
+
+    identity_only = host.processing.process_images(job.p).images[0]
+    predicted = predict(HyperLoRAArgs.from_dict(job.p.script_args[1]))
+    store = get_store(host.lora_dir)
+    store.save("older", {k: v * 3 for k, v in predicted.lora.items()}, model="tiny", photos=1)
+    store.save("younger", {k: -v for k, v in predicted.lora.items()}, model="tiny", photos=1)
+    job.p.script_args = [
+        None,
+        {**job.p.script_args[1], "slider": {"positive": "older", "negative": "younger"}},
+    ]
+    encoded = len(job.encodes)
+    values, results = grid.run_axis(job.p, by_label(grid, "Slider strength"), "-1, 0, 1")
+    assert values == [-1.0, 0.0, 1.0] and len(job.encodes) == encoded <= 1
+    texts = [r.infotexts[0] for r in results]
+    assert (
+        "HyperLoRA slider strength: -1" in texts[0] and "HyperLoRA slider strength: 1" in texts[2]
+    )
+    assert "HyperLoRA slider" not in texts[1]  # strength 0: no slider
+    assert "HyperLoRA slider positive: older" in texts[2] and "HyperLoRA error" not in texts[2]
+    images = [r.images[0] for r in results]
+    assert torch.equal(images[1], identity_only)
+    assert not torch.equal(images[0], images[2]) and not torch.equal(images[2], identity_only)

@@ -25,7 +25,8 @@ pytest.importorskip("gradio")
 
 XYZ = Path(__file__).parent / "fake_webui" / "xyz_grid.py"
 HYPERLORA = EXTENSION_ROOT / "scripts" / "hyperlora.py"
-LABELS = [f"[HyperLoRA] {name}" for name in ("Weight", "Model", "Identity", "Enabled")]
+AXES = ("Weight", "Model", "Identity", "Slider strength", "Enabled")
+LABELS = [f"[HyperLoRA] {name}" for name in AXES]
 LATE_EXTENSION = """
 import os
 from modules import script_callbacks, scripts
