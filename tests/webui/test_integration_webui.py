@@ -87,10 +87,18 @@ class Response:
         return str(self.body.get("detail", self.body)) if isinstance(self.body, dict) else ""
 
 
-def call(path: str, payload: Any = None, headers: dict[str, str] | None = None) -> Response:
+def call(
+    path: str,
+    payload: Any = None,
+    headers: dict[str, str] | None = None,
+    method: str | None = None,
+) -> Response:
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(
-        URL + path, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+        URL + path,
+        data=data,
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method=method,
     )
     try:
         with urllib.request.urlopen(request, timeout=900) as response:
@@ -380,3 +388,109 @@ def test_a_weight_grid_through_the_api(plain):
     assert all(ERROR not in t for t in infotexts), infotexts
     assert all(t.startswith(PROMPT) for t in zero), zero  # weight 0: no trigger words
     assert cells is not None
+
+
+# ---------------------------------------------------------------------------------- sliders
+
+
+@cache
+def mirrored_face() -> str:
+    """Another photo (the test face mirrored): a second identity for a slider's other side."""
+    image = Image.open(FACE).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def slider(strength: float = 0.8, **sides: Any) -> dict[str, Any]:
+    return {
+        "positive": sides.get("positive", {"images": [face()]}),
+        "negative": sides.get("negative", {"images": [mirrored_face()]}),
+        "strength": strength,
+    }
+
+
+@pytest.fixture(scope="module")
+def identity_only() -> Image.Image:
+    response = generate(identity())
+    assert ERROR not in response.params, response.params
+    return response.image()
+
+
+def test_slider_changes_the_image_records_both_sides_and_leaves_no_trace(plain, identity_only):
+    response = generate(identity(slider=slider(0.8)))
+    params = response.params
+    assert ERROR not in params, params[ERROR]
+    assert all(key in params for key in APPLIED_KEYS), params
+    assert params["HyperLoRA slider positive"] == "@images(1)", params
+    assert params["HyperLoRA slider negative"] == "@images(1)", params
+    assert params["HyperLoRA slider strength"] == "0.8", params
+    assert len(str(params["HyperLoRA slider identities"]).split("/")) == 2, params
+    assert "HyperLoRA slider strength: 0.8" in response.infotext
+    assert not same(identity_only, response.image()), "the slider did not change the image"
+    assert same(identity_only, generate(identity()).image()), "the slider stayed in the UNet"
+    assert same(plain, generate(None).image()), "the UNet was not restored after the job"
+
+
+def test_slider_strength_zero_is_the_identity_alone(identity_only):
+    response = generate(identity(slider=slider(0)))
+    assert ERROR not in response.params, response.params
+    assert "HyperLoRA slider strength" not in response.params
+    assert same(identity_only, response.image())
+
+
+def test_slider_of_saved_identities_names_them(plain, identity_only):
+    names = ("hyperlora_it_older", "hyperlora_it_younger")
+    for name, photo in zip(names, (face(), mirrored_face()), strict=True):
+        saved = call(
+            "/hyperlora/v1/encode", {"images": [photo], "save_as": name, "overwrite": True}
+        )
+        assert saved.status == 200, saved.body
+    try:
+        response = generate(identity(slider=slider(-0.6, positive=names[0], negative=names[1])))
+        params = response.params
+        assert ERROR not in params, params[ERROR]
+        assert params["HyperLoRA slider positive"] == names[0], params
+        assert params["HyperLoRA slider negative"] == names[1], params
+        assert params["HyperLoRA slider strength"] == "-0.6", params
+        assert not same(identity_only, response.image())
+        assert same(plain, generate(None).image())
+    finally:
+        for name in names:
+            call(f"/hyperlora/v1/identities/{name}", method="DELETE")
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["info", "fail-header"])
+def test_slider_with_a_missing_identity_is_a_visible_error(plain, fail):
+    missing = slider(0.5, positive="hyperlora_it_no_such_identity")
+    response = generate(identity(slider=missing), fail=fail)
+    assert_failed_visibly(response, fail, "hyperlora_it_no_such_identity")
+    if not fail:
+        assert same(plain, response.image()), "an image with an error carries an identity"
+    assert same(plain, generate(None).image())
+
+
+def test_a_bad_slider_strength_is_refused(plain):
+    response = generate(identity(slider=slider(9)))
+    assert_refused(response, "slider_strength")
+    assert same(plain, generate(None).image())
+
+
+def test_a_slider_strength_grid_through_the_api(identity_only):
+    axes = _xyz_axes(False)
+    assert "[HyperLoRA] Slider strength" in axes, axes
+    strength_axis = axes.index("[HyperLoRA] Slider strength")
+    nothing = axes.index("Nothing")
+    response = generate(
+        identity(slider=slider(0.5)),
+        script_name="x/y/z plot",
+        script_args=[strength_axis, "0, 0.8", [], nothing, "", [], nothing, "", [], *XYZ_OPTIONS],
+    )
+    assert response.status == 200, response.body
+    infotexts = response.info["infotexts"]
+    assert all(ERROR not in t for t in infotexts), infotexts
+    cells = infotexts[1:]  # grid first, then the cells (include_lone_images)
+    assert any("HyperLoRA slider strength: 0.8" in t for t in cells), cells
+    off = [i + 1 for i, t in enumerate(cells) if "HyperLoRA slider" not in t]
+    assert off, cells
+    assert same(identity_only, response.image(off[0])), "strength 0 is not the identity alone"
