@@ -442,6 +442,8 @@ def _png_base64(image: Any) -> str:
 
 ENCODE_FIELDS = (
     "images",
+    "photo_weights",
+    "mix",
     "model",
     "face",
     "face_index",
@@ -455,11 +457,11 @@ ENCODE_FIELDS = (
 
 def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
     from hyperlora_ext.identities import check_name
-    from hyperlora_ext.identity import IdentityOptions
     from hyperlora_ext.models import list_hyperlora_models
 
     _check_fields(data, ENCODE_FIELDS)
     option_fields = ("model", "face", "face_index", "remove_background", "grayscale")
+    option_fields += ("photo_weights", "mix")
     args = HyperLoRAArgs.from_dict({k: data[k] for k in option_fields if k in data})
     save_as = data.get("save_as")
     if save_as is not None:
@@ -472,17 +474,18 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
         raise ApiError(
             409, f"an identity named {save_as!r} exists; set overwrite to replace it", "save_as"
         )
-    photos = _images(data, limits)
     model = args.model or next(iter(list_hyperlora_models(backend.roots())), "")
-    options = IdentityOptions(
-        model=model,
-        face_choice=args.face,
-        face_index=args.face_index,
-        remove_background=args.remove_background,
-        grayscale=args.grayscale,
-    )
-    with backend.lock, _about("model", InvalidNameError, ModelNotFoundError):
-        result = backend.pipeline().predict(photos, options)
+    options = _options(args.replace(model=model))
+    if args.mix:
+        photos = data.get("images") or []  # decoded with the mix's other photos
+        args = HyperLoRAArgs.from_dict({**args.to_dict(), "images": photos, "model": model})
+        with backend.lock, _about("model", InvalidNameError, ModelNotFoundError):
+            result = _mix(backend, args)
+    else:
+        photos = _images(data, limits)
+        weights = list(args.photo_weights) or None
+        with backend.lock, _about("model", InvalidNameError, ModelNotFoundError):
+            result = backend.pipeline().predict(photos, options, weights=weights)
     response: dict[str, Any] = {
         "digest": result.digest,
         "model": result.model,
@@ -500,6 +503,7 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
             record = store.save(
                 save_as, result.lora, model=result.model, photos=result.photos_used,
                 options=record_options(options), preview=preview, overwrite=overwrite,
+                tokens=result.tokens,
             )  # fmt: skip
         response["saved"] = _record(record)
     if return_lora:
@@ -507,6 +511,41 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
         response["lora"] = _lora_file_base64(result, name)
         response["lora_filename"] = f"{name}.safetensors"
     return response
+
+
+def _mix(backend: Backend, args: HyperLoRAArgs) -> Any:
+    """A mix (saved identities and photos) as an IdentityResult of the mixed identity."""
+    from dataclasses import replace
+
+    from hyperlora_ext.identity import IdentityResult
+    from hyperlora_ext.models import list_hyperlora_models
+    from hyperlora_ext.webui.sources import Context, mixed_identity
+
+    def predict(images: Any, weights: Any, part_args: HyperLoRAArgs) -> Any:
+        options = replace(_options(args), model=part_args.model)
+        return backend.pipeline().predict(images, options, weights=weights)
+
+    def default_model() -> str:
+        return next(iter(list_hyperlora_models(backend.roots())), "")
+
+    ctx = Context(predict, backend.pipeline, backend.identities, default_model, is_api=True)
+    mixed = mixed_identity(args, ctx)
+    return IdentityResult(
+        lora=mixed.lora, digest=mixed.digest, reports=[], model=mixed.model,
+        photos_used=mixed.photos, seconds=mixed.seconds, tokens=mixed.tokens,
+    )  # fmt: skip
+
+
+def _options(args: HyperLoRAArgs) -> Any:
+    from hyperlora_ext.identity import IdentityOptions
+
+    return IdentityOptions(
+        model=args.model,
+        face_choice=args.face,
+        face_index=args.face_index,
+        remove_background=args.remove_background,
+        grayscale=args.grayscale,
+    )
 
 
 def record_options(options: Any) -> dict[str, Any]:

@@ -123,14 +123,13 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
 
 
 def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
-    is_api = bool(getattr(p, "is_api", False))
-    predict = _predictor(p)
+    ctx = sources.webui_context(_predictor(p), is_api=bool(getattr(p, "is_api", False)))
     with doing(_action(options)):
-        identity, options = sources.main_identity(options, predict, is_api=is_api)
+        identity, options = sources.main_identity(options, ctx)
     slider: tuple[Patch, ...] = ()
     if options.slider:
         with doing("preparing the slider's identities"):
-            plus, minus = sources.slider_identities(options, predict, is_api=is_api)
+            plus, minus = sources.slider_identities(options, ctx)
         strength = options.slider_strength
         slider = (
             Patch(plus.lora, strength, SLIDER_PLUS + plus.digest),

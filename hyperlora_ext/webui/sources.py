@@ -21,6 +21,24 @@ Predict = Callable[[Sequence[Any], Sequence[float] | None, HyperLoRAArgs], Any]
 
 
 @dataclass(frozen=True)
+class Context:
+    """Where identities come from: the script, the accordion and the API each build one."""
+
+    predict: Predict
+    pipeline: Callable[[], Any]  # -> identity.IdentityPipeline (for mixing)
+    store: Callable[[], Any]  # -> identities.IdentityStore
+    default_model: Callable[[], str]
+    is_api: bool = False  # photos are base64 only (never server paths)
+
+
+def webui_context(predict: Predict, *, is_api: bool = False) -> Context:
+    from hyperlora_ext.webui import host
+    from hyperlora_ext.webui.api import identity_store
+
+    return Context(predict, host.pipeline, identity_store, default_model, is_api)
+
+
+@dataclass(frozen=True)
 class Identity:
     """An identity ready to patch in, and what the infotext and a save need of it."""
 
@@ -34,17 +52,15 @@ class Identity:
     preview: Any = None
 
 
-def main_identity(
-    args: HyperLoRAArgs, predict: Predict, *, is_api: bool = False
-) -> tuple[Identity, HyperLoRAArgs]:
+def main_identity(args: HyperLoRAArgs, ctx: Context) -> tuple[Identity, HyperLoRAArgs]:
     """The generation's identity, and ``args`` with the model it was made with."""
     if args.mix:
-        identity = mixed_identity(args, predict, is_api=is_api)
+        identity = mixed_identity(args, ctx)
     elif args.identity:
-        identity = saved_identity(args.identity, args.model)
+        identity = saved_identity(args.identity, args.model, ctx)
     elif args.images:
-        args = args.replace(model=args.model or default_model())
-        identity = photos_identity(args.images, args.photo_weights, args, predict, is_api, "images")
+        args = args.replace(model=args.model or ctx.default_model())
+        identity = photos_identity(args.images, args.photo_weights, args, ctx, "images")
     else:
         raise HyperLoRAError(
             "no reference photo: add at least one photo in the HyperLoRA panel (or pick a saved "
@@ -53,45 +69,40 @@ def main_identity(
     return identity, args.replace(model=identity.model)
 
 
-def slider_identities(
-    args: HyperLoRAArgs, predict: Predict, *, is_api: bool = False
-) -> tuple[Identity, Identity]:
+def slider_identities(args: HyperLoRAArgs, ctx: Context) -> tuple[Identity, Identity]:
     """The slider's positive and negative identity (``args.model`` makes those from photos)."""
     assert args.slider_positive is not None and args.slider_negative is not None
     return (
-        source_identity(args.slider_positive, args, predict, is_api, "slider_positive"),
-        source_identity(args.slider_negative, args, predict, is_api, "slider_negative"),
+        source_identity(args.slider_positive, args, ctx, "slider_positive"),
+        source_identity(args.slider_negative, args, ctx, "slider_negative"),
     )
 
 
 def source_identity(
-    source: IdentitySource, args: HyperLoRAArgs, predict: Predict, is_api: bool, field: str
+    source: IdentitySource, args: HyperLoRAArgs, ctx: Context, field: str
 ) -> Identity:
     if source.identity:
-        return saved_identity(source.identity, args.model)
-    args = args.replace(model=args.model or default_model())
+        return saved_identity(source.identity, args.model, ctx)
+    args = args.replace(model=args.model or ctx.default_model())
     if source.photos:
         if not args.images:
             raise ArgumentError(field, f"{PHOTOS} stands for the photos, but none are given")
-        return photos_identity(args.images, args.photo_weights, args, predict, is_api, "images")
-    return photos_identity(
-        source.images, source.photo_weights, args, predict, is_api, f"{field}.images"
-    )
+        return photos_identity(args.images, args.photo_weights, args, ctx, "images")
+    return photos_identity(source.images, source.photo_weights, args, ctx, f"{field}.images")
 
 
 def photos_identity(
     images: Sequence[Any],
     weights: Sequence[float],
     args: HyperLoRAArgs,
-    predict: Predict,
-    is_api: bool,
+    ctx: Context,
     field: str,
 ) -> Identity:
-    if is_api:  # API photos are base64 only: never let a client name a path
+    if ctx.is_api:  # API photos are base64 only: never let a client name a path
         from hyperlora_ext.webui.api import api_images
 
         images = _about(field, api_images, images)
-    result = predict(list(images), list(weights) or None, args)
+    result = ctx.predict(list(images), list(weights) or None, args)
     preview = next((r.preview for r in result.reports if r.preview is not None), None)
     return Identity(
         result.lora, result.digest, args.model, result.tokens, result.seconds,
@@ -99,40 +110,35 @@ def photos_identity(
     )  # fmt: skip
 
 
-def saved_identity(name: str, model: str = "") -> Identity:
-    from hyperlora_ext.webui.api import identity_store
-
-    saved = identity_store().load(name)
+def saved_identity(name: str, model: str, ctx: Context) -> Identity:
+    saved = ctx.store().load(name)
     # The infotext names the model the identity was made with, not the unused dropdown value.
     return Identity(saved.lora, saved.digest, saved.record.model or model)
 
 
-def mixed_identity(args: HyperLoRAArgs, predict: Predict, *, is_api: bool = False) -> Identity:
+def mixed_identity(args: HyperLoRAArgs, ctx: Context) -> Identity:
     """The weighted mix of the identities of ``args.mix``, fused like photos are."""
-    from hyperlora_ext.webui import host
-    from hyperlora_ext.webui.api import identity_store
-
     if args.images and not any(part.source.photos for part in args.mix):
         raise ArgumentError(
             "mix", f"photos are given but the mix does not use them: add {PHOTOS}:WEIGHT to the "
             "mix, or remove the photos"
         )  # fmt: skip
-    store = identity_store()
-    model = _mix_model(args, store)
+    store = ctx.store()
+    model = _mix_model(args, store, ctx)
     args = args.replace(model=model)
     tokens, photos = [], 0
     for part in args.mix:
         if part.source.identity:
             tokens.append(_about("mix", store.load_tokens, part.source.identity))
             continue
-        identity = source_identity(part.source, args, predict, is_api, "mix")
+        identity = source_identity(part.source, args, ctx, "mix")
         tokens.append(identity.tokens)
         photos += identity.photos
-    result = host.pipeline().mix(tokens, [part.weight for part in args.mix], model)
+    result = ctx.pipeline().mix(tokens, [part.weight for part in args.mix], model)
     return Identity(result.lora, result.digest, model, result.tokens, result.seconds, photos=photos)
 
 
-def _mix_model(args: HyperLoRAArgs, store: Any) -> str:
+def _mix_model(args: HyperLoRAArgs, store: Any, ctx: Context) -> str:
     """The one model every identity of the mix was made with (their tokens live in its space)."""
     models: dict[str, str] = {}
     for part in args.mix:
@@ -145,7 +151,7 @@ def _mix_model(args: HyperLoRAArgs, store: Any) -> str:
         raise ArgumentError(
             "mix", f"only identities of one HyperLoRA model mix; these were made {listed}"
         )
-    return next(iter(models.values()), "") or args.model or default_model()
+    return next(iter(models.values()), "") or args.model or ctx.default_model()
 
 
 def _about(field: str, work: Callable[..., Any], *args: Any) -> Any:

@@ -360,7 +360,7 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
     from hyperlora_ext.identities import check_name
     from hyperlora_ext.webui.api import identity_store, record_options
     from hyperlora_ext.webui.host import identity_options
-    from hyperlora_ext.webui.sources import main_identity
+    from hyperlora_ext.webui.sources import main_identity, webui_context
 
     check_name(name)
     store = identity_store()
@@ -369,7 +369,7 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
             f"an identity named {name!r} exists; tick 'Overwrite' to replace it, or choose "
             "another name"
         )
-    identity, args = main_identity(args, _predict_photos)
+    identity, args = main_identity(args, webui_context(_predict_photos))
     record = store.save(
         name, identity.lora, model=identity.model, photos=identity.photos,
         options=record_options(identity_options(args)), preview=identity.preview,

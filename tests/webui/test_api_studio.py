@@ -1,0 +1,71 @@
+"""/hyperlora/v1/encode with photo weights and mixes, on the real tiny pipeline (see test_api)."""
+
+from __future__ import annotations
+
+import base64
+
+import torch
+from safetensors.torch import load
+
+from tests.webui.test_api import FACE, OTHER_FACE, client, expect_error, host  # noqa: F401
+
+URL = "/hyperlora/v1/encode"
+
+
+def encode(client, **request):  # noqa: F811
+    response = client.post(URL, json=request)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_photo_weights_change_the_identity_and_zero_leaves_a_photo_out(client):  # noqa: F811
+    plain = encode(client, images=[FACE, OTHER_FACE])
+    equal = encode(client, images=[FACE, OTHER_FACE], photo_weights=[2, 2])
+    weighted = encode(client, images=[FACE, OTHER_FACE], photo_weights=[3, 1])
+    first_only = encode(client, images=[FACE, OTHER_FACE], photo_weights=[1, 0])
+    assert equal["digest"] == plain["digest"] and weighted["digest"] != plain["digest"]
+    assert first_only["digest"] == encode(client, images=[FACE])["digest"]
+
+
+def test_bad_photo_weights_name_the_field(client):  # noqa: F811
+    for weights in ([1], [1, -1], [0, 0], "heavy"):
+        response = client.post(URL, json={"images": [FACE, OTHER_FACE], "photo_weights": weights})
+        assert expect_error(response, 422, "ArgumentError")["field"] == "photo_weights", weights
+
+
+def test_a_mix_of_saved_identities_is_saved_like_any_identity(client, host):  # noqa: F811
+    encode(client, images=[FACE], save_as="alice")
+    encode(client, images=[OTHER_FACE], save_as="bob")
+    tokens = host.lora_dir / "hyperlora" / "alice.hyperlora.tokens"
+    assert tokens.is_file()
+    mix = [{"identity": "alice", "weight": 0.7}, {"identity": "bob", "weight": 0.3}]
+    mixed = encode(client, mix=mix, save_as="alice_bob", return_lora=True)
+    photos = encode(client, images=[FACE, OTHER_FACE], photo_weights=[0.7, 0.3], return_lora=True)
+    ours, theirs = (load(base64.b64decode(body["lora"])) for body in (mixed, photos))
+    for key in theirs:  # mixing identities = weighting their photos (one photo each)
+        torch.testing.assert_close(ours[key].float(), theirs[key].float(), rtol=2e-2, atol=2e-3)
+    assert mixed["saved"]["name"] == "alice_bob"
+    assert (host.lora_dir / "hyperlora" / "alice_bob.hyperlora.tokens").is_file()
+    only_alice = encode(
+        client, mix=[{"identity": "alice", "weight": 1}, {"identity": "bob", "weight": 0}]
+    )
+    assert only_alice["digest"] == encode(client, images=[FACE])["digest"]
+    with_photos = encode(client, images=[OTHER_FACE], mix="alice:0.5, @photos:0.5")
+    assert with_photos["digest"] not in (only_alice["digest"], mixed["digest"])
+
+
+def test_mix_errors_name_the_field(client, host):  # noqa: F811
+    from hyperlora_ext.webui.api import identity_store
+
+    encode(client, images=[FACE], save_as="alice")
+    lora = identity_store().load("alice").lora
+    identity_store().save("old", lora, model="tiny", photos=1)  # saved without tokens
+    response = client.post(URL, json={"mix": "alice:1, old:1"})
+    body = expect_error(response, 422, "NoTokensError", "'old'", "saved before mixing existed")
+    assert body["field"] == "mix"
+    response = client.post(URL, json={"mix": "alice:1, nobody:1"})
+    assert expect_error(response, 404, "IdentityNotFoundError", "nobody")["field"] == "mix"
+    response = client.post(URL, json={"mix": [{"identity": "alice", "weight": -1}]})
+    assert expect_error(response, 422, "ArgumentError")["field"] == "mix.1.weight"
+    response = client.post(URL, json={"mix": [{"images": ["/etc/passwd"], "weight": 1}]})
+    assert expect_error(response, 400, "ImageError", "path")["field"] == "mix.images"
