@@ -131,13 +131,13 @@ def test_an_exception_while_applying_is_visible_and_leaves_no_trace(
     before = unet_fingerprint(harness.model)
     plain = harness.image()
     adapter = host.get_adapter()
-    original = adapter.apply
+    original = adapter.apply_all
 
     def failing(p, *args):
         original(p, *args)  # half done: our network is already in the list
         raise error
 
-    monkeypatch.setattr(adapter, "apply", failing)
+    monkeypatch.setattr(adapter, "apply_all", failing)
     p, processed = harness.job(WITHOUT_TRIGGER_WORDS)
     assert_failed_visibly(p, processed, str(error))
     assert not any(ours(names) for _, names, _ in harness.samples)
@@ -367,7 +367,8 @@ def test_ui_save_goes_through_the_identity_store_with_the_api_rules(tiny_host, t
         with pytest.raises(InvalidNameError):
             ui.default_services().save(args, name, False)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "bob.hyperlora.json", "bob.json", "bob.preview.png", "bob.safetensors",
+        "bob.hyperlora.json", "bob.hyperlora.tokens", "bob.json", "bob.preview.png",
+        "bob.safetensors",
     ]  # fmt: skip
 
 
