@@ -9,7 +9,7 @@ trigger words off, so that the LoRA itself, not the prompt, is what changes an i
 Optional: SD_WEBUI_STEPS / SD_WEBUI_SIZE (sampling cost), SD_WEBUI_NO_MATCH_MODEL (an installed
 HyperLoRA model whose module names the checkpoint lacks; default ``smoke_no_match``, which
 ``tools/webui_smoke/make_models.py`` writes). The X/Y/Z tests also run against a server started
-with ``--nowebui`` (``-k "script_info or weight_grid"``); the first-run checklist test needs the UI.
+with ``--nowebui`` (``-k "script_info or grid"``); the first-run checklist test needs the UI.
 """
 
 from __future__ import annotations

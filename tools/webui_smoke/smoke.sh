@@ -4,7 +4,7 @@
 #     tools/webui_smoke/smoke.sh {a1111|forge} [pytest args]
 #
 # Starts the WebUI with the full API, runs the whole file, restarts it API-only (--nowebui) for
-# the X/Y/Z tests (the axes in script-info, a weight grid), then stops it.
+# the X/Y/Z tests (the axes in script-info, the grids), then stops it.
 # Results: WEBUI_HOME/<webui>-pytest*.log.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -29,6 +29,6 @@ run_pytest "$WEBUI_HOME/$name-pytest.log" "$@"
 grep -q -E '(failed|error)' <(tail -n 1 "$WEBUI_HOME/$name-pytest.log") && status=1
 
 "$SMOKE_DIR/launch.sh" "$name" --nowebui
-run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" -k "script_info or weight_grid" "$@"
+run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" -k "script_info or grid" "$@"
 grep -q -E '(failed|error)' <(tail -n 1 "$WEBUI_HOME/$name-pytest-nowebui.log") && status=1
 exit "$status"
