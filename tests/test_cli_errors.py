@@ -85,3 +85,16 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
     assert cli.main(["doctor", "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "internal error" in err
+
+
+@pytest.mark.parametrize("command", ["lora", "download"])
+def test_an_overlong_model_name_is_one_line(tmp_path, photo, capsys, command):
+    from hyperlora_ext.models import ModelRoots
+
+    ModelRoots.from_models_dir(tmp_path / "models").hyper_lora.mkdir(parents=True)
+    name = ["--model", "m" * 300]  # longer than a file name may be: the file system refuses it
+    args = lora(tmp_path, photo, *name) if command == "lora" else [command, *name]
+    if command == "download":
+        args += ["--models-dir", str(tmp_path / "models")]
+    assert cli.main(args) == 1
+    assert_clean(capsys, "longer than")

@@ -271,3 +271,46 @@ def test_overwriting_without_tokens_drops_the_old_tokens(store):
     save(store, tokens=torch.randn(8, 6))
     save(store, seed=1, overwrite=True)
     assert not store.tokens_path("alice").exists()
+
+
+def test_two_writers_past_the_existence_check_cannot_both_save(tmp_path, monkeypatch):
+    """Two stores on one folder (two processes, or the UI and the API of two WebUIs) save one name
+    at the same moment: both pass any "does it exist" check before either writes; one wins."""
+    import contextlib
+    import threading
+
+    import safetensors.torch
+
+    both_writing = threading.Barrier(2, timeout=5)
+    real_save_file = safetensors.torch.save_file
+
+    def save_file_in_step(*args, **kwargs):
+        # A check-then-write store lets both writers get here; a broken barrier means the other
+        # writer was refused before writing, which is also fine.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_writing.wait()
+        return real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file_in_step)
+    stores = [IdentityStore(tmp_path / "Lora") for _ in range(2)]
+    outcomes: list[str] = []
+
+    def attempt(store, seed):
+        try:
+            save(store, "race", seed=seed)
+            outcomes.append(f"saved {seed}")
+        except ExportExistsError:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=attempt, args=(s, i)) for i, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes)[0] == "exists" and len(outcomes) == 2, outcomes
+    winner = int(next(o for o in outcomes if o.startswith("saved")).split()[1])
+    assert store_digest(stores[0], "race") == lora_digest(tiny_lora(winner))
+
+
+def store_digest(store, name):
+    return lora_digest(load_file(store.lora_path(name)))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import threading
+import weakref
 
 import pytest
 import torch
@@ -264,3 +267,45 @@ def test_face_device_chooses_the_onnxruntime_providers(roots, device, face_devic
 def test_unknown_face_device_is_refused(roots):
     with pytest.raises(HyperLoRAError, match="face device"):
         IdentityPipeline(roots, face_device="tpu")
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_photos_are_decoded_one_at_a_time_across_requests(roots, monkeypatch):
+    """Bounded memory: no decoded photo is alive when the next one is decoded, within one
+    request and across concurrent ones (only the compressed bytes wait for the lock)."""
+    from hyperlora_ext.encoders import features, images
+
+    decoded: list[weakref.ref] = []  # PIL images are unhashable: no WeakSet
+    alive_at_decode: list[int] = []
+    real_load_image = images.load_image
+
+    def tracking_load_image(*args, **kwargs):
+        gc.collect()
+        alive_at_decode.append(sum(ref() is not None for ref in decoded))
+        image = real_load_image(*args, **kwargs)
+        decoded.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(images, "load_image", tracking_load_image)
+    monkeypatch.setattr(features, "load_image", tracking_load_image)
+    pipeline = IdentityPipeline(roots, device="cpu", dtype=torch.float32)
+    start = threading.Barrier(2)
+    results = []
+
+    def request(shift):
+        photos = [_png(_photo(shift + 7 * i)) for i in range(3)]
+        start.wait()
+        results.append(pipeline.predict(photos, IdentityOptions(MODEL)).photos_used)
+
+    threads = [threading.Thread(target=request, args=(shift,)) for shift in (3, 50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [3, 3]
+    assert len(alive_at_decode) >= 6 and max(alive_at_decode) == 0, alive_at_decode

@@ -93,8 +93,8 @@ def test_missing_models_raise_instead_of_being_reported(tmp_path):
 def test_a_huge_close_up_is_used_with_bounded_crops(analyzer):
     # The face's ArcFace crop would be ~14000 px square (> 179 MP, Pillow's bomb limit).
     photo = face_photo((5000, 5000), ((100, 100, 4900, 4900),))
-    features = extract_identity_features([photo], analyzer)
-    assert features.usable == 1 and features.reports[0].used
+    features = extract_identity_features([face_photo(), photo], analyzer)
+    assert features.usable == 2 and [r.used for r in features.reports] == [True, True]
 
 
 def test_ordinary_photos_keep_the_reference_crops(analyzer):

@@ -234,8 +234,16 @@ def test_big_endian_sixteen_bit_is_scaled_like_little_endian():
 
 
 def test_oversized_arrays_are_refused_before_any_conversion():
+    import tracemalloc
+
     huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float64), (9000, 9000, 3), (0, 0, 0))
-    _refused(huge, "too large")  # a view of one float: converting it would take gigabytes
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    try:
+        _refused(huge, "too large")  # a view of one float: converting it would take gigabytes
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated before refusing"
 
 
 def test_large_photos_are_reduced_while_decoding():
