@@ -217,7 +217,7 @@ def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
         default=HYPERLORA_MODELS[0],
         help="HyperLoRA model folder name, or 'fidelity' / 'edit' (default: %(default)s)",
     )
-    lora.add_argument("--out", required=True, type=Path, help="the LoRA file to write")
+    lora.add_argument("--out", required=True, type=_out_file, help="the LoRA file to write")
     lora.add_argument("--overwrite", action="store_true", help="replace an existing file")
     lora.add_argument(
         "--style",
@@ -243,6 +243,16 @@ def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
     )
     add_roots_arguments(lora)
     lora.set_defaults(func=cmd_lora)
+
+
+def _out_file(text: str) -> Path:
+    """``--out`` as users paste it (see user_path); a path that names no file is a usage error."""
+    path = user_path(text)
+    if path.name in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no file: give the LoRA file to write, e.g. out/alice.safetensors"
+        )
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

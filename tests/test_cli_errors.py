@@ -98,3 +98,12 @@ def test_an_overlong_model_name_is_one_line(tmp_path, photo, capsys, command):
         args += ["--models-dir", str(tmp_path / "models")]
     assert cli.main(args) == 1
     assert_clean(capsys, "longer than")
+
+
+@pytest.mark.parametrize("out", ["", " ", ".", "..", "out/.."])
+def test_an_out_path_without_a_file_name_is_a_usage_error(tmp_path, photo, capsys, out):
+    args = ["lora", "--ref", str(photo), "--models-dir", str(tmp_path), "--out", out]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args)
+    assert exit_.value.code == 2
+    assert_clean(capsys, "names no file")

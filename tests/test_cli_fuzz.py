@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hyperlora_ext import cli
@@ -62,8 +62,14 @@ CHOICES = ["as-is", "sgm", "largest", "index", "auto", "fp16", "cpu", "cuda", "b
 
 
 def argv_for(command: str) -> st.SearchStrategy[list[str]]:
-    token = st.sampled_from(FLAGS[command] + ROOT_FLAGS + HOSTILE + CHOICES) | st.text(max_size=12)
-    return st.lists(token, max_size=8).map(lambda rest: [command, *rest])
+    """Mostly well-formed options (a flag and a hostile value) so that argparse accepts the line
+    and the command itself meets the value; some lone flags and stray values too."""
+    value = st.sampled_from(HOSTILE + CHOICES) | st.text(max_size=12)
+    flag = st.sampled_from(FLAGS[command] + ROOT_FLAGS)
+    option = st.tuples(flag, value).map(list) | flag.map(lambda f: [f]) | value.map(lambda v: [v])
+    start = st.sampled_from([[], ["--ref", "photo.png"]] if command == "lora" else [[]])
+    options = st.lists(option, max_size=5).map(lambda chosen: [t for o in chosen for t in o])
+    return st.tuples(start, options).map(lambda parts: [command, *parts[0], *parts[1]])
 
 
 def run_cli(argv: list[str]) -> tuple[int, str]:
@@ -87,6 +93,10 @@ def workdir():
 
 @SETTINGS
 @given(argv=st.sampled_from(sorted(FLAGS)).flatmap(argv_for))
+@example(argv=["lora", "--ref", "photo.png", "--device", "bogus"])  # cases that were tracebacks
+@example(argv=["lora", "--ref", "photo.png", "--device", "cuda:0"])
+@example(argv=["lora", "--ref", "photo.png", "--out", "not_an_image.txt/alice.safetensors"])
+@example(argv=["lora", "--ref", "", "--out", ""])
 def test_random_command_lines_fail_cleanly(workdir, argv):
     previous = Path.cwd()
     os.environ["HYPERLORA_MODELS_DIR"] = str(workdir / "models")

@@ -179,7 +179,7 @@ GARBAGE = [
     ("data:image/png;base64,@@@@", "not valid base64"),
     ("http://example.com/a.png", "not accepted"),
     ("/etc/passwd", "paths and URLs are not accepted"),
-    ("/tmp/abcd", "paths and URLs are not accepted"),  # valid base64, decodes to no image
+    ("/tmp/abc", "paths and URLs are not accepted"),  # valid base64 that decodes to no image
     ("C:\\Users\\me\\face.jpg", "paths and URLs are not accepted"),
     ("", "empty string"),
     (123, "expected a base64 string"),
