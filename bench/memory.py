@@ -85,6 +85,22 @@ def run_scenario(name: str, count: int, side: int, fmt: str) -> dict:
     }
 
 
+def machine() -> str:
+    """CPU model (from /proc/cpuinfo where there is one), cores, torch and Pillow versions."""
+    import os
+    import platform
+
+    import PIL
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, Pillow {PIL.__version__}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=16)
@@ -102,6 +118,7 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = rows[0]["peak_mb"] - rows[0]["before_mb"]
+    print(machine())
     print(f"{args.count} photos of {args.side}x{args.side} {args.format.upper()} "
           f"({rows[0]['photo_mb']:.1f} MB each)\n")  # fmt: skip
     print("| scenario | RSS before MB | peak RSS MB | added MB | added vs decode-all | s |")
