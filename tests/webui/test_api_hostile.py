@@ -5,6 +5,10 @@ The fuzzers (hypothesis, bounded examples) found the cases pinned in the tests a
 
 from __future__ import annotations
 
+import gc
+import threading
+import weakref
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -73,6 +77,39 @@ def test_a_bug_is_a_500_in_the_same_shape(client, monkeypatch):
     monkeypatch.setattr(api, "_status", lambda backend: 1 / 0)
     body = error_of(client.get("/hyperlora/v1/status"), 500, None)
     assert body["error"] == "InternalError" and "please report it" in body["detail"]
+
+
+def test_detect_decodes_one_photo_at_a_time_across_requests(client, monkeypatch):
+    """Concurrent /detect requests wait for the queue with their compressed photos only."""
+    from hyperlora_ext.encoders import images
+
+    decoded: list[weakref.ref] = []
+    alive_at_decode: list[int] = []
+    real_load_image = images.load_image
+
+    def tracking_load_image(*args, **kwargs):
+        gc.collect()
+        alive_at_decode.append(sum(ref() is not None for ref in decoded))
+        image = real_load_image(*args, **kwargs)
+        decoded.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(images, "load_image", tracking_load_image)
+    start = threading.Barrier(2)
+    statuses = []
+
+    def request():
+        start.wait()
+        response = client.post("/hyperlora/v1/detect", json={"images": [FACE] * 3})
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200, 200]
+    assert len(alive_at_decode) == 6 and max(alive_at_decode) == 0, alive_at_decode
 
 
 # ------------------------------------------------------------------------------- fuzzers
