@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import io
 import threading
-import weakref
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.lora_format import kohya_to_webui_layer, sdxl_attention_modules
 from hyperlora_ext.models import ModelRoots
 from tests import fake_antelopev2
-from tests.encoders._photos import face_photo
+from tests.encoders._photos import count_decoded_alive, face_photo
 from tests.factories import tiny_modules, write_tiny_clip, write_tiny_hyperlora
 
 MODEL = "tiny_fidelity"
@@ -278,21 +276,7 @@ def _png(image: Image.Image) -> bytes:
 def test_photos_are_decoded_one_at_a_time_across_requests(roots, monkeypatch):
     """Bounded memory: no decoded photo is alive when the next one is decoded, within one
     request and across concurrent ones (only the compressed bytes wait for the lock)."""
-    from hyperlora_ext.encoders import features, images
-
-    decoded: list[weakref.ref] = []  # PIL images are unhashable: no WeakSet
-    alive_at_decode: list[int] = []
-    real_load_image = images.load_image
-
-    def tracking_load_image(*args, **kwargs):
-        gc.collect()
-        alive_at_decode.append(sum(ref() is not None for ref in decoded))
-        image = real_load_image(*args, **kwargs)
-        decoded.append(weakref.ref(image))
-        return image
-
-    monkeypatch.setattr(images, "load_image", tracking_load_image)
-    monkeypatch.setattr(features, "load_image", tracking_load_image)
+    alive_at_decode = count_decoded_alive(monkeypatch)
     pipeline = IdentityPipeline(roots, device="cpu", dtype=torch.float32)
     start = threading.Barrier(2)
     results = []

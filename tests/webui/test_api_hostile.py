@@ -5,15 +5,14 @@ The fuzzers (hypothesis, bounded examples) found the cases pinned in the tests a
 
 from __future__ import annotations
 
-import gc
 import threading
-import weakref
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hyperlora_ext.webui import api
+from tests.encoders._photos import count_decoded_alive
 from tests.webui.test_api import FACE, NO_FACE, make_client, point_webui_at, tiny_models
 
 SHAPE = {"error", "detail", "field"}
@@ -81,20 +80,7 @@ def test_a_bug_is_a_500_in_the_same_shape(client, monkeypatch):
 
 def test_detect_decodes_one_photo_at_a_time_across_requests(client, monkeypatch):
     """Concurrent /detect requests wait for the queue with their compressed photos only."""
-    from hyperlora_ext.encoders import images
-
-    decoded: list[weakref.ref] = []
-    alive_at_decode: list[int] = []
-    real_load_image = images.load_image
-
-    def tracking_load_image(*args, **kwargs):
-        gc.collect()
-        alive_at_decode.append(sum(ref() is not None for ref in decoded))
-        image = real_load_image(*args, **kwargs)
-        decoded.append(weakref.ref(image))
-        return image
-
-    monkeypatch.setattr(images, "load_image", tracking_load_image)
+    alive_at_decode = count_decoded_alive(monkeypatch)
     start = threading.Barrier(2)
     statuses = []
 
