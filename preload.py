@@ -1,16 +1,24 @@
 """Command-line options of HyperLoRA, added to the WebUI's parser before it parses ``sys.argv``.
 
 The WebUI loads this file on its own (not as part of a package) and calls ``preload(parser)``;
-keep it free of imports beyond the standard library. The options are read in
-``hyperlora_ext.webui.cmd_opts``; an option left out falls back to the WebUI's models folder.
+keep it free of imports beyond the standard library and ``hyperlora_ext.facts`` (which imports
+only the standard library). The options are read in ``hyperlora_ext.webui.cmd_opts``; an option
+left out falls back to the WebUI's models folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
+from pathlib import Path
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+_HERE = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _HERE)  # the WebUI does not put this folder on sys.path for preload.py
+try:
+    from hyperlora_ext.facts import DEVICES
+finally:
+    sys.path.remove(_HERE)
 
 
 def preload(parser: argparse.ArgumentParser) -> None:
@@ -36,14 +44,14 @@ def preload(parser: argparse.ArgumentParser) -> None:
     _add(
         parser,
         "--hyperlora-face-device",
-        choices=DEVICE_CHOICES,
+        choices=DEVICES,
         default="auto",
         help="HyperLoRA: where face analysis (onnxruntime) runs; auto uses CUDA when available.",
     )
     _add(
         parser,
         "--hyperlora-device",
-        choices=DEVICE_CHOICES,
+        choices=DEVICES,
         default="auto",
         help="HyperLoRA: where the CLIP encoder and HyperLoRA networks run (auto: the WebUI's).",
     )

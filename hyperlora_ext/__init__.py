@@ -21,7 +21,7 @@ _EXPORTS = {
     "id_crops": "hyperlora_ext.encoders.preprocess",
     "clip_pixel_values": "hyperlora_ext.encoders.clip_processor",
     "FaceAnalyzer": "hyperlora_ext.encoders.faces",
-    "analyze_faces": "hyperlora_ext.encoders.faces",
+    "face_embedding": "hyperlora_ext.encoders.faces",
     "choose_face": "hyperlora_ext.encoders.faces",
     "DetectedFace": "hyperlora_ext.encoders.faces",
     "load_image": "hyperlora_ext.encoders.images",

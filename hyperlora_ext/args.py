@@ -11,31 +11,28 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hyperlora_ext.encoders.faces import (
-    CHOICES,
-    MAX_FACE_INDEX,
+from hyperlora_ext.errors import ArgumentError
+from hyperlora_ext.facts import (
+    DATA_URL,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGES,
+    RECOMMENDED_WEIGHT,
+    SLIDER_RANGE,
+    TRIGGER_WORDS,
+    WEIGHT_RANGE,
     check_face_choice,
     check_face_index,
+    image_too_large,
+    too_many_images,
 )
-from hyperlora_ext.errors import ArgumentError
 
-__all__ = ["MAX_FACE_INDEX", "ArgumentError", "HyperLoRAArgs", "add_trigger_words"]
+__all__ = ["HyperLoRAArgs", "add_trigger_words"]
 
-FACE_CHOICES = CHOICES  # how to pick the face when a photo shows several
-# How the accordion shows each face choice; parsing accepts these labels too.
-FACE_LABELS = {"largest": "Largest", "index": "Index", "best_score": "Best score"}
-WEIGHT_RANGE = (-1.5, 1.5)
-SLIDER_RANGE = (-3.0, 3.0)
 PHOTOS = "@photos"  # in a mix written as text: the generation's own photos
-TRIGGER_WORDS = "fcsks fxhks fhyks"
-MAX_IMAGES = 16  # photos per generation or request
-MAX_IMAGE_BYTES = 20 * 2**20  # file size of one photo
-_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class HyperLoRAArgs:
     enabled: bool = False
     images: tuple[Any, ...] = ()
     model: str = ""
-    weight: float = 0.8
+    weight: float = RECOMMENDED_WEIGHT
     trigger_words: bool = True
     face: str = "largest"
     face_index: int = 0
@@ -334,14 +331,6 @@ def _face_index(value: Any) -> int:
     return check_face_index(value, "face_index")
 
 
-def too_many_images(count: int, limit: int = MAX_IMAGES) -> str:
-    return f"{count} images posted; at most {limit} per request"
-
-
-def image_too_large(label: str, limit: int = MAX_IMAGE_BYTES) -> str:
-    return f"{label}: the image is larger than {limit // 2**20} MiB; resize it"
-
-
 def _images(value: Any, field: str = "images") -> tuple[Any, ...]:
     """Keep image-likes as given (decoding is the pipeline's job); unwrap upload wrappers."""
     if value is None:
@@ -370,7 +359,7 @@ def _file_size(image: Any) -> int:
         except (OSError, ValueError):  # not a usable path: treat the text as base64
             pass
     if isinstance(image, str):
-        return len(_DATA_URL.sub("", image, count=1)) * 3 // 4
+        return len(DATA_URL.sub("", image, count=1)) * 3 // 4
     return 0
 
 

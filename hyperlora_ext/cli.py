@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from hyperlora_ext.args import FACE_CHOICES
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.models import HYPERLORA_MODELS, ModelRoots, default_models_dir, user_path
+from hyperlora_ext.facts import FACE_CHOICES, HYPERLORA_MODELS
+from hyperlora_ext.models import ModelRoots, default_models_dir, user_path
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 CRASH_LOG = "hyperlora-cli-error.log"

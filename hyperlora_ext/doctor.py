@@ -13,11 +13,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
-from hyperlora_ext.models import (
+from hyperlora_ext.facts import (
     ANTELOPEV2_REQUIRED,
     CLIP_FILES,
     HYPERLORA_FILES,
+    ONNXRUNTIME_FLAVOURS,
     FileSpec,
+)
+from hyperlora_ext.models import (
     ModelRoots,
     ModelStatus,
     check_file,
@@ -27,13 +30,6 @@ from hyperlora_ext.models import (
 )
 
 OK, WARN, ERROR = "ok", "warn", "error"
-ONNXRUNTIME_FLAVOURS = (
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnxruntime-directml",
-    "onnxruntime-silicon",
-    "onnxruntime-openvino",
-)
 
 
 @dataclass(frozen=True)

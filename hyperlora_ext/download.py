@@ -20,13 +20,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hyperlora_ext.errors import CheckpointError, HyperLoRAError
-from hyperlora_ext.models import (
-    ANTELOPEV2_FILES,
+from hyperlora_ext.facts import (
+    ANTELOPEV2_SPECS,
     CLIP_FILES,
     DEFAULT_CLIP,
     HYPERLORA_FILES,
     HYPERLORA_MODELS,
+    MB,
     FileSpec,
+)
+from hyperlora_ext.models import (
     ModelRoots,
     check_file,
     inspect_antelopev2,
@@ -35,21 +38,10 @@ from hyperlora_ext.models import (
 
 PARTS = ("hyperlora", "clip", "antelopev2")
 STAGING = ".hyperlora-download"  # hidden, so the registry never lists it as a model
-MB = 2**20
 
-# Far below the real sizes; they catch error pages, Git LFS pointers and the like.
+# Per file name, the smallest plausible download (catches error pages, Git LFS pointers).
 SIZE_FLOORS = {
-    "hyper_lora_modules.json": 1024,
-    "hyper_lora_modules.safetensors": 500 * MB,
-    "resampler.safetensors": 50 * MB,
-    "id_projector.safetensors": 5 * MB,
-    "config.json": 100,
-    "model.safetensors": 500 * MB,
-    "scrfd_10g_bnkps.onnx": 5 * MB,
-    "2d106det.onnx": 1 * MB,
-    "glintr100.onnx": 100 * MB,
-    "1k3d68.onnx": 50 * MB,
-    "genderage.onnx": MB // 2,
+    spec.name: spec.download_floor for spec in (*HYPERLORA_FILES, *CLIP_FILES, *ANTELOPEV2_SPECS)
 }
 
 LIST_TIMEOUT = 30.0  # seconds for the hub's file listing; a silent server must not hang us
@@ -139,7 +131,7 @@ def plan_downloads(
         # Keep an installed pack where it is (the zip's nested layout included).
         installed = inspect_antelopev2(roots)
         folder = installed.path if installed.path.is_dir() else roots.antelopev2
-        specs = [FileSpec(name) for name in ANTELOPEV2_FILES]
+        specs = [FileSpec(spec.name) for spec in ANTELOPEV2_SPECS]
         items.append(item("InsightFace antelopev2", sources.antelopev2, folder, specs))
     return items
 

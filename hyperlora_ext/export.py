@@ -13,13 +13,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .args import TRIGGER_WORDS
 from .errors import HyperLoRAError
+from .facts import RECOMMENDED_WEIGHT, TRIGGER_WORDS
 from .files import FileExistsRefusedError, write_atomically
 from .lora_format import NameStyle, convert_key_style, lora_digest
 from .names import check_name
 
-RECOMMENDED_WEIGHT = 0.8
 SIDE_FILES = (".json", ".preview.png")  # written beside NAME.safetensors
 
 

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .cache import LruCache
-from .encoders.faces import check_face_choice, check_face_index
 from .engine.fusion import check_weights
 from .errors import ArgumentError, CheckpointError, HyperLoRAError
+from .facts import DEVICES, check_face_choice, check_face_index
 from .lora_format import lora_digest
 from .memory import peak_rss_mb
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
-FACE_DEVICES = ("auto", "cpu", "cuda")
 Progress = Callable[[str], None]
 
 
@@ -45,6 +44,24 @@ class IdentityOptions:
         object.__setattr__(self, "face_index", check_face_index(self.face_index))
         if self.face_choice != "index":  # unused then: keep it out of the cache key
             object.__setattr__(self, "face_index", 0)
+
+    @classmethod
+    def from_args(cls, args: Any, model: str | None = None) -> IdentityOptions:
+        """The options of a :class:`~hyperlora_ext.args.HyperLoRAArgs` (``model`` overrides)."""
+        return cls(
+            model=args.model if model is None else model,
+            face_choice=args.face,
+            face_index=args.face_index,
+            remove_background=args.remove_background,
+            grayscale=args.grayscale,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """What a saved identity's record keeps of them: everything but the model names."""
+        values = asdict(self)
+        values.pop("model", None)
+        values.pop("clip", None)
+        return values
 
 
 @dataclass
@@ -114,8 +131,8 @@ class IdentityPipeline:
         cache_bytes: int = 512 * 2**20,
         face_device: str = "auto",
     ) -> None:
-        if face_device not in FACE_DEVICES:
-            raise HyperLoRAError(f"face device {face_device!r} is not one of {FACE_DEVICES}")
+        if face_device not in DEVICES:
+            raise HyperLoRAError(f"face device {face_device!r} is not one of {DEVICES}")
         self.roots = roots
         self.device = parse_device(device)
         self.face_device = face_device
@@ -421,18 +438,44 @@ def _empty_device_cache() -> None:
 
 
 # ------------------------------------------------------- process-wide pipeline
+# The one pipeline of the process and what it was built from (None: configured explicitly).
 _pipeline: IdentityPipeline | None = None
+_pipeline_key: Hashable | None = None
 _pipeline_lock = threading.Lock()
 
 
 def configure_pipeline(roots: ModelRoots, **settings: Any) -> IdentityPipeline:
-    """(Re)create the process-wide pipeline, e.g. when the WebUI's settings change."""
-    global _pipeline
+    """(Re)create the process-wide pipeline from explicit settings.
+
+    :func:`shared_pipeline` adopts it for the settings it is first asked for, and replaces it when
+    later asked for other settings.
+    """
     with _pipeline_lock:
-        if _pipeline is not None:
-            _pipeline.unload()
-        _pipeline = IdentityPipeline(roots, **settings)
-        return _pipeline
+        return _replace_pipeline(None, lambda: IdentityPipeline(roots, **settings))
+
+
+def shared_pipeline(key: Hashable, build: Callable[[], IdentityPipeline]) -> IdentityPipeline:
+    """The process-wide pipeline for the settings ``key``; ``build`` makes a new one (unloading
+    the old one) when there is none or it was built for other settings."""
+    global _pipeline_key
+    with _pipeline_lock:
+        if _pipeline is not None and _pipeline_key in (None, key):
+            _pipeline_key = key
+            return _pipeline
+        return _replace_pipeline(key, build)
+
+
+def _replace_pipeline(key: Hashable | None, build: Callable[[], IdentityPipeline]):
+    global _pipeline, _pipeline_key
+    if _pipeline is not None:
+        _pipeline.unload()
+    _pipeline, _pipeline_key = build(), key
+    return _pipeline
+
+
+def current_pipeline() -> IdentityPipeline | None:
+    """The process-wide pipeline, or None before the first one is made."""
+    return _pipeline
 
 
 def get_pipeline() -> IdentityPipeline:

@@ -34,6 +34,8 @@ except ImportError:  # a venv without packaging (the WebUI's has it); pip carrie
     from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
     from pip._vendor.packaging.version import InvalidVersion, Version
 
+from hyperlora_ext.facts import ONNXRUNTIME_FLAVOURS, OPENCV_FLAVOURS
+
 # Packages the WebUI (A1111 1.10, Forge) pins or builds around; installed versions are frozen.
 PROTECTED = frozenset(
     {
@@ -65,22 +67,6 @@ PROTECTED = frozenset(
     }
 )
 
-# Distributions that install the same import package: one present satisfies a requirement on any.
-ONNXRUNTIME_FLAVOURS = (
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnxruntime-directml",
-    "onnxruntime-openvino",
-    "onnxruntime-rocm",
-    "onnxruntime-silicon",
-    "onnxruntime-qnn",
-)
-OPENCV_FLAVOURS = (
-    "opencv-python",
-    "opencv-python-headless",
-    "opencv-contrib-python",
-    "opencv-contrib-python-headless",
-)
 _FLAVOURS = {name: ONNXRUNTIME_FLAVOURS for name in ONNXRUNTIME_FLAVOURS} | {
     name: OPENCV_FLAVOURS for name in OPENCV_FLAVOURS
 }

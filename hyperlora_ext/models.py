@@ -24,53 +24,18 @@ from pathlib import Path
 
 from hyperlora_ext import names
 from hyperlora_ext.errors import InvalidNameError, ModelNotFoundError
+from hyperlora_ext.facts import (
+    ANTELOPEV2,
+    ANTELOPEV2_FILES,
+    ANTELOPEV2_REQUIRED,
+    CLIP_FILES,
+    CLIP_L14_LAYERS,
+    CLIP_L14_WIDTH,
+    DEFAULT_CLIP,
+    HYPERLORA_FILES,
+    FileSpec,
+)
 from hyperlora_ext.files import read_json
-
-HYPERLORA_MODELS = ("sdxl_hyper_id_lora_v1_fidelity", "sdxl_hyper_id_lora_v1_edit")
-DEFAULT_CLIP = "clip_vit_large_14"  # the folder name the official plugin's instructions use
-ANTELOPEV2 = "antelopev2"
-CLIP_L14_WIDTH = 1024
-CLIP_L14_LAYERS = 24
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One file a model folder must hold, and how to tell that it is the right file."""
-
-    name: str
-    tensors: tuple[str, ...] = ()  # names a .safetensors file must contain (header only)
-    min_bytes: int = 1  # anything smaller is a broken download (e.g. a Git LFS pointer)
-
-
-HYPERLORA_FILES = (
-    FileSpec("hyper_lora_modules.json"),
-    FileSpec(
-        "hyper_lora_modules.safetensors",
-        (
-            "0.to_q.id_down_basis",
-            "0.to_k.id_down_basis",
-            "0.to_v.id_up_basis",
-            "0.to_out.id_up_basis",
-        ),
-    ),
-    FileSpec(
-        "resampler.safetensors",
-        ("latents", "proj_in.weight", "proj_in_2.weight", "proj_out.weight"),
-    ),
-    FileSpec("id_projector.safetensors", ("0.weight", "0.bias", "2.weight", "2.bias")),
-)
-CLIP_FILES = (
-    FileSpec("config.json"),
-    FileSpec(
-        "model.safetensors",
-        ("vision_model.embeddings.patch_embedding.weight", "vision_model.post_layernorm.weight"),
-    ),
-)
-# FaceAnalyzer uses the detector, the 106-point landmarks and the recognition model; the other two
-# files belong to the complete pack (other extensions sharing the folder use them).
-ANTELOPEV2_REQUIRED = ("scrfd_10g_bnkps.onnx", "2d106det.onnx", "glintr100.onnx")
-ANTELOPEV2_FILES = (*ANTELOPEV2_REQUIRED, "1k3d68.onnx", "genderage.onnx")
-
 
 _ROOT_OPTIONS = (
     ("--hyper-lora-dir", "hyper_lora"),
@@ -265,6 +230,17 @@ def list_hyperlora_models(roots: ModelRoots) -> list[str]:
     return [s.name for s in inspect_hyperlora(roots) if s.complete]
 
 
+def default_hyperlora(roots: ModelRoots) -> str:
+    """The model used when none is chosen: the first installed one."""
+    models = list_hyperlora_models(roots)
+    if not models:
+        raise ModelNotFoundError(
+            f"no HyperLoRA model installed: put one under {roots.hyper_lora}, or run: "
+            f"{roots.download_hint()}"
+        )
+    return models[0]
+
+
 def resolve_hyperlora(roots: ModelRoots, name: str) -> Path:
     """The folder of HyperLoRA model ``name``; explains what is missing and where it goes."""
     installed = list_hyperlora_models(roots)
@@ -415,13 +391,34 @@ def is_clip_l14_file(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------ antelopev2
-def inspect_antelopev2(roots: ModelRoots) -> ModelStatus:
-    """The antelopev2 pack: the flat layout, else the nested one the official zip unpacks to."""
-    flat = roots.antelopev2
-    for folder in (flat, flat / ANTELOPEV2):
+def antelopev2_folders(insightface_root: str | Path) -> list[Path]:
+    """Where an antelopev2 pack may be, in the order tried, for an insightface root (the folder
+    holding ``models/antelopev2``): the flat layout, the nested one the official zip unpacks to,
+    the same without ``models/``, and the root being the pack folder itself."""
+    root = user_path(insightface_root)
+    return [
+        root / "models" / ANTELOPEV2,
+        root / "models" / ANTELOPEV2 / ANTELOPEV2,
+        root / ANTELOPEV2,
+        root / ANTELOPEV2 / ANTELOPEV2,
+        root,
+    ]
+
+
+def find_antelopev2(insightface_root: str | Path) -> Path | None:
+    """The first of :func:`antelopev2_folders` that holds ``*.onnx`` files, or None."""
+    for folder in antelopev2_folders(insightface_root):
         if folder.is_dir() and any(folder.glob("*.onnx")):
-            return ModelStatus("antelopev2", ANTELOPEV2, folder, _missing_onnx(folder))
-    return ModelStatus("antelopev2", ANTELOPEV2, flat, ANTELOPEV2_REQUIRED)
+            return folder
+    return None
+
+
+def inspect_antelopev2(roots: ModelRoots) -> ModelStatus:
+    """The antelopev2 pack under ``roots.insightface`` (see :func:`antelopev2_folders`)."""
+    folder = find_antelopev2(roots.insightface)
+    if folder is not None:
+        return ModelStatus("antelopev2", ANTELOPEV2, folder, _missing_onnx(folder))
+    return ModelStatus("antelopev2", ANTELOPEV2, roots.antelopev2, ANTELOPEV2_REQUIRED)
 
 
 def _missing_onnx(folder: Path) -> tuple[str, ...]:

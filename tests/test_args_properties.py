@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hyperlora_ext.args import MAX_FACE_INDEX, WEIGHT_RANGE, ArgumentError, HyperLoRAArgs
-from hyperlora_ext.encoders.images import load_image
+from hyperlora_ext.args import ArgumentError, HyperLoRAArgs
+from hyperlora_ext.encoders.images import decode_image_payload, load_image
 from hyperlora_ext.errors import ImageError
-from hyperlora_ext.webui.api import decode_image_payload
+from hyperlora_ext.facts import MAX_FACE_INDEX, WEIGHT_RANGE
 
 FIELDS = HyperLoRAArgs.field_names()
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,8 @@ import pytest
 
 from hyperlora_ext import cli
 from hyperlora_ext import download as download_module
-from hyperlora_ext.models import HYPERLORA_MODELS, ModelRoots, resolve_hyperlora
+from hyperlora_ext.facts import HYPERLORA_MODELS
+from hyperlora_ext.models import ModelRoots, resolve_hyperlora
 from tests.test_download import FakeHub
 from tests.test_models import FIDELITY, make_tree
 

@@ -20,17 +20,14 @@ from hyperlora_ext.download import (
     split_source,
 )
 from hyperlora_ext.errors import CheckpointError, HyperLoRAError, InvalidNameError
-from hyperlora_ext.models import (
+from hyperlora_ext.facts import (
     ANTELOPEV2_FILES,
     CLIP_FILES,
     HYPERLORA_FILES,
     HYPERLORA_MODELS,
     FileSpec,
-    ModelRoots,
-    resolve_antelopev2,
-    resolve_clip,
-    resolve_hyperlora,
 )
+from hyperlora_ext.models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 from tests.test_models import make_antelopev2, write_model_files, write_safetensors
 
 SOURCES = Sources()

@@ -16,11 +16,8 @@ from safetensors.numpy import save_file
 
 from hyperlora_ext import models as models_module
 from hyperlora_ext.errors import InvalidNameError, ModelNotFoundError
+from hyperlora_ext.facts import ANTELOPEV2_FILES, CLIP_FILES, HYPERLORA_FILES, FileSpec
 from hyperlora_ext.models import (
-    ANTELOPEV2_FILES,
-    CLIP_FILES,
-    HYPERLORA_FILES,
-    FileSpec,
     ModelRoots,
     check_file,
     default_models_dir,

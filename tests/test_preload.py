@@ -67,16 +67,21 @@ def test_second_preload_does_not_break_the_parser(parser, preload_module):
     assert parser.parse_args(["--hyperlora-device", "cpu"]).hyperlora_device == "cpu"
 
 
-def test_preload_imports_only_the_standard_library():
+def test_preload_imports_only_the_standard_library_and_the_facts():
     code = (
         "import importlib.util, sys\n"
+        "path = list(sys.path)\n"
         f"spec = importlib.util.spec_from_file_location('preload', {str(ROOT / 'preload.py')!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "heavy = {'torch', 'numpy', 'gradio', 'insightface', 'hyperlora_ext', 'modules'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
+        "assert sys.path == path, 'sys.path changed'\n"
+        "heavy = {'torch', 'numpy', 'gradio', 'insightface', 'modules'}\n"
+        "ours = {m for m in sys.modules if m.startswith('hyperlora_ext')}\n"
+        "print(sorted(heavy & set(sys.modules)), sorted(ours))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert (
+        out.stdout.strip() == "[] ['hyperlora_ext', 'hyperlora_ext.errors', 'hyperlora_ext.facts']"
+    )
 
 
 # --- cmd_opts: options -> ModelRoots and devices ---

@@ -19,26 +19,28 @@ import io
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from hyperlora_ext.errors import ArgumentError, CheckpointError, ModelNotFoundError, NoFaceError
+from hyperlora_ext.errors import CheckpointError, ModelNotFoundError, NoFaceError
+from hyperlora_ext.facts import (
+    ANTELOPEV2,
+    ANTELOPEV2_UNUSED,
+    check_face_choice,
+    check_face_index,
+)
 
-PACK = "antelopev2"
 DETECT_SIZES = (640, 512, 384, 256)  # the reference's retry order
 EMBED_DETECT_SIZE = 640  # the reference re-detects on the ArcFace crop at this size
 MAX_DETECT_SIDE = 2048  # larger photos are downscaled for detection; results are mapped back
 PAD_FRACTION = 0.25  # padding retry: neutral border of this fraction of the longer side, each side
 PAD_COLOUR = (127, 127, 127)
 DET_THRESH = 0.5
-CHOICES = ("largest", "index", "best_score")
-MAX_FACE_INDEX = 63  # faces are counted from the left; no group photo needs more
 NEEDED = {"detection", "landmark_2d_106", "recognition"}
-SKIPPED_FILES = {"1k3d68.onnx", "genderage.onnx"}  # antelopev2 models HyperLoRA does not use
 
 
 @dataclass
@@ -57,18 +59,6 @@ class DetectedFace:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
-@dataclass
-class ImageFaces:
-    """What :func:`analyze_faces` found in one image."""
-
-    faces: list[DetectedFace] = field(default_factory=list)
-    chosen: int | None = None
-
-    @property
-    def face(self) -> DetectedFace | None:
-        return None if self.chosen is None else self.faces[self.chosen]
-
-
 def default_providers() -> list[str]:
     """CUDA first when this onnxruntime build has it, else CPU."""
     import onnxruntime
@@ -79,23 +69,18 @@ def default_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def find_pack(models_root: str | Path, name: str = PACK) -> Path:
+def find_pack(models_root: str | Path) -> Path:
     """The folder holding the pack's ``*.onnx`` files; ModelNotFoundError lists where it looked."""
+    from hyperlora_ext.models import antelopev2_folders, find_antelopev2
+
+    folder = find_antelopev2(models_root)
+    if folder is not None:
+        return folder
     root = Path(models_root).expanduser()
-    candidates = [
-        root / "models" / name,
-        root / "models" / name / name,
-        root / name,
-        root / name / name,
-        root,
-    ]
-    for folder in candidates:
-        if folder.is_dir() and any(folder.glob("*.onnx")):
-            return folder
-    looked = "\n".join(f"  {c}" for c in candidates[:2])
+    looked = "\n".join(f"  {c}" for c in antelopev2_folders(root)[:2])
     raise ModelNotFoundError(
-        f"InsightFace {name} models not found. Looked for *.onnx in:\n{looked}\n"
-        f"Download {name}.zip (InsightFace model zoo) and unpack it into {root / 'models'}."
+        f"InsightFace {ANTELOPEV2} models not found. Looked for *.onnx in:\n{looked}\n"
+        f"Download {ANTELOPEV2}.zip (InsightFace model zoo) and unpack it into {root / 'models'}."
     )
 
 
@@ -126,7 +111,7 @@ class FaceAnalyzer:
         ctx_id = 0 if "CUDAExecutionProvider" in providers else -1
         models: dict[str, Any] = {}
         for path in sorted(folder.glob("*.onnx")):
-            if path.name in SKIPPED_FILES:
+            if path.name in ANTELOPEV2_UNUSED:
                 continue
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # 0.7.3 prints every session
@@ -134,7 +119,7 @@ class FaceAnalyzer:
             except Exception as exc:  # onnxruntime raises its own types for broken files
                 raise CheckpointError(
                     f"InsightFace model file {path} could not be loaded ({exc}). "
-                    f"Delete it and unpack {PACK}.zip again."
+                    f"Delete it and unpack {ANTELOPEV2}.zip again."
                 ) from exc
             task = getattr(model, "taskname", None)
             if task in NEEDED and task not in models:
@@ -143,7 +128,7 @@ class FaceAnalyzer:
         if missing:
             raise ModelNotFoundError(
                 f"The InsightFace pack in {folder} lacks the {', '.join(sorted(missing))} "
-                f"model(s). Re-download {PACK}.zip and unpack it there."
+                f"model(s). Re-download {ANTELOPEV2}.zip and unpack it there."
             )
         models["detection"].prepare(
             ctx_id, input_size=(DETECT_SIZES[0],) * 2, det_thresh=DET_THRESH
@@ -244,31 +229,6 @@ class FaceAnalyzer:
         return emb / np.linalg.norm(emb)
 
 
-def check_face_choice(value: Any, field_name: str = "face") -> str:
-    """The face choice as one of CHOICES; accepts the UI labels ("Best score")."""
-    normal = (
-        value.strip().lower().replace(" ", "_").replace("-", "_")
-        if isinstance(value, str)
-        else None
-    )
-    if normal not in CHOICES:
-        raise ArgumentError(field_name, f"expected one of {', '.join(CHOICES)}, got {value!r}")
-    return normal
-
-
-def check_face_index(value: Any, field_name: str = "face_index") -> int:
-    """The face number (0 = leftmost) as an int in 0..MAX_FACE_INDEX; the one check of it."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentError(field_name, f"expected a whole number, got {value!r}")
-    if not 0 <= value <= MAX_FACE_INDEX:
-        raise ArgumentError(field_name, f"{value} is outside 0..{MAX_FACE_INDEX}")
-    return value
-
-
 def choose_face(faces: Sequence[DetectedFace], choice: str = "largest", index: int = 0) -> int:
     """Index into ``faces`` of the face to use.
 
@@ -291,43 +251,15 @@ def choose_face(faces: Sequence[DetectedFace], choice: str = "largest", index: i
     return left_to_right[index]
 
 
-def analyze_faces(
-    images: Sequence[Any],
-    analyzer: FaceAnalyzer,
-    choice: str = "largest",
-    index: int = 0,
-    with_embedding: bool = True,
-) -> list[ImageFaces]:
-    """Per image: every face found and the chosen one (with its HyperLoRA ArcFace embedding).
-
-    Images are anything :func:`~hyperlora_ext.encoders.images.load_image` accepts. An image without
-    faces, or without the requested face, gets ``chosen=None``.
-    """
-    from hyperlora_ext.encoders.images import image_label, load_image
-
-    results = []
-    for i, source in enumerate(images):
-        image = load_image(source, image_label(i, source))
-        faces = analyzer.detect(image)
-        result = ImageFaces(faces=faces)
-        if faces:
-            try:
-                result.chosen = choose_face(faces, choice, index)
-            except NoFaceError:
-                result.chosen = None
-        if with_embedding and result.face is not None:
-            result.face.embedding = face_embedding(analyzer, image, result.face)
-        results.append(result)
-    return results
-
-
 def face_embedding(analyzer: FaceAnalyzer, image: Image.Image, face: DetectedFace) -> np.ndarray:
-    """The reference's ArcFace embedding of ``face``: re-detected on the 2x face-box crop."""
-    from hyperlora_ext.encoders.preprocess import crop_origin, face_box
+    """The ArcFace embedding of ``face`` in ``image``, as the reference computes it: the face is
+    re-detected on its ArcFace crop (twice the face box); its own keypoints align the crop when it
+    is not found again."""
+    from hyperlora_ext.encoders.preprocess import arcface_crop, crop_origin, face_box
 
-    box = face_box(face.landmarks_106).box(scale=2)
-    crop = image.crop(box)
-    return analyzer.embedding(crop, fallback_kps=face.kps - np.array(crop_origin(box), np.float32))
+    origin = np.array(crop_origin(face_box(face.landmarks_106).box(scale=2)), np.float32)
+    crop = arcface_crop(image, face.landmarks_106)
+    return analyzer.embedding(crop, fallback_kps=face.kps - origin)
 
 
 def _bgr(image: Image.Image) -> np.ndarray:

@@ -16,9 +16,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from hyperlora_ext.encoders.clip_processor import clip_pixel_values
-from hyperlora_ext.encoders.faces import DetectedFace, FaceAnalyzer, choose_face, scale_face
+from hyperlora_ext.encoders.faces import (
+    DetectedFace,
+    FaceAnalyzer,
+    choose_face,
+    face_embedding,
+    scale_face,
+)
 from hyperlora_ext.encoders.images import WORK_SIDE, image_label, load_image
-from hyperlora_ext.encoders.preprocess import crop_origin, face_box, id_crops, preview
+from hyperlora_ext.encoders.preprocess import face_box, id_crops, preview
 from hyperlora_ext.errors import ImageError, NoFaceError
 
 THUMBNAIL_SIDE = 256
@@ -127,9 +133,8 @@ def _one_photo(
     report.thumbnail = thumbnail(image, face.box)
 
     image, face = bound_crop_work(image, face)
-    clip_face, arc_crop = id_crops(image, face.landmarks_106, remove_background, grayscale)
-    origin = np.array(crop_origin(face_box(face.landmarks_106).box(scale=2)), np.float32)
-    embed = analyzer.embedding(arc_crop, fallback_kps=face.kps - origin)
+    clip_face, _ = id_crops(image, face.landmarks_106, remove_background, grayscale)
+    embed = face_embedding(analyzer, image, face)
     report.preview = preview(clip_face)
     return embed, clip_pixel_values(clip_face)
 

@@ -12,6 +12,7 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hyperlora_ext.errors import ImageError
+from hyperlora_ext.facts import DATA_URL, MAX_IMAGE_BYTES, image_too_large
 
 
 class ImageTooLargeError(ImageError):
@@ -30,7 +32,6 @@ MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs, absurd sca
 # ones are reduced while decoding, so one photo never holds more than ~50 MB of pixels.
 WORK_SIDE = 4096
 BACKGROUND = (127, 127, 127)  # neutral grey behind transparent pixels (the reference's fill colour)
-DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 # Text that starts or ends like a file path or an address. Base64 can look like that too (JPEG
 # base64 starts "/9j/"), so it counts only for text that does not decode to an image.
 _SERVER_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|[/\\~.]|file:|https?://)|[\\/].*\.\w{2,5}$")
@@ -323,3 +324,43 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
         except Exception:  # broken or unsupported profile: fall back to PIL's conversion
             pass
     return image.convert("RGB")
+
+
+# ------------------------------------------------------------------------ photos sent by clients
+def decode_image_payload(value: Any, label: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """The file bytes of a base64 string or ``data:image/...;base64,`` URL; nothing else.
+
+    Raises ImageError (ImageTooLargeError over ``max_bytes``). Server paths and URLs are refused:
+    a remote client must not make the server read its own files or fetch addresses.
+    """
+    if not isinstance(value, str):
+        raise ImageError(
+            f"{label}: expected a base64 string or a data URL, got {type(value).__name__}"
+        )
+    path_like = not DATA_URL.match(value) and looks_like_server_path(value)
+    if len(value) * 3 // 4 > max_bytes + 100:  # refused before decoding (100: a data URL prefix)
+        raise ImageTooLargeError(image_too_large(label, max_bytes))
+    try:
+        data = decode_base64_image(value, label)
+    except ImageError:
+        if path_like:
+            raise ImageError(_PATHS_REFUSED.format(label=label)) from None
+        raise
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(image_too_large(label, max_bytes))
+    if path_like and not is_image_data(data):
+        raise ImageError(_PATHS_REFUSED.format(label=label))
+    return data
+
+
+_PATHS_REFUSED = (
+    "{label}: this looks like a file path or an address; paths and URLs are not accepted over "
+    "the API. Send the photo itself as base64 or as a data:image/...;base64, URL"
+)
+
+
+def api_images(images: Sequence[Any], max_bytes: int = MAX_IMAGE_BYTES) -> list[bytes]:
+    """Decode the photos of an API request (``p.is_api``) so the pipeline never sees a path."""
+    return [
+        decode_image_payload(image, f"image {i + 1}", max_bytes) for i, image in enumerate(images)
+    ]

@@ -84,6 +84,7 @@ def remove_background(image: Image.Image, landmarks_106) -> Image.Image:
 
 def arcface_crop(image: Image.Image, landmarks_106) -> Image.Image:
     """The original photo cropped to twice the face box (black outside), for ArcFace."""
+    image = image if image.mode == "RGB" else image.convert("RGB")
     return image.crop(face_box(landmarks_106).box(scale=2))
 
 
@@ -97,7 +98,7 @@ def id_crops(
     clip_face = source.crop(fb.box())
     if grayscale:
         clip_face = clip_face.convert("L")
-    return clip_face, image.crop(fb.box(scale=2))
+    return clip_face, arcface_crop(image, landmarks_106)
 
 
 _remove_background = remove_background  # id_crops' argument shadows the function name

@@ -18,12 +18,6 @@ from safetensors import safe_open
 from ..errors import CheckpointError
 from ..files import read_json
 
-MODULES_JSON = "hyper_lora_modules.json"
-BASES_FILE = "hyper_lora_modules.safetensors"
-RESAMPLER_FILE = "resampler.safetensors"
-ID_PROJECTOR_FILE = "id_projector.safetensors"
-MODEL_FILES = (MODULES_JSON, BASES_FILE, RESAMPLER_FILE, ID_PROJECTOR_FILE)
-
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 Shape = tuple[int, ...]

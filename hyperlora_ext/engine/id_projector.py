@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..facts import LAYER_NORM_EPS
 from .checkpoint import Shape, shape_of
-
-LAYER_NORM_EPS = 1e-5
 
 
 class IdProjector:

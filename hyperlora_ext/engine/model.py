@@ -16,13 +16,10 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..facts import BASES_FILE, ID_PROJECTOR_FILE, MODULES_JSON, RESAMPLER_FILE
 from ..lora_format import LORA_PARTS
 from .bases import TOKENS_PER_MODULE, BasisBank, expected_shapes
 from .checkpoint import (
-    BASES_FILE,
-    ID_PROJECTOR_FILE,
-    MODULES_JSON,
-    RESAMPLER_FILE,
     ModuleSpec,
     check_state,
     header_shapes,

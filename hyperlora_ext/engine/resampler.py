@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..facts import LAYER_NORM_EPS
 from .checkpoint import Shape, shape_of
 from .fusion import normalise_tokens, weighted_mean
 
-LAYER_NORM_EPS = 1e-5
 DEFAULT_DIM_HEAD = 64  # released models: 12 heads x 64; not recoverable from the tensors
 
 

@@ -20,8 +20,7 @@ import torch
 
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.lora_format import LORA_PARTS, kohya_to_webui_layer, sdxl_attention_modules
-from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport, Patch
-from hyperlora_ext.webui.host import unsupported_reason
+from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport, Patch, unsupported_reason
 
 UP, DOWN, ALPHA = "lora_up.weight", "lora_down.weight", "alpha"
 

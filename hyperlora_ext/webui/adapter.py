@@ -11,6 +11,7 @@ import torch
 # Every adapter names its patch "<prefix><digest>" so a new face (new tensors) re-applies and our
 # entries can be found again after a crashed job.
 NAME_PREFIX = "hyperlora_"
+SDXL_BASE_CHANNELS = 320  # model_channels of the SDXL base UNet (the refiner has 384)
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,6 @@ class ApplyReport:
     expected: int
     skipped: int = 0
     reasons: tuple[str, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return self.expected > 0 and self.matched == self.expected
 
     def summary(self) -> str:
         return f"{self.matched}/{self.expected} layers"
@@ -71,3 +68,28 @@ class HostAdapter(Protocol):
     def restore(self, p: Any) -> None:
         """Take the identity out; afterwards the UNet weights equal the pre-job weights."""
         ...
+
+
+def unsupported_reason(sd_model: Any) -> str | None:
+    """Why HyperLoRA cannot patch this checkpoint, or None for an SDXL base model."""
+    if sd_model is None:
+        return "no checkpoint is loaded"
+    if getattr(sd_model, "is_sd3", False):
+        return "the checkpoint is SD3; HyperLoRA needs an SDXL base checkpoint"
+    if not getattr(sd_model, "is_sdxl", False):
+        family = "SD1.x" if getattr(sd_model, "is_sd1", False) else None
+        family = family or ("SD2.x" if getattr(sd_model, "is_sd2", False) else "not SDXL")
+        return f"the checkpoint is {family}; HyperLoRA needs an SDXL base checkpoint"
+    if getattr(sd_model, "is_ssd", False):
+        return "the checkpoint is SSD-1B (a pruned SDXL); HyperLoRA needs the full SDXL UNet"
+    if _is_refiner(sd_model):
+        return "the checkpoint is the SDXL refiner; HyperLoRA needs an SDXL base checkpoint"
+    return None
+
+
+def _is_refiner(sd_model: Any) -> bool:
+    if "refiner" in type(sd_model).__name__.lower():
+        return True
+    unet = getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+    channels = getattr(unet, "model_channels", SDXL_BASE_CHANNELS)
+    return channels != SDXL_BASE_CHANNELS

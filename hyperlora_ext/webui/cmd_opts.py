@@ -10,10 +10,11 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hyperlora_ext.facts import DEVICES
+
 if TYPE_CHECKING:
     from hyperlora_ext.models import ModelRoots
 
-DEVICES = ("auto", "cpu", "cuda")
 CPU_TASKS = {"all", "hyperlora"}  # A1111 --use-cpu task names that send HyperLoRA to the CPU
 
 

@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.facts import CLIP_FILES, DEFAULT_CLIP, HYPERLORA_FILES, HYPERLORA_MODELS
 from hyperlora_ext.models import (
-    CLIP_FILES,
-    DEFAULT_CLIP,
-    HYPERLORA_FILES,
-    HYPERLORA_MODELS,
     ModelRoots,
     inspect_antelopev2,
     inspect_clip,

@@ -33,8 +33,7 @@ import torch
 
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.lora_format import lora_digest
-from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport, Patch
-from hyperlora_ext.webui.host import unsupported_reason
+from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport, Patch, unsupported_reason
 
 log = logging.getLogger(__name__)
 

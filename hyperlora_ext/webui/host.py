@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui.adapter import ApplyReport, HostAdapter
+from hyperlora_ext.webui.adapter import ApplyReport, HostAdapter, unsupported_reason
 
 __all__ = [
     "ApplyReport",
     "HostAdapter",
+    "default_model",
     "detect_host",
     "free_vram_for_encoders",
     "get_adapter",
-    "identity_options",
+    "identity_store",
     "list_models",
     "model_roots",
     "pipeline",
@@ -29,8 +30,6 @@ __all__ = [
 ]
 
 _adapters: dict[str, HostAdapter] = {}
-
-SDXL_BASE_CHANNELS = 320
 
 
 def detect_host(p: Any = None) -> str:
@@ -62,31 +61,6 @@ def get_adapter(p: Any = None) -> HostAdapter:
     return _adapters[host]
 
 
-def unsupported_reason(sd_model: Any) -> str | None:
-    """Why HyperLoRA cannot patch this checkpoint, or None for an SDXL base model."""
-    if sd_model is None:
-        return "no checkpoint is loaded"
-    if getattr(sd_model, "is_sd3", False):
-        return "the checkpoint is SD3; HyperLoRA needs an SDXL base checkpoint"
-    if not getattr(sd_model, "is_sdxl", False):
-        family = "SD1.x" if getattr(sd_model, "is_sd1", False) else None
-        family = family or ("SD2.x" if getattr(sd_model, "is_sd2", False) else "not SDXL")
-        return f"the checkpoint is {family}; HyperLoRA needs an SDXL base checkpoint"
-    if getattr(sd_model, "is_ssd", False):
-        return "the checkpoint is SSD-1B (a pruned SDXL); HyperLoRA needs the full SDXL UNet"
-    if _is_refiner(sd_model):
-        return "the checkpoint is the SDXL refiner; HyperLoRA needs an SDXL base checkpoint"
-    return None
-
-
-def _is_refiner(sd_model: Any) -> bool:
-    if "refiner" in type(sd_model).__name__.lower():
-        return True
-    unet = getattr(getattr(sd_model, "model", None), "diffusion_model", None)
-    channels = getattr(unet, "model_channels", SDXL_BASE_CHANNELS)
-    return channels != SDXL_BASE_CHANNELS
-
-
 def model_roots() -> Any:
     """HyperLoRA's model folders: the Settings override, else ``--hyperlora-models-dir``, else the
     WebUI's models folder (``<models>/hyper_lora`` ...); ``--hyperlora-insightface-dir`` applies
@@ -114,9 +88,6 @@ class PipelineConfig:
     face_device: str
     settings: tuple  # settings.Settings.pipeline_fingerprint()
     kwargs: dict = field(compare=False, hash=False)
-
-
-_configured: tuple[PipelineConfig, Any] | None = None  # (config, the pipeline built from it)
 
 
 def pipeline_config() -> PipelineConfig:
@@ -152,36 +123,32 @@ def pipeline_config() -> PipelineConfig:
 def pipeline() -> Any:
     """The process-wide identity pipeline, rebuilt when its settings or options changed.
 
-    A pipeline set up by an explicit ``identity.configure_pipeline`` call is adopted as is until
+    A pipeline set up by an explicit ``identity.configure_pipeline`` call is used as is until
     the next change.
     """
-    global _configured
-    config = pipeline_config()
-    current = _current_pipeline()
-    if current is not None and (_configured is None or _configured[1] is not current):
-        _configured = (config, current)
-    if current is not None and _configured is not None and _configured[0] == config:
-        return current
     from hyperlora_ext import identity
 
-    built = identity.configure_pipeline(config.roots, **config.kwargs)
-    _configured = (config, built)
-    return built
+    config = pipeline_config()
+    return identity.shared_pipeline(
+        config, lambda: identity.IdentityPipeline(config.roots, **config.kwargs)
+    )
 
 
 def refresh_pipeline() -> None:
     """Settings ``onchange``: rebuild a pipeline already in use now (unloading its models)."""
-    if _configured is not None:
+    from hyperlora_ext import identity
+
+    if identity.current_pipeline() is not None:
         pipeline()
 
 
-def _current_pipeline() -> Any:
-    from hyperlora_ext import identity
+def identity_store() -> Any:
+    """The WebUI's saved identities (``<Lora folder>/hyperlora``)."""
+    from modules import shared
 
-    try:
-        return identity.get_pipeline()
-    except HyperLoRAError:
-        return None
+    from hyperlora_ext.identities import get_store
+
+    return get_store(shared.cmd_opts.lora_dir)
 
 
 def free_vram_for_encoders(p: Any) -> None:
@@ -190,7 +157,10 @@ def free_vram_for_encoders(p: Any) -> None:
     A1111 keeps the checkpoint on the GPU unless ``--medvram``/``--lowvram``; then its parts are
     evicted. Forge 2 manages memory itself: unload its models, it reloads them for sampling.
     """
-    if _configured is not None and _configured[0].device == "cpu":
+    from hyperlora_ext import identity
+
+    current = identity.current_pipeline()
+    if current is not None and current.device.type == "cpu":
         return
     if detect_host(p) == "forge":
         from hyperlora_ext.webui import forge
@@ -211,6 +181,13 @@ def list_models() -> list[str]:
     return list_hyperlora_models(model_roots())
 
 
+def default_model() -> str:
+    """The model used when none is chosen (the first installed one)."""
+    from hyperlora_ext.models import default_hyperlora
+
+    return default_hyperlora(model_roots())
+
+
 def predict(
     args: Any,
     before_compute: Callable[[], None] | None = None,
@@ -224,27 +201,16 @@ def predict(
     ``images`` / ``weights`` replace ``args.images`` / ``args.photo_weights`` (e.g. a slider's
     photos). ``progress`` gets each stage's name; it may raise to stop the encoding.
     """
+    from hyperlora_ext.identity import IdentityOptions
+
     if images is None:
         images, weights = args.images, args.photo_weights
     return pipeline().predict(
         list(images),
-        identity_options(args),
+        IdentityOptions.from_args(args),
         before_compute=before_compute,
         progress=progress,
         weights=list(weights) if weights else None,
-    )
-
-
-def identity_options(args: Any) -> Any:
-    """The pipeline's options for a :class:`HyperLoRAArgs`."""
-    from hyperlora_ext.identity import IdentityOptions
-
-    return IdentityOptions(
-        model=args.model,
-        face_choice=args.face,
-        face_index=args.face_index,
-        remove_background=args.remove_background,
-        grayscale=args.grayscale,
     )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
-from hyperlora_ext.args import FACE_LABELS, HyperLoRAArgs, IdentitySource, MixPart
+from hyperlora_ext.args import HyperLoRAArgs, IdentitySource, MixPart
+from hyperlora_ext.facts import FACE_LABELS
 
 PREFIX = "HyperLoRA "
 MODEL = "HyperLoRA model"

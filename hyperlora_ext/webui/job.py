@@ -18,7 +18,7 @@ from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui import api, host, infotext, progress, sources, xyz
+from hyperlora_ext.webui import fail_mode, host, infotext, progress, sources, xyz
 from hyperlora_ext.webui.adapter import Patch
 
 MAX_MESSAGE = 300  # characters of an unexpected exception's message kept in the infotext
@@ -230,7 +230,7 @@ def report(p: Any, message: str, *, identity_applied: bool = False) -> None:
     _write_errors(p)
     p.comment(f"HyperLoRA: {message}")
     if not progress.interrupted():  # an interrupted job makes no image: nothing to fail
-        api.fail_api_request(p, message)
+        fail_mode.fail_api_request(p, message)
 
 
 def _write_errors(p: Any) -> None:

@@ -33,9 +33,8 @@ class Context:
 
 def webui_context(predict: Predict, *, is_api: bool = False) -> Context:
     from hyperlora_ext.webui import host
-    from hyperlora_ext.webui.api import identity_store
 
-    return Context(predict, host.pipeline, identity_store, default_model, is_api)
+    return Context(predict, host.pipeline, host.identity_store, host.default_model, is_api)
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def photos_identity(
     field: str,
 ) -> Identity:
     if ctx.is_api:  # API photos are base64 only: never let a client name a path
-        from hyperlora_ext.webui.api import api_images
+        from hyperlora_ext.encoders.images import api_images
 
         images = _about(field, api_images, images)
     result = ctx.predict(list(images), list(weights) or None, args)
@@ -162,16 +161,3 @@ def _about(field: str, work: Callable[..., Any], *args: Any) -> Any:
         if getattr(error, "field", None) is None:
             error.field = field  # type: ignore[attr-defined]
         raise
-
-
-def default_model() -> str:
-    from hyperlora_ext.webui import host
-
-    models = host.list_models()
-    if not models:
-        from hyperlora_ext.errors import ModelNotFoundError
-
-        raise ModelNotFoundError(
-            f"no HyperLoRA model installed: put one under {host.model_roots().hyper_lora}"
-        )
-    return models[0]

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyperlora_ext.args import FACE_LABELS, SLIDER_RANGE, HyperLoRAArgs
+from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.facts import FACE_LABELS, SLIDER_RANGE
 from hyperlora_ext.webui import infotext
 
 PHOTO_NOTE = (
@@ -336,7 +337,7 @@ def _download(progress: Progress | None, log: Log) -> str:
 
 
 def _list_identities() -> list[str]:
-    from hyperlora_ext.webui.api import identity_store
+    from hyperlora_ext.webui.host import identity_store
 
     return identity_store().names()
 
@@ -358,8 +359,8 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
     rewritten, and an existing identity is replaced only with "Overwrite" ticked."""
     from hyperlora_ext.export import ExportExistsError
     from hyperlora_ext.identities import check_name
-    from hyperlora_ext.webui.api import identity_store, record_options
-    from hyperlora_ext.webui.host import identity_options
+    from hyperlora_ext.identity import IdentityOptions
+    from hyperlora_ext.webui.host import identity_store
     from hyperlora_ext.webui.sources import main_identity, webui_context
 
     check_name(name)
@@ -372,7 +373,7 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
     identity, args = main_identity(args, webui_context(_predict_photos))
     record = store.save(
         name, identity.lora, model=identity.model, photos=identity.photos,
-        options=record_options(identity_options(args)), preview=identity.preview,
+        options=IdentityOptions.from_args(args).record(), preview=identity.preview,
         overwrite=overwrite, tokens=identity.tokens,
     )  # fmt: skip
     return (

@@ -13,7 +13,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from hyperlora_ext.args import ArgumentError, HyperLoRAArgs
+from hyperlora_ext.args import HyperLoRAArgs
+from hyperlora_ext.errors import ArgumentError
 
 LABEL_PREFIX = "[HyperLoRA] "
 OVERRIDES = "hyperlora_xyz"  # attribute on p
@@ -167,6 +168,6 @@ def _webui_models() -> list[str]:
 
 
 def _webui_identities() -> list[str]:
-    from hyperlora_ext.webui.api import identity_store
+    from hyperlora_ext.webui.host import identity_store
 
     return identity_store().names()

@@ -12,9 +12,9 @@ from hyperlora_ext.encoders import faces as faces_mod
 from hyperlora_ext.encoders.faces import (
     DetectedFace,
     FaceAnalyzer,
-    analyze_faces,
     choose_face,
     default_providers,
+    face_embedding,
     find_pack,
 )
 from hyperlora_ext.errors import ArgumentError, CheckpointError, ModelNotFoundError, NoFaceError
@@ -125,22 +125,20 @@ def test_choose_face_modes():
         choose_face(faces, "biggest")
 
 
-def test_analyze_faces_with_two_faces(split_analyzer):
+def test_two_faces_chosen_and_embedded(split_analyzer):
     two = face_photo(faces=((40, 100, 200, 300), (380, 140, 480, 260)))  # big left, small right
-    dark = Image.new("RGB", (320, 240), DARK)
-    res = analyze_faces([two, dark, two, two], split_analyzer, "largest")
-    assert [len(r.faces) for r in res] == [2, 0, 2, 2]
-    first = res[0]
-    assert [f.score for f in first.faces] == pytest.approx([0.99, 0.95])  # insightface order
-    assert first.face.box[0] < 320 and first.face.embedding.shape == (512,)
-    assert res[1].chosen is None and res[1].face is None
-    right = analyze_faces([two], split_analyzer, "best_score")[0].face
-    assert right.box[0] >= 320 and right.score == pytest.approx(0.99)
-    by_index = analyze_faces([two], split_analyzer, "index", index=1, with_embedding=False)[0]
-    assert by_index.face.box == right.box and by_index.face.embedding is None
-    missing = analyze_faces([two], split_analyzer, "index", index=5)[0]
-    assert missing.chosen is None and len(missing.faces) == 2
-    assert not np.allclose(first.face.embedding, right.embedding)  # two different faces
+    faces = split_analyzer.detect(two)
+    assert [f.score for f in faces] == pytest.approx([0.99, 0.95])  # insightface order
+    left = faces[choose_face(faces, "largest")]
+    right = faces[choose_face(faces, "best_score")]
+    assert left.box[0] < 320 and right.box[0] >= 320 and right.score == pytest.approx(0.99)
+    assert faces[choose_face(faces, "index", 1)].box == right.box
+    with pytest.raises(NoFaceError):
+        choose_face(faces, "index", 5)
+    left_embedding, right_embedding = (face_embedding(split_analyzer, two, f) for f in faces[::-1])
+    assert left_embedding.shape == right_embedding.shape == (512,)
+    assert np.linalg.norm(left_embedding) == pytest.approx(1, abs=1e-5)
+    assert not np.allclose(left_embedding, right_embedding)  # two different faces
 
 
 def test_nested_pack_layout_and_root_forms(pack_root, tmp_path):

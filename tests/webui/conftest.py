@@ -28,10 +28,11 @@ def no_hook_exception_escapes(request):
 
 
 def _reset_adapters() -> None:
+    from hyperlora_ext import identity
     from hyperlora_ext.webui import host
 
     host._adapters.clear()
-    host._configured = None  # the settings the process-wide pipeline was built from
+    identity._pipeline_key = None  # a pipeline left by an earlier test is adopted as it is
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def test_shape_mismatch_is_skipped_and_counted(webui):
     report = A1111Adapter().apply(Job(model), lora, 1.0, "mismatch")
     assert (report.matched, report.expected, report.skipped) == (560 - 1, 561, 2)
     assert any(bad in r and "shape" in r for r in report.reasons)
-    assert not report.complete
+    assert report.matched < report.expected
     net = webui.networks.loaded_networks[-1]
     assert "diffusion_model_input_blocks_4_1_transformer_blocks_0_attn2_to_k" not in net.modules
 

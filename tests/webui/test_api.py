@@ -22,7 +22,8 @@ from hyperlora_ext import identity
 from hyperlora_ext.encoders.faces import FaceAnalyzer
 from hyperlora_ext.lora_format import lora_digest
 from hyperlora_ext.models import ModelRoots
-from hyperlora_ext.webui import api
+from hyperlora_ext.webui import api, fail_mode
+from hyperlora_ext.webui import api_models as m
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
 from tests.factories import write_tiny_clip, write_tiny_hyperlora
@@ -63,6 +64,7 @@ def point_webui_at(models: Path, pipeline, monkeypatch) -> None:
 
     monkeypatch.setattr(modules.paths, "models_path", str(models))
     monkeypatch.setattr(identity, "_pipeline", pipeline)
+    monkeypatch.setattr(identity, "_pipeline_key", None)  # adopted by host.pipeline()
 
 
 @pytest.fixture
@@ -413,8 +415,8 @@ class FailingScript:
 
             def process(self, p, *args):
                 if outer.message:
-                    p.extra_generation_params[api.ERROR_KEY] = outer.message
-                    outer.calls.append(api.fail_api_request(p, outer.message))
+                    p.extra_generation_params[fail_mode.ERROR_KEY] = outer.message
+                    outer.calls.append(fail_mode.fail_api_request(p, outer.message))
 
         return Reporter
 
@@ -447,7 +449,7 @@ def test_without_the_header_the_request_succeeds_with_the_error_in_info(failing)
 
 
 def test_the_setting_makes_fail_the_default_and_the_header_overrides_it(failing, host):
-    host.shared.opts.data[api.ON_ERROR_OPTION] = "fail"
+    host.shared.opts.data[fail_mode.ON_ERROR_OPTION] = "fail"
     try:
         client = failing()
         assert client.post("/sdapi/v1/txt2img", json={}).status_code == 422
@@ -457,7 +459,7 @@ def test_the_setting_makes_fail_the_default_and_the_header_overrides_it(failing,
         )
         assert response.status_code == 200
     finally:
-        host.shared.opts.data.pop(api.ON_ERROR_OPTION)
+        host.shared.opts.data.pop(fail_mode.ON_ERROR_OPTION)
 
 
 def test_fail_mode_without_an_error_returns_the_normal_response(failing):
@@ -474,11 +476,11 @@ def test_without_the_route_wrapper_the_job_still_stops_before_sampling(failing):
     assert response.status_code == 200 and FailingScript.calls == [False]
     import modules.shared
 
-    modules.shared.opts.data[api.ON_ERROR_OPTION] = "fail"
+    modules.shared.opts.data[fail_mode.ON_ERROR_OPTION] = "fail"
     try:
         response = client.post("/sdapi/v1/txt2img", json={})
     finally:
-        modules.shared.opts.data.pop(api.ON_ERROR_OPTION)
+        modules.shared.opts.data.pop(fail_mode.ON_ERROR_OPTION)
     assert response.status_code == 200 and response.json()["images"] == []
     assert info(response)["HyperLoRA error"] == "no face found in image 2"
 
@@ -487,7 +489,7 @@ def test_fail_api_request_ignores_ui_jobs(host):
     class P:
         is_api = False
 
-    assert api.fail_api_request(P(), "boom") is False
+    assert fail_mode.fail_api_request(P(), "boom") is False
     assert host.shared.state.interrupted is False
 
 
@@ -495,7 +497,59 @@ def test_install_fail_mode_wraps_only_the_generation_routes_once(host):
     from tests.webui.fake_webui.api_app import create_app
 
     app = create_app(host.scripts.ScriptRunner([]), None)
-    assert api.install_fail_mode(app) == 1
-    assert api.install_fail_mode(app) == 1
+    assert fail_mode.install_fail_mode(app) == 1
+    assert fail_mode.install_fail_mode(app) == 1
     txt2img = next(r for r in app.router.routes if r.path == "/sdapi/v1/txt2img")
     assert txt2img.app._hyperlora_fail_mode and not hasattr(txt2img.app, "__wrapped__")
+
+
+# ------------------------------------------------------------------------ published schemas
+def _schema(operation: dict, status: str = "200") -> str:
+    return operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+
+
+def test_openapi_lists_the_request_and_response_models(client):
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for route, model, fields in (
+        ("detect", "DetectRequest", m.field_names(m.DetectRequest)),
+        ("encode", "EncodeRequest", api.ENCODE_FIELDS),
+    ):
+        operation = paths[f"/hyperlora/v1/{route}"]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body["title"] == model and list(body["properties"]) == list(fields)
+        assert body.get("required", []) == (["images"] if route == "detect" else [])
+        assert _schema(operation).endswith("Response")
+        assert _schema(operation, "422").endswith("/ErrorBody")
+    assert set(paths["/hyperlora/v1/encode"]["post"]["requestBody"]["content"]) == {
+        "application/json"
+    }
+    identity = paths["/hyperlora/v1/identities/{name}"]
+    assert _schema(identity["get"]).endswith("/IdentityWithPreview")
+    assert [p["name"] for p in identity["get"]["parameters"]] == ["name", "preview"]
+    assert _schema(identity["delete"]).endswith("/DeleteResponse")
+    assert _schema(paths["/hyperlora/v1/status"]["get"]).endswith("/StatusResponse")
+    assert {"EncodeResponse", "ModelsResponse", "IdentityList", "ErrorBody"} <= set(
+        spec["components"]["schemas"]
+    )
+
+
+def test_responses_match_their_published_models(client, host):
+    def parsed(model, response):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        instance = model(**body)
+        dumped = instance.model_dump() if hasattr(instance, "model_dump") else instance.dict()
+        assert set(body) <= set(dumped)
+        return body
+
+    parsed(m.StatusResponse, client.get("/hyperlora/v1/status"))
+    parsed(m.ModelsResponse, client.get("/hyperlora/v1/models"))
+    parsed(m.DetectResponse, client.post("/hyperlora/v1/detect", json={"images": [FACE]}))
+    request = {"images": [FACE, NO_FACE], "save_as": "carol", "return_lora": True}
+    parsed(m.EncodeResponse, client.post("/hyperlora/v1/encode", json=request))
+    parsed(m.IdentityList, client.get("/hyperlora/v1/identities"))
+    parsed(m.IdentityWithPreview, client.get("/hyperlora/v1/identities/carol?preview=true"))
+    parsed(m.DeleteResponse, client.delete("/hyperlora/v1/identities/carol"))
+    error = client.post("/hyperlora/v1/encode", json={"images": []})
+    assert m.ErrorBody(**error.json()).field == "images"

@@ -91,7 +91,7 @@ def test_trigger_words_are_added_once():
 
 
 def test_photo_count_file_size_and_list_type_are_limited(tmp_path):
-    from hyperlora_ext.args import MAX_IMAGE_BYTES, MAX_IMAGES
+    from hyperlora_ext.facts import MAX_IMAGE_BYTES, MAX_IMAGES
 
     assert len(HyperLoRAArgs(images=["b64"] * MAX_IMAGES).images) == MAX_IMAGES
     with pytest.raises(ArgumentError, match="'images': 17 images posted; at most 16 per request"):

@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hyperlora_ext.models import (
-    CLIP_FILES,
-    HYPERLORA_FILES,
-    HYPERLORA_MODELS,
-    ModelRoots,
-    list_hyperlora_models,
-)
+from hyperlora_ext.facts import CLIP_FILES, HYPERLORA_FILES, HYPERLORA_MODELS
+from hyperlora_ext.models import ModelRoots, list_hyperlora_models
 from hyperlora_ext.webui import first_run, host, ui
 from tests.test_download import FakeHub
 from tests.test_models import make_antelopev2, write_model_files

@@ -312,7 +312,7 @@ def test_interrupt_while_encoding_skips_clip_with_the_real_pipeline(api_host, mo
 
 # --------------------------------------------------- limits of txt2img / img2img arguments
 def test_generation_requests_have_the_routes_limits(webui):
-    from hyperlora_ext.args import MAX_IMAGE_BYTES
+    from hyperlora_ext.facts import MAX_IMAGE_BYTES
 
     client = generation_app(webui, [webui.load_script()])
     cases = {
@@ -344,7 +344,7 @@ def test_ui_save_goes_through_the_identity_store_with_the_api_rules(tiny_host, t
     from hyperlora_ext.errors import InvalidNameError
     from hyperlora_ext.export import ExportExistsError
     from hyperlora_ext.webui import ui
-    from hyperlora_ext.webui.api import identity_store
+    from hyperlora_ext.webui.host import identity_store
     from tests.encoders._photos import face_photo
 
     photo = tmp_path / "face.png"

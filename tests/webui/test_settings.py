@@ -15,7 +15,7 @@ import torch
 
 from hyperlora_ext import identity
 from hyperlora_ext.models import ModelRoots
-from hyperlora_ext.webui import api, host, settings
+from hyperlora_ext.webui import fail_mode, host, settings
 
 gr = pytest.importorskip("gradio")
 
@@ -23,8 +23,8 @@ gr = pytest.importorskip("gradio")
 @pytest.fixture
 def registered(webui, monkeypatch):
     """The double with the script loaded and its settings callback fired."""
-    monkeypatch.setattr(host, "_configured", None)
     monkeypatch.setattr(identity, "_pipeline", None)
+    monkeypatch.setattr(identity, "_pipeline_key", None)
     webui.load_script()
     from modules import script_callbacks
 
@@ -71,10 +71,10 @@ def test_defaults_are_what_the_issue_asks_for():
 
 
 def test_api_error_mode_is_read_from_the_one_settings_module(registered):
-    assert api.ON_ERROR_OPTION == settings.API_ON_ERROR == "hyperlora_api_on_error"
-    assert not api._option_says_fail()
+    assert fail_mode.ON_ERROR_OPTION == settings.API_ON_ERROR == "hyperlora_api_on_error"
+    assert not fail_mode._option_says_fail()
     assert registered.shared.opts.set(settings.API_ON_ERROR, "fail")
-    assert api._option_says_fail()
+    assert fail_mode._option_says_fail()
 
 
 def test_values_from_json_sliders_and_clients_are_coerced(registered):
@@ -183,7 +183,7 @@ def test_a_change_behind_the_webuis_back_is_noticed_on_next_use(registered, tmp_
 
 def test_onchange_before_first_use_builds_nothing(registered):
     registered.shared.opts.set("hyperlora_keep_on_device", True)
-    assert host._configured is None and identity._pipeline is None
+    assert identity.current_pipeline() is None
 
 
 # ------------------------------------------------------------------------ memory

@@ -1,0 +1,203 @@
+"""Request and response bodies of the ``/hyperlora/v1`` routes, as pydantic models.
+
+They are the routes' schema in the WebUI's ``/docs`` and the one list of each request's fields.
+The request checks themselves (with their specific messages) live in :mod:`.api`. Written for
+both pydantic 1.10 (A1111 1.10) and pydantic 2 (Forge 2): flat request models, no validators.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from hyperlora_ext.facts import FACE_CHOICES, MAX_FACE_INDEX, MAX_IMAGES
+
+MIN_CROP_SIDE, MAX_CROP_SIDE = 16, 1024
+PHOTOS = (
+    f"1 to {MAX_IMAGES} photos, each a base64 string or a data:image/...;base64, URL "
+    "(never a path or an address)"
+)
+
+
+# ------------------------------------------------------------------------------- requests
+class DetectRequest(BaseModel):
+    """Faces in posted photos."""
+
+    images: list[str] = Field(..., description=PHOTOS)
+    crops: bool = Field(True, description="return a PNG crop of each face")
+    crop_size: int = Field(
+        256, ge=MIN_CROP_SIDE, le=MAX_CROP_SIDE, description="side of the square crops, pixels"
+    )
+
+
+class EncodeRequest(BaseModel):
+    """Photos (or a mix) -> identity; optionally saved as a named identity or returned as a LoRA
+    file."""
+
+    images: list[str] | None = Field(None, description=PHOTOS + "; optional with a mix")
+    photo_weights: list[float] | None = Field(
+        None, description="relative weight of each photo (default: equal)"
+    )
+    mix: list[dict[str, Any]] | None = Field(
+        None,
+        description='identities to mix, e.g. [{"identity": "alice", "weight": 0.7}, '
+        '{"images": [...], "weight": 0.3}]',
+    )
+    model: str = Field("", description="HyperLoRA model folder name; empty: the first installed")
+    face: str = Field(
+        "largest", description=f"which face of a group photo: {', '.join(FACE_CHOICES)}"
+    )
+    face_index: int = Field(
+        0, ge=0, le=MAX_FACE_INDEX, description="with face=index: 0 is the leftmost face"
+    )
+    remove_background: bool = True
+    grayscale: bool = False
+    save_as: str | None = Field(None, description="save under this identity name")
+    overwrite: bool = Field(False, description="replace an identity of the same name")
+    return_lora: bool = Field(False, description="include the .safetensors file as base64")
+
+
+def field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    """The request fields of ``model``, in declaration order (pydantic 1 and 2)."""
+    fields = getattr(model, "model_fields", None) or model.__fields__
+    return tuple(fields)
+
+
+def defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The default of every optional request field of ``model`` (pydantic 1 and 2)."""
+    fields = getattr(model, "model_fields", None) or model.__fields__
+    return {name: f.default for name, f in fields.items() if not _required(f)}
+
+
+def _required(field: Any) -> bool:
+    is_required = getattr(field, "is_required", None)  # pydantic 2: a method; 1: an attribute
+    return bool(is_required() if callable(is_required) else field.required)
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a flat request model (pydantic 1 and 2)."""
+    if hasattr(model, "model_json_schema"):
+        return model.model_json_schema()
+    return model.schema()
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON request body the route reads itself."""
+    schema = {"content": {"application/json": {"schema": json_schema(model)}}, "required": True}
+    return {"requestBody": schema}
+
+
+# ------------------------------------------------------------------------------ responses
+class ErrorBody(BaseModel):
+    """Every error of these routes (4xx; 500 only for faults of the server)."""
+
+    error: str = Field(..., description="the error type, e.g. NoFaceError")
+    detail: str = Field(..., description="what was wrong and what to do")
+    field: str | None = Field(None, description="the request field at fault")
+
+
+class CacheStats(BaseModel):
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+
+
+class StatusResponse(BaseModel):
+    version: str
+    ready: bool
+    device: str
+    cache: CacheStats
+    identities: int
+
+
+class ModelState(BaseModel):
+    name: str
+    complete: bool
+    path: str
+    missing: list[str]
+    problem: str
+
+
+class Problem(BaseModel):
+    name: str
+    status: str
+    message: str
+    fix: str
+
+
+class ModelsResponse(BaseModel):
+    ready: bool
+    hyperlora: list[ModelState]
+    clip: list[ModelState]
+    antelopev2: ModelState
+    problems: list[Problem]
+
+
+class FaceBox(BaseModel):
+    index: int = Field(..., description="the face_index that picks this face")
+    box: list[float] = Field(..., description="x1, y1, x2, y2 in the photo's pixels")
+    score: float
+    crop: str | None = Field(None, description="PNG, base64; present when crops is true")
+
+
+class PhotoFaces(BaseModel):
+    width: int
+    height: int
+    faces: list[FaceBox]
+    largest: int | None = Field(None, description="index of the face face=largest picks")
+    best_score: int | None = Field(None, description="index of the face face=best_score picks")
+
+
+class DetectResponse(BaseModel):
+    images: list[PhotoFaces]
+
+
+class PhotoUse(BaseModel):
+    label: str
+    faces_found: int
+    used: bool
+    reason: str | None
+    box: list[float] | None
+    score: float | None
+
+
+class IdentityRecord(BaseModel):
+    name: str
+    model: str
+    digest: str
+    photos: int
+    created: str
+    options: dict[str, Any]
+    version: int
+    prompt_tag: str = Field(..., description="use it in any prompt, e.g. <lora:NAME:0.8>")
+
+
+class IdentityWithPreview(IdentityRecord):
+    preview: str | None = Field(None, description="PNG, base64; with ?preview=true")
+
+
+class IdentityList(BaseModel):
+    identities: list[IdentityRecord]
+
+
+class EncodeResponse(BaseModel):
+    digest: str
+    model: str
+    photos_used: int
+    cache_hit: bool
+    seconds: float
+    warnings: list[str]
+    photos: list[PhotoUse]
+    saved: IdentityRecord | None
+    lora: str | None = Field(None, description="the .safetensors file, base64")
+    lora_filename: str | None = None
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+    files: list[str]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 404, 409, 413, 422, 500)
+}
