@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the test environments and run lint + the test suite: ./run_tests.sh [pytest args]
 #
-# Runs the suite twice, once per WebUI stack (see ../shared/spec/deps.md):
+# Runs the suite twice, once per WebUI stack (docs/dependencies.md):
 #   a1111: .venv        torch 2.13.0 CPU + requirements-test.txt       (A1111 1.10 pins, gradio 3.41)
 #   forge: .venv-forge  torch 2.13.0 CPU + requirements-test-forge.txt (Forge 2 pins, gradio 4.40)
 # HYPERLORA_TEST_ENVS="a1111" (or "forge") runs only one. Environments are created when missing

@@ -4,7 +4,7 @@
 version of torch, the platform, whether a C++ compiler exists) and returns a ``Plan`` of pip steps.
 ``probe_environment()`` reads the real venv; ``install.py`` runs the plan.
 
-Rules (see shared/spec/deps.md for the measurements behind them):
+Rules (docs/dependencies.md has the measurements behind them):
 - Never install or upgrade packages the WebUI pins: every installed one is written to a constraints
   file, so pip fails or picks another version instead of replacing it.
 - onnxruntime and onnxruntime-gpu (and opencv-python and -headless) ship the same import folder and
@@ -122,10 +122,6 @@ class Plan:
     constraints: tuple[str, ...] = ()  # "name==version" lines for the constraints file
     problems: tuple[str, ...] = ()  # things that cannot be installed automatically, with the fix
     notes: tuple[str, ...] = ()  # informational: left alone on purpose
-
-    @property
-    def empty(self) -> bool:
-        return not self.steps and not self.problems
 
 
 def plan_install(env: Environment) -> Plan:

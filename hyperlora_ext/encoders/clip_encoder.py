@@ -1,4 +1,4 @@
-"""CLIP ViT-L/14 vision encoder returning ``hidden_states[-2]`` (reference §4.5).
+"""CLIP ViT-L/14 vision encoder returning ``hidden_states[-2]`` (docs/reference-pipeline.md).
 
 Accepted layouts:
 * a folder with ``config.json`` + ``model.safetensors`` of the full openai/clip-vit-large-patch14

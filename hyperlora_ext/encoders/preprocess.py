@@ -1,4 +1,4 @@
-"""The reference crop geometry (reference.md section 6), pixel for pixel.
+"""The reference crop geometry (docs/reference-pipeline.md, "Crops"), pixel for pixel.
 
 From the photo and the face's 106 landmarks it makes the CLIP face (background replaced by grey
 through a blurred outline mask, square face-box crop, optional grayscale) and the 2x ArcFace crop.
@@ -27,7 +27,7 @@ OUTLINE = (
 
 
 class FaceBox(NamedTuple):
-    """Centre and half side of the square face box (section 6.1), float32."""
+    """Centre and half side of the square face box, float32."""
 
     cx: np.float32
     cy: np.float32

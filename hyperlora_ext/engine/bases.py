@@ -1,4 +1,6 @@
-"""The LoRA bases of ``hyper_lora_modules.safetensors`` and their mixing (reference §3.3, §4.6).
+"""The LoRA bases of ``hyper_lora_modules.safetensors`` and their mixing.
+
+The math is in docs/reference-pipeline.md.
 
 Each of the M x 4 attention linears has a down basis (H, in, r) and an up basis (H, r, out); a
 LoRA matrix is a linear combination of its H basis matrices with coefficients taken from one

@@ -1,4 +1,4 @@
-"""The ID projector (reference §3.2): ArcFace embedding -> T ID tokens of width E.
+"""The ID projector (docs/reference-pipeline.md): ArcFace embedding -> T ID tokens of width E.
 
 Linear(512 -> T*E), reshape to (N, T, E), LayerNorm(E). Keys: ``0.weight``, ``0.bias``,
 ``2.weight``, ``2.bias`` (index 1 is the parameter-free reshape).

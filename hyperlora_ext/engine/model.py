@@ -2,9 +2,9 @@
 
 ``load_hyperlora`` validates the headers of all three safetensors files first (cheap), then reads
 each tensor once, casting it straight into its final place. ``predict_lora`` runs the reference
-pipeline of §7: ID projector -> resampler (batch mean, or weighted mean, over the photos) ->
-basis mixing, and returns the kohya LoRA dict. ``predict_tokens`` / ``lora_from_tokens`` are its
-two halves, split at the fusion point, so identities can be mixed.
+pipeline (docs/reference-pipeline.md): ID projector -> resampler (batch mean, or weighted mean,
+over the photos) -> basis mixing, and returns the kohya LoRA dict. ``predict_tokens`` /
+``lora_from_tokens`` are its two halves, split at the fusion point, so identities can be mixed.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class HyperLoRAModel:
         clip_hidden_states: torch.Tensor,
         weights: Sequence[float] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The identity LoRA of N photos, in kohya keys (reference §4.7 order and dtypes).
+        """The identity LoRA of N photos, in kohya keys (the reference's order and dtypes).
 
         ``id_embeds``: (N, 512) or (N, 1, 512) normalised ArcFace embeddings;
         ``clip_hidden_states``: (N, S, E) CLIP ViT-L/14 ``hidden_states[-2]`` (S = 257).

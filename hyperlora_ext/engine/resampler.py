@@ -1,4 +1,4 @@
-"""HyperLoRA's perceiver resampler (reference §3.1, §4.1-4.4), inference only.
+"""HyperLoRA's perceiver resampler (docs/reference-pipeline.md), inference only.
 
 The learned latents and everything computed from them before the first photo-dependent input
 (block 0's self-attention and block 0's cross-attention query) do not depend on the photos, so

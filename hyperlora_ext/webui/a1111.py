@@ -5,7 +5,7 @@ A1111 merges LoRA deltas lazily: each patched layer compares the tuple of
 merged last (``network_current_names``) on its next forward, restores its backup and re-merges.
 So applying is "put a ``network.Network`` in that list before sampling"; A1111 does the math
 exactly as for a ``<lora:...>`` file. Restoring is ours: the WebUI only restores lazily, and a job
-that crashes leaves the weights merged. See webui.md sections 4, 12 and 14.
+that crashes leaves the weights merged. Background: docs/webui-integration.md.
 """
 
 from __future__ import annotations
@@ -160,8 +160,8 @@ class A1111Adapter:
     def _restore_model(self, model: Any, networks: Any) -> None:
         mapping = getattr(model, "network_layer_mapping", None) or {}
         # Every target with a backup, not only layers that list us: after a crash A1111's record
-        # of what is merged can be wrong (webui.md 14.2). no_grad: the parameters require grad
-        # and hooks outside sampling run with grad enabled (14.1).
+        # of what is merged can be wrong. no_grad: the parameters require grad and hooks outside
+        # sampling run with grad enabled (both in docs/webui-integration.md).
         with torch.no_grad():
             for layer in self._targets:
                 module = mapping.get(layer)

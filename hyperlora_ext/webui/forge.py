@@ -1,8 +1,8 @@
 """Forge adapter: patch the identity LoRA into Forge's UNet patcher (Forge 2, Forge 1, reForge).
 
-Forge replaced A1111's LoRA code with patchers (webui.md §5). The identity LoRA goes through
-Forge's own key mapping and loader and is added to a *clone* of the current UNet patcher in
-``process_before_every_sampling``; the clone is assigned back to ``p.sd_model.forge_objects.unet``.
+Forge replaced A1111's LoRA code with patchers (docs/webui-integration.md). The identity LoRA
+goes through Forge's own key mapping and loader and is added to a *clone* of the current UNet
+patcher in ``process_before_every_sampling``; the clone is assigned back to ``p.sd_model.forge_objects.unet``.
 Forge merges the patches when sampling loads the UNet and re-merges only when the list of patch
 identifiers changes, so the identifier (the ``filename``) carries a digest of the LoRA content.
 

@@ -10,7 +10,7 @@ from skimage import data
 from hyperlora_ext.encoders.preprocess import face_box, id_crops
 from tests import fake_antelopev2
 
-# The 41-point outline, written out again here on purpose (reference.md 6.2).
+# The 41-point outline, written out again here on purpose (docs/reference-pipeline.md).
 OUTLINE = [
     1, 9, 10, 11, 12, 13, 14, 15, 16, 2, 3, 4, 5, 6, 7, 8, 0, 24, 23, 22, 21, 20, 19, 18,
     32, 31, 30, 29, 28, 27, 26, 25, 17, 101, 105, 104, 103, 102, 50, 51, 49, 48, 43,

@@ -1,4 +1,5 @@
-"""HyperLoRAModel against an independent float64 implementation of the reference math (§4, §7)."""
+"""HyperLoRAModel against an independent float64 implementation of the reference math
+(docs/reference-pipeline.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The test double of the A1111 1.10 WebUI surface HyperLoRA uses (webui.md sections 2-4, 13).
+"""The test double of the A1111 1.10 WebUI surface HyperLoRA uses (docs/webui-integration.md).
 
 ``install()`` puts this folder first on ``sys.path`` (the WebUI root and the builtin Lora
 extension are both importable top-level in A1111), imports the modules, patches ``nn.Linear``

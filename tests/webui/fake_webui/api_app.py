@@ -1,4 +1,4 @@
-"""A FastAPI app with the parts of A1111's ``modules/api/api.py`` HyperLoRA meets (webui.md §8).
+"""A FastAPI app with the parts of A1111's ``modules/api/api.py`` HyperLoRA meets.
 
 ``POST /sdapi/v1/txt2img`` runs a job through the double's ``process_images`` under the queue
 lock, in a worker thread (a sync endpoint, as in A1111). ``alwayson_scripts`` are matched by title,

@@ -1,6 +1,6 @@
 """Test double of the Forge 2 (``backend/``) surface the HyperLoRA Forge adapter touches.
 
-Written from ../../../shared/spec/webui.md sections 3, 5, 10, 12 and 13 and from reading Forge's
+Written from docs/webui-integration.md and from reading Forge's
 source for facts (HEAD dfdcbab6, version 2.0.1v1.10.1); no Forge code is copied. What is mirrored:
 
 - ``backend.patcher.lora``: ``model_lora_keys_unet(model, key_map={})`` (mutable default, kohya

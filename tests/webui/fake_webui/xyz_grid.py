@@ -1,4 +1,4 @@
-"""The part of A1111's ``scripts/xyz_grid.py`` that extensions use (webui.md §7), and one axis run.
+"""The part of A1111's ``scripts/xyz_grid.py`` that extensions use, and one axis run.
 
 ``AxisOption(label, type, apply, format_value, confirm, cost, choices, prepare)``; a cell is a
 shallow ``copy(p)`` on which every axis ``apply(pc, x, xs)`` runs before ``process_images(pc)``.

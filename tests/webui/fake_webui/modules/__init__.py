@@ -1,1 +1,1 @@
-"""Test double of A1111 1.10's ``modules`` package: the surface HyperLoRA touches (webui.md 13)."""
+"""Test double of A1111 1.10's ``modules`` package: the surface HyperLoRA touches."""
