@@ -2,7 +2,8 @@
 
 Forge replaced A1111's LoRA code with patchers (docs/webui-integration.md). The identity LoRA
 goes through Forge's own key mapping and loader and is added to a *clone* of the current UNet
-patcher in ``process_before_every_sampling``; the clone is assigned back to ``p.sd_model.forge_objects.unet``.
+patcher in ``process_before_every_sampling``; the clone is assigned back to
+``p.sd_model.forge_objects.unet``.
 Forge merges the patches when sampling loads the UNet and re-merges only when the list of patch
 identifiers changes, so the identifier (the ``filename``) carries a digest of the LoRA content.
 
