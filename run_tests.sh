@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up the test environments and run lint + the test suite: ./run_tests.sh [pytest args]
+# Set up the test environments and run lint, the type check and the suite: ./run_tests.sh [pytest args]
 #
 # Runs the suite twice, once per WebUI stack (docs/dependencies.md):
 #   a1111: .venv        torch 2.13.0 CPU + requirements-test.txt       (A1111 1.10 pins, gradio 3.41)
@@ -37,6 +37,7 @@ for env in $envs; do
     if [ "$env" = "${envs%% *}" ]; then
         "$venv/bin/python" -m ruff check .
         "$venv/bin/python" -m ruff format --check .
+        "$venv/bin/python" -m mypy  # over hyperlora_ext/, configured in pyproject.toml
     fi
     echo "== tests in the $env environment"
     "$venv/bin/python" -m pytest "$@" || status=$?

@@ -280,7 +280,7 @@ def _mix_part(number: int, item: Any) -> MixPart:
     source = _source(field)({k: v for k, v in item.items() if k != "weight"})
     if source is not None and source.identity == PHOTOS:
         source = IdentitySource(photos=True)
-    return MixPart(source, weight)  # type: ignore[arg-type]
+    return MixPart(source, weight)
 
 
 def _slider_strength(value: Any) -> float:

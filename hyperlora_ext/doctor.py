@@ -226,11 +226,10 @@ def _status_check(kind: str, status: ModelStatus, specs, roots: ModelRoots) -> C
             f"{roots.download_hint()}\nor copy the missing file(s) into {status.path}",
         )
     if status.path.is_dir():
-        problems = [check_file(status.path / spec.name, spec) for spec in specs]
-        problems = [p for p in problems if p]
-        if not problems and status.kind == "hyperlora":
-            problems = [_files_together(status.path)]
-        problems = [p for p in problems if p]
+        found = [check_file(status.path / spec.name, spec) for spec in specs]
+        if not any(found) and status.kind == "hyperlora":
+            found = [_files_together(status.path)]
+        problems = [p for p in found if p]
         if problems:
             fix = f"delete the broken file(s), then {roots.download_hint()}"
             return Check(name, ERROR, "; ".join(problems), fix)
@@ -251,8 +250,8 @@ def _files_together(folder) -> str | None:
 
 def _antelopev2_check(roots: ModelRoots) -> Check:
     status = inspect_antelopev2(roots)
-    broken = [check_file(status.path / n, FileSpec(n)) for n in ANTELOPEV2_REQUIRED]
-    broken = [b for b in broken if b]
+    checked = [check_file(status.path / n, FileSpec(n)) for n in ANTELOPEV2_REQUIRED]
+    broken = [b for b in checked if b]
     if status.complete and broken:
         fix = f"delete the broken file(s), then {roots.download_hint()} --only antelopev2"
         return Check("InsightFace antelopev2", ERROR, "; ".join(broken), fix)

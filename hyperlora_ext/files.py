@@ -1,4 +1,4 @@
-"""Writing files without half-written results or races, and reading JSON that may be hostile.
+"""Writing files without half-written results or races; reading JSON and safetensors files.
 
 :func:`write_atomically` writes through a uniquely named temporary file in the target's folder,
 then moves it into place: readers never see half a file, concurrent writers never share a
@@ -64,3 +64,13 @@ def parse_json(text: str | bytes, what: str) -> Any:
 def read_json(path: Path) -> Any:
     """The JSON content of ``path``; OSError or ValueError (with the path) when unreadable."""
     return parse_json(Path(path).read_bytes(), str(path))
+
+
+def safetensors_reader(path: Path, framework: str = "pt", device: str = "cpu") -> Any:
+    """``safetensors.safe_open``: reads the header now and tensors on demand; use it in ``with``.
+
+    Typed ``Any`` because the package's type stubs lack the context-manager methods.
+    """
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework=framework, device=device)

@@ -15,6 +15,7 @@ Names are plain file stems: anything that could leave the folder is refused with
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import threading
@@ -31,7 +32,7 @@ from hyperlora_ext import names
 from hyperlora_ext.cache import LruCache
 from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
 from hyperlora_ext.export import RECOMMENDED_WEIGHT, export_lora
-from hyperlora_ext.files import read_json, write_atomically
+from hyperlora_ext.files import read_json, safetensors_reader, write_atomically
 from hyperlora_ext.lora_format import lora_digest
 
 SUBFOLDER = "hyperlora"
@@ -222,7 +223,7 @@ class IdentityStore:
 
     def load(self, name: str) -> LoadedIdentity:
         """The identity's LoRA tensors (as stored) and digest; cached until the file changes."""
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError  # type: ignore[attr-defined]  # not in its stubs
         from safetensors.torch import load_file
 
         path = self.lora_path(name)
@@ -254,7 +255,7 @@ class IdentityStore:
         NoTokensError when it was saved without them (before mixing existed) or its LoRA file was
         replaced since.
         """
-        from safetensors import SafetensorError, safe_open
+        from safetensors import SafetensorError  # type: ignore[attr-defined]  # not in its stubs
 
         loaded = self.load(name)  # not found / unreadable LoRA: its own clear error
         path = self.tokens_path(name)
@@ -265,7 +266,7 @@ class IdentityStore:
                 "from its photos"
             )
         try:
-            with safe_open(str(path), framework="pt") as handle:
+            with safetensors_reader(path) as handle:
                 digest = (handle.metadata() or {}).get("lora_digest", "")
                 tokens = handle.get_tensor(TOKENS_KEY)
         except (SafetensorError, OSError, ValueError) as exc:
@@ -280,12 +281,12 @@ class IdentityStore:
             )
         return tokens.float()
 
-    def delete(self, name: str) -> list[Path]:
+    def delete(self, name: str) -> builtins.list[Path]:
         """Remove the identity's files; returns those removed."""
         with self._changing:
             return self._delete(name)
 
-    def _delete(self, name: str) -> list[Path]:
+    def _delete(self, name: str) -> builtins.list[Path]:
         if not self.exists(name):
             raise self._not_found(name)
         removed = []
@@ -324,9 +325,7 @@ def _write_tokens(path: Path, tokens: torch.Tensor, *, model: str, digest: str) 
 
 def _file_digest(path: Path) -> str:
     """The digest stored in the file's metadata by export_lora (that of its stored tensors)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
+    with safetensors_reader(path) as handle:
         digest = (handle.metadata() or {}).get("hyperlora_digest")
         if digest:
             return digest

@@ -124,7 +124,7 @@ class IdentityPipeline:
         self,
         roots: ModelRoots,
         *,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         keep_on_device: bool = False,
         cache_entries: int = 16,
@@ -204,7 +204,7 @@ class IdentityPipeline:
         ``weights`` (field ``mix``) the way photos are fused; ``model`` made all of them."""
         from .engine.fusion import weighted_mean
 
-        weights = check_weights(weights, len(tokens), field="mix")
+        checked = check_weights(weights, len(tokens), field="mix")
         if not tokens:
             raise ArgumentError("mix", "nothing to mix: give at least one identity")
         start = time.perf_counter()
@@ -213,7 +213,7 @@ class IdentityPipeline:
             engine = self._load_engine(model_dir)
             try:
                 stacked = torch.stack([t.detach().to("cpu", torch.float32) for t in tokens])
-                fused = weighted_mean(stacked, weights)
+                fused = weighted_mean(stacked, checked)
                 try:
                     lora = engine.lora_from_tokens(fused)
                 except ValueError as error:

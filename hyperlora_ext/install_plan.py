@@ -31,8 +31,11 @@ try:
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import InvalidVersion, Version
 except ImportError:  # a venv without packaging (the WebUI's has it); pip carries a copy
-    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
-    from pip._vendor.packaging.version import InvalidVersion, Version
+    from pip._vendor.packaging.requirements import (  # type: ignore[assignment]
+        InvalidRequirement,
+        Requirement,
+    )
+    from pip._vendor.packaging.version import InvalidVersion, Version  # type: ignore[assignment]
 
 from hyperlora_ext.facts import ONNXRUNTIME_FLAVOURS, OPENCV_FLAVOURS
 

@@ -35,7 +35,7 @@ from hyperlora_ext.facts import (
     HYPERLORA_FILES,
     FileSpec,
 )
-from hyperlora_ext.files import read_json
+from hyperlora_ext.files import read_json, safetensors_reader
 
 _ROOT_OPTIONS = (
     ("--hyper-lora-dir", "hyper_lora"),
@@ -201,10 +201,8 @@ def _check_safetensors(path: Path, tensors: Sequence[str]) -> str | None:
 
 def safetensors_keys(path: Path) -> set[str] | None:
     """Tensor names from the header, or None when the file is not a complete safetensors file."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="numpy") as handle:
+        with safetensors_reader(path, framework="numpy") as handle:
             return set(handle.keys())
     except Exception:  # safetensors raises its own error types for truncated / foreign files
         return None
@@ -372,12 +370,10 @@ def _clip_help(roots: ModelRoots) -> str:
 
 def is_clip_l14_file(path: Path) -> bool:
     """True for a HuggingFace-format CLIP ViT-L/14 vision checkpoint (checked from the header)."""
-    from safetensors import safe_open
-
     last, beyond = f"vision_model.encoder.layers.{CLIP_L14_LAYERS - 1}.", "vision_model.encoder."
     beyond += f"layers.{CLIP_L14_LAYERS}."
     try:
-        with safe_open(str(path), framework="numpy") as handle:
+        with safetensors_reader(path, framework="numpy") as handle:
             keys = set(handle.keys())
             patch = "vision_model.embeddings.patch_embedding.weight"
             if patch not in keys:

@@ -164,7 +164,7 @@ class FaceAnalyzer:
             models["landmark_2d_106"].get(bgr, face)
             faces.append(
                 DetectedFace(
-                    box=tuple(float(v) for v in row[:4]),
+                    box=(float(row[0]), float(row[1]), float(row[2]), float(row[3])),
                     score=float(row[4]),
                     landmarks_106=np.asarray(face.landmark_2d_106, np.float32)[:106],
                     kps=np.asarray(kpss[i], np.float32),

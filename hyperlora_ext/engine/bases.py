@@ -48,8 +48,9 @@ class _Group:
     keys: list[str] = field(default_factory=list)  # file keys, in member order
     members: list[tuple[int, int]] = field(default_factory=list)  # (module, layer) indices
     tokens: list[int] = field(default_factory=list)  # resampler token driving each member
-    bases: torch.Tensor | None = None  # (G, H, width * r): file layout (H, in, r) / (H, r, out)
-    token_index: torch.Tensor | None = None
+    # (G, H, width * r): file layout (H, in, r) / (H, r, out); filled by BasisBank.load
+    bases: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    token_index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
 
 class BasisBank:
@@ -100,7 +101,7 @@ class BasisBank:
         return result
 
     def tensors(self) -> list[torch.Tensor]:
-        return [t for g in self.groups for t in (g.bases, g.token_index) if t is not None]
+        return [t for g in self.groups for t in (g.bases, g.token_index)]
 
     def to(self, device: torch.device | str) -> BasisBank:
         for group in self.groups:

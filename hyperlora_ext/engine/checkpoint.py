@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from ..errors import CheckpointError
-from ..files import read_json
+from ..files import read_json, safetensors_reader
 
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
@@ -48,8 +46,8 @@ def read_module_specs(path: Path) -> list[ModuleSpec]:
 def _module_spec(path: Path, name: str, value: Any) -> ModuleSpec:
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: module {name!r} must map to an object, got {value!r}")
-    hidden = value.get("hidden_size")
-    cross = value.get("cross_attention_dim")
+    hidden: Any = value.get("hidden_size")  # checked below
+    cross: Any = value.get("cross_attention_dim")
     if not _is_width(hidden):
         raise CheckpointError(f"{path}: module {name!r} has no valid 'hidden_size' ({hidden!r})")
     if cross and not _is_width(cross):  # null / 0 / missing mean self-attention
@@ -69,7 +67,7 @@ def open_safetensors(path: Path, device: str = "cpu") -> Iterator[Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing; re-download the model folder")
     try:
-        handle = safe_open(str(path), framework="pt", device=device)
+        handle = safetensors_reader(path, device=device)
     except Exception as error:  # safetensors raises its own SafetensorError (or OSError)
         text = str(error)
         if "IncompleteBuffer" in text:

@@ -45,7 +45,8 @@ class IdProjector:
     def __call__(self, embeds: torch.Tensor) -> torch.Tensor:
         """(N, 512) -> (N, T, E)."""
         tokens = F.linear(embeds, *self.linear).view(embeds.shape[0], self.num_tokens, -1)
-        return F.layer_norm(tokens, (tokens.shape[-1],), *self.norm, eps=LAYER_NORM_EPS)
+        weight, bias = self.norm
+        return F.layer_norm(tokens, (tokens.shape[-1],), weight, bias, eps=LAYER_NORM_EPS)
 
     def tensors(self) -> list[torch.Tensor]:
         return [*self.linear, *self.norm]

@@ -164,7 +164,7 @@ class A1111Adapter:
         # sampling run with grad enabled (both in docs/webui-integration.md).
         with torch.no_grad():
             for layer in self._targets:
-                module = mapping.get(layer)
+                module: Any = mapping.get(layer)
                 if getattr(module, "network_weights_backup", None) is None:
                     continue
                 networks.network_restore_weights_from_backup(module)

@@ -320,8 +320,9 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
 
     _check_fields(data, ENCODE_FIELDS)
     data = {**m.defaults(m.EncodeRequest), **data}
-    option_fields = ("model", "face", "face_index", "remove_background", "grayscale")
-    option_fields += ("photo_weights", "mix")
+    option_fields = (
+        "model", "face", "face_index", "remove_background", "grayscale", "photo_weights", "mix"
+    )  # fmt: skip
     args = HyperLoRAArgs.from_dict({k: data[k] for k in option_fields if k in data})
     save_as = data["save_as"]
     if save_as is not None:

@@ -58,14 +58,17 @@ class EncodeRequest(BaseModel):
 
 def field_names(model: type[BaseModel]) -> tuple[str, ...]:
     """The request fields of ``model``, in declaration order (pydantic 1 and 2)."""
-    fields = getattr(model, "model_fields", None) or model.__fields__
-    return tuple(fields)
+    return tuple(_fields(model))
 
 
 def defaults(model: type[BaseModel]) -> dict[str, Any]:
     """The default of every optional request field of ``model`` (pydantic 1 and 2)."""
-    fields = getattr(model, "model_fields", None) or model.__fields__
-    return {name: f.default for name, f in fields.items() if not _required(f)}
+    return {name: f.default for name, f in _fields(model).items() if not _required(f)}
+
+
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    fields: Any = getattr(model, "model_fields", None) or model.__fields__  # pydantic 2 or 1
+    return dict(fields)
 
 
 def _required(field: Any) -> bool:

@@ -196,7 +196,7 @@ class ForgeAdapter:
         LoRAs), which puts the original Parameters back. Forge 1 / reForge restore their
         backups themselves when the next UNet without our patch is loaded.
         """
-        sd_model = getattr(p, "sd_model", None)
+        sd_model: Any = getattr(p, "sd_model", None)
         if sd_model is None:  # no job at hand: the loaded checkpoint
             sd_model = getattr(sys.modules.get("modules.shared"), "sd_model", None)
         objects = getattr(sd_model, "forge_objects", None)
