@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -126,7 +127,7 @@ def _kernels(dtype: torch.dtype) -> list[tuple[Callable[[], object], int]]:
     work: list[tuple[Callable[[], object], int]] = []
     for rows, width_in, width_out, calls in _GEMMS:
         x, w = rand(rows, width_in), rand(width_out, width_in)
-        work.append((lambda x=x, w=w: torch.nn.functional.linear(x, w), calls))
+        work.append((partial(torch.nn.functional.linear, x, w), calls))
     groups, h, width, calls = _MIX
     coefficients, bases = rand(groups, 1, h), rand(groups, h, width)
     work.append((lambda: torch.bmm(coefficients, bases), calls))
