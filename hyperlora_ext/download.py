@@ -29,6 +29,7 @@ from hyperlora_ext.facts import (
     MB,
     FileSpec,
 )
+from hyperlora_ext.files import write_atomically
 from hyperlora_ext.models import (
     ModelRoots,
     check_file,
@@ -269,9 +270,7 @@ def _install(staged: Path, dest: Path) -> None:
             return
         except OSError:
             pass
-    temporary = dest.with_name(dest.name + ".partial")
-    shutil.copyfile(staged, temporary)
-    os.replace(temporary, dest)
+    write_atomically(dest, lambda temporary: shutil.copyfile(staged, temporary))
 
 
 def _remove_if_empty(folder: Path) -> None:

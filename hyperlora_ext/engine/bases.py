@@ -12,10 +12,10 @@ every basis once. Only the small mixed matrices are transposed into kohya's orie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from .checkpoint import ModuleSpec, Shape
 
@@ -39,24 +39,27 @@ def expected_shapes(specs: list[ModuleSpec], hyper_dim: int, rank: int) -> dict[
     return shapes
 
 
-@dataclass
-class _Group:
-    """All bases of one direction ("down" / "up") and one width."""
+class _Group(nn.Module):
+    """All bases of one direction ("down" / "up") and one width; its tensors are buffers."""
 
-    direction: str
-    width: int
-    keys: list[str] = field(default_factory=list)  # file keys, in member order
-    members: list[tuple[int, int]] = field(default_factory=list)  # (module, layer) indices
-    tokens: list[int] = field(default_factory=list)  # resampler token driving each member
-    # (G, H, width * r): file layout (H, in, r) / (H, r, out); filled by BasisBank.load
-    bases: torch.Tensor = field(default_factory=lambda: torch.empty(0))
-    token_index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    bases: torch.Tensor  # (G, H, width * r): file layout (H, in, r) / (H, r, out)
+    token_index: torch.Tensor  # (G,): the resampler token driving each member
+
+    def __init__(self, direction: str, width: int) -> None:
+        super().__init__()
+        self.direction, self.width = direction, width
+        self.keys: list[str] = []  # file keys, in member order
+        self.members: list[tuple[int, int]] = []  # (module, layer) indices
+        self.tokens: list[int] = []  # resampler token driving each member
+        self.register_buffer("bases", torch.empty(0), False)  # filled by BasisBank.load
+        self.register_buffer("token_index", torch.empty(0, dtype=torch.long), False)
 
 
-class BasisBank:
+class BasisBank(nn.Module):
     """Grouped bases of every module, and the mixing of resampler tokens into LoRA matrices."""
 
     def __init__(self, specs: list[ModuleSpec], hyper_dim: int, rank: int):
+        super().__init__()
         self.hyper_dim, self.rank = hyper_dim, rank
         groups: dict[tuple[str, int], _Group] = {}
         for module, spec in enumerate(specs):
@@ -68,12 +71,12 @@ class BasisBank:
                     group.keys.append(f"{module}.{layer}.id_{direction}_basis")
                     group.members.append((module, layer_index))
                     group.tokens.append(token + offset)
-        self.groups = list(groups.values())
+        self.groups = nn.ModuleList(groups.values())
 
     def load(self, handle: Any, dtype: torch.dtype, device: torch.device) -> BasisBank:
         """Fill the group tensors from an open safetensors file, one basis at a time."""
         h, r = self.hyper_dim, self.rank
-        for group in self.groups:
+        for group in self._groups():
             group.bases = torch.empty(
                 (len(group.keys), h, r * group.width), dtype=dtype, device=device
             )
@@ -89,7 +92,7 @@ class BasisBank:
         contiguous with its own storage (safetensors refuses to save tensors sharing memory).
         """
         result: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-        for group in self.groups:
+        for group in self._groups():
             coefficients = tokens.index_select(0, group.token_index).unsqueeze(1)  # (G, 1, H)
             mixed = torch.bmm(coefficients, group.bases).squeeze(1).cpu()  # (G, width * r)
             # down: (in, r) -> (r, in); up: (r, out) -> (out, r); the copy gives each its storage
@@ -100,11 +103,5 @@ class BasisBank:
                 result.setdefault(member, {})[group.direction] = row.view(shape).t().contiguous()
         return result
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [t for g in self.groups for t in (g.bases, g.token_index)]
-
-    def to(self, device: torch.device | str) -> BasisBank:
-        for group in self.groups:
-            group.bases = group.bases.to(device)
-            group.token_index = group.token_index.to(device)
-        return self
+    def _groups(self) -> list[_Group]:
+        return [group for group in self.groups if isinstance(group, _Group)]

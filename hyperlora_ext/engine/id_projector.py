@@ -10,21 +10,35 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import CheckpointError
 from ..facts import LAYER_NORM_EPS
 from .checkpoint import Shape, shape_of
 
 
-class IdProjector:
+class IdProjector(nn.Module):
+    """The projector's four tensors as buffers (they move with ``.to()``), in the model dtype."""
+
+    linear_weight: torch.Tensor
+    linear_bias: torch.Tensor
+    norm_weight: torch.Tensor
+    norm_bias: torch.Tensor
+
     def __init__(self, weights: dict[str, torch.Tensor], num_tokens: int, dtype, device):
+        super().__init__()
         self.num_tokens = num_tokens
-        self.linear = [weights[k].to(device=device, dtype=dtype) for k in ("0.weight", "0.bias")]
-        self.norm = [weights[k].to(device=device, dtype=dtype) for k in ("2.weight", "2.bias")]
+        for name, key in (
+            ("linear_weight", "0.weight"),
+            ("linear_bias", "0.bias"),
+            ("norm_weight", "2.weight"),
+            ("norm_bias", "2.bias"),
+        ):
+            self.register_buffer(name, weights[key].to(device=device, dtype=dtype), False)
 
     @property
     def input_dim(self) -> int:
-        return self.linear[0].shape[1]
+        return self.linear_weight.shape[1]
 
     @staticmethod
     def expected_shapes(path: Path, shapes: dict[str, Shape], width: int) -> dict[str, Shape]:
@@ -42,16 +56,10 @@ class IdProjector:
             "2.bias": (width,),
         }
 
-    def __call__(self, embeds: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
         """(N, 512) -> (N, T, E)."""
-        tokens = F.linear(embeds, *self.linear).view(embeds.shape[0], self.num_tokens, -1)
-        weight, bias = self.norm
-        return F.layer_norm(tokens, (tokens.shape[-1],), weight, bias, eps=LAYER_NORM_EPS)
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [*self.linear, *self.norm]
-
-    def to(self, device: torch.device | str) -> IdProjector:
-        self.linear = [t.to(device) for t in self.linear]
-        self.norm = [t.to(device) for t in self.norm]
-        return self
+        tokens = F.linear(embeds, self.linear_weight, self.linear_bias)
+        tokens = tokens.view(embeds.shape[0], self.num_tokens, -1)
+        return F.layer_norm(
+            tokens, (tokens.shape[-1],), self.norm_weight, self.norm_bias, eps=LAYER_NORM_EPS
+        )

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import CheckpointError
 from ..facts import BASES_FILE, ID_PROJECTOR_FILE, MODULES_JSON, RESAMPLER_FILE
@@ -44,8 +45,11 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return cpu_dtype()
 
 
-class HyperLoRAModel:
-    """A loaded HyperLoRA model (ID projector, resampler, grouped LoRA bases)."""
+class HyperLoRAModel(nn.Module):
+    """A loaded HyperLoRA model (ID projector, resampler, grouped LoRA bases).
+
+    Every tensor is a buffer of one of the three parts, so ``.to(device)`` moves them all in place.
+    """
 
     def __init__(
         self,
@@ -53,15 +57,19 @@ class HyperLoRAModel:
         id_projector: IdProjector,
         resampler: Resampler,
         bank: BasisBank,
-        device: torch.device,
         dtype: torch.dtype,
     ):
+        super().__init__()
         self.specs = specs
         self.id_projector = id_projector
         self.resampler = resampler
         self.bank = bank
-        self.device = device
         self.dtype = dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors are (all on one device)."""
+        return self.id_projector.linear_weight.device
 
     @property
     def module_names(self) -> list[str]:
@@ -81,21 +89,9 @@ class HyperLoRAModel:
     def rank(self) -> int:
         return self.bank.rank
 
-    def _tensors(self) -> list[torch.Tensor]:
-        return self.id_projector.tensors() + self.resampler.tensors() + self.bank.tensors()
-
     def nbytes(self) -> int:
         """Bytes held by the model's tensors."""
-        return sum(t.numel() * t.element_size() for t in self._tensors())
-
-    def to(self, device: torch.device | str) -> HyperLoRAModel:
-        """Move every tensor to ``device`` in place (e.g. to the CPU between jobs); returns self."""
-        device = torch.device(device)
-        self.id_projector.to(device)
-        self.resampler.to(device)
-        self.bank.to(device)
-        self.device = device
-        return self
+        return sum(t.numel() * t.element_size() for t in self.buffers())
 
     @torch.no_grad()
     def predict_lora(
@@ -203,7 +199,7 @@ def load_hyperlora(
         weights = _read_all(files, shapes, ID_PROJECTOR_FILE)
         projector = IdProjector(weights, num_tokens, dtype, device)
         bank = BasisBank(specs, config.output_dim, rank).load(files[BASES_FILE], dtype, device)
-    return HyperLoRAModel(specs, projector, resampler, bank, device, dtype)
+    return HyperLoRAModel(specs, projector, resampler, bank, dtype)
 
 
 def check_model_folder(folder: str | Path, *, dim_head: int = DEFAULT_DIM_HEAD) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import CheckpointError
 from ..facts import LAYER_NORM_EPS
@@ -97,10 +98,29 @@ def _merge_heads(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(n, s, heads * dim_head)
 
 
-class Resampler:
+class _Tensors(nn.Module):
+    """Named tensors kept as buffers (they move with ``.to()``); a pair is ``NAME_weight`` and
+    ``NAME_bias``."""
+
+    def keep(self, name: str, value: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> None:
+        if isinstance(value, tuple):
+            self.register_buffer(f"{name}_weight", value[0], False)
+            self.register_buffer(f"{name}_bias", value[1], False)
+        else:
+            self.register_buffer(name, value, False)
+
+    def one(self, name: str) -> torch.Tensor:
+        return self.get_buffer(name)
+
+    def pair(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.get_buffer(f"{name}_weight"), self.get_buffer(f"{name}_bias")
+
+
+class Resampler(_Tensors):
     """Inference-only resampler holding its weights in the model dtype, fused for fewer matmuls."""
 
     def __init__(self, config: ResamplerConfig, weights: dict[str, torch.Tensor], dtype, device):
+        super().__init__()
         self.config = config
         self.dtype = dtype
         w = weights  # consumed (popped) so file-dtype copies are freed as we go
@@ -115,12 +135,11 @@ class Resampler:
             return torch.cat([w.pop(k) for k in keys]).to(device=device, dtype=dtype).contiguous()
 
         start, query0 = self._precompute(w)  # pops latents and block 0's attn1 / attn2 query
-        self.start = start.to(device=device, dtype=dtype)
-        self.query0 = query0.to(device=device, dtype=dtype).contiguous()
-        self.proj_in = weight_bias("proj_in")
-        self.proj_in_2 = weight_bias("proj_in_2")
-        self.proj_out = weight_bias("proj_out")
-        self.blocks: list[dict[str, Any]] = []
+        self.keep("start", start.to(device=device, dtype=dtype))
+        self.keep("query0", query0.to(device=device, dtype=dtype).contiguous())
+        for name in ("proj_in", "proj_in_2", "proj_out"):
+            self.keep(name, weight_bias(name))
+        self.blocks = nn.ModuleList()
         for layer in range(config.depth):
             p = f"layers.{layer}."
             block: dict[str, Any] = {}
@@ -139,7 +158,7 @@ class Resampler:
             block["norm_ff"] = weight_bias(f"{p}norm_ff")
             block["ff1"] = weight_bias(f"{p}ff.net.0.proj")
             block["ff2"] = weight_bias(f"{p}ff.net.2")
-            self.blocks.append(block)
+            self.blocks.append(_block(block))
         w.clear()
 
     def _precompute(self, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +195,7 @@ class Resampler:
         k, v = (_split_heads(t, self.config.heads) for t in F.linear(context, kv).chunk(2, dim=-1))
         return F.linear(_merge_heads(F.scaled_dot_product_attention(q, k, v)), out)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, weights=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weights=None) -> torch.Tensor:
         """Tokens for ID tokens ``x`` (N, T, E) and CLIP tokens ``y`` (N, S, E), model dtype.
 
         Returns (Q, H) float32: the per-image outputs averaged over the N images (weighted by
@@ -187,44 +206,35 @@ class Resampler:
     def per_photo(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(N, Q, H) float32: each photo's tokens after ``proj_out``, before any fusion."""
         heads, n = self.config.heads, x.shape[0]
-        x = F.linear(x, *self.proj_in)
-        y = F.linear(y, *self.proj_in_2)
-        latents = self.start.expand(n, -1, -1)
-        for layer, b in enumerate(self.blocks):
+        x = F.linear(x, *self.pair("proj_in"))
+        y = F.linear(y, *self.pair("proj_in_2"))
+        latents = self.one("start").expand(n, -1, -1)
+        for layer, b in enumerate(self._blocks()):
             if layer == 0:
-                q = self.query0.expand(n, -1, -1, -1)
+                q = self.one("query0").expand(n, -1, -1, -1)
             else:
                 latents = latents + self._self_attention(
-                    self._norm(latents, b["norm1"]), b["qkv1"], b["out1"]
+                    self._norm(latents, b.pair("norm1")), b.one("qkv1"), b.one("out1")
                 )
-                q = _split_heads(F.linear(self._norm(latents, b["norm2_l"]), b["q2"]), heads)
-            context = self._norm(x, b["norm_attn2_c"])
-            latents = latents + self._cross_attention(q, context, b["kv_attn2"], b["out_attn2"])
-            q = _split_heads(F.linear(self._norm(latents, b["norm3_l"]), b["q3"]), heads)
-            context = self._norm(y, b["norm_attn3_c"])
-            latents = latents + self._cross_attention(q, context, b["kv_attn3"], b["out_attn3"])
-            hidden = F.gelu(F.linear(self._norm(latents, b["norm_ff"]), *b["ff1"]))
-            latents = latents + F.linear(hidden, *b["ff2"])
-        return F.linear(latents, *self.proj_out).float()
+                h = self._norm(latents, b.pair("norm2_l"))
+                q = _split_heads(F.linear(h, b.one("q2")), heads)
+            context = self._norm(x, b.pair("norm_attn2_c"))
+            kv, out = b.one("kv_attn2"), b.one("out_attn2")
+            latents = latents + self._cross_attention(q, context, kv, out)
+            q = _split_heads(F.linear(self._norm(latents, b.pair("norm3_l")), b.one("q3")), heads)
+            context = self._norm(y, b.pair("norm_attn3_c"))
+            kv, out = b.one("kv_attn3"), b.one("out_attn3")
+            latents = latents + self._cross_attention(q, context, kv, out)
+            hidden = F.gelu(F.linear(self._norm(latents, b.pair("norm_ff")), *b.pair("ff1")))
+            latents = latents + F.linear(hidden, *b.pair("ff2"))
+        return F.linear(latents, *self.pair("proj_out")).float()
 
-    def tensors(self) -> list[torch.Tensor]:
-        found = [self.start, self.query0, *self.proj_in, *self.proj_in_2, *self.proj_out]
-        for block in self.blocks:
-            for value in block.values():
-                found.extend(value if isinstance(value, tuple) else [value])
-        return found
+    def _blocks(self) -> list[_Tensors]:
+        return [block for block in self.blocks if isinstance(block, _Tensors)]
 
-    def to(self, device: torch.device | str) -> Resampler:
-        def move(value):
-            if isinstance(value, tuple):
-                return tuple(t.to(device) for t in value)
-            return value.to(device)
 
-        self.start, self.query0 = self.start.to(device), self.query0.to(device)
-        self.proj_in, self.proj_in_2, self.proj_out = (
-            move(self.proj_in),
-            move(self.proj_in_2),
-            move(self.proj_out),
-        )
-        self.blocks = [{k: move(v) for k, v in block.items()} for block in self.blocks]
-        return self
+def _block(tensors: dict[str, Any]) -> _Tensors:
+    block = _Tensors()
+    for name, value in tensors.items():
+        block.keep(name, value)
+    return block

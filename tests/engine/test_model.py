@@ -248,6 +248,15 @@ def test_to_and_nbytes(folder, model32):
     assert load_hyperlora(folder, dtype=torch.bfloat16).nbytes() < 0.6 * model32.nbytes()
 
 
+def test_to_moves_every_tensor_of_the_model(folder):
+    model = load_hyperlora(folder, dtype=torch.float32)
+    for module in model.modules():  # no tensor kept outside the buffers, which .to() moves
+        assert not [k for k, v in vars(module).items() if isinstance(v, torch.Tensor)], module
+    count = len(list(model.buffers()))
+    assert model.to("meta") is model and model.device == torch.device("meta")
+    assert [t.device.type for t in model.buffers()] == ["meta"] * count
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_cuda_matches_cpu(folder, model32, dtype):
