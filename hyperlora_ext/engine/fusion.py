@@ -1,8 +1,8 @@
 """Fusing photos (or identities) into one identity: a weighted mean of pre-normalisation tokens.
 
 The reference fuses N photos by the plain mean of the resampler outputs after ``proj_out`` and
-before the per-token L2 normalisation (reference §4.4). Relative weights turn that mean into a
-weighted one; identities fuse the same way, from their stored pre-normalisation tokens.
+before the per-token L2 normalisation (docs/reference-pipeline.md). Relative weights turn that
+mean into a weighted one; identities fuse the same way, from their stored pre-normalisation tokens.
 """
 
 from __future__ import annotations
