@@ -55,7 +55,7 @@ def test_a_mix_of_saved_identities_is_saved_like_any_identity(client, host):  # 
 
 
 def test_mix_errors_name_the_field(client, host):  # noqa: F811
-    from hyperlora_ext.webui.api import identity_store
+    from hyperlora_ext.webui.host import identity_store
 
     encode(client, images=[FACE], save_as="alice")
     lora = identity_store().load("alice").lora

@@ -8,7 +8,7 @@ import torch
 
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.lora_format import lora_digest
-from hyperlora_ext.webui import api, host, infotext
+from hyperlora_ext.webui import host, infotext
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
 from tests.webui.loras import make_lora
 from tests.webui.test_script import ON, Harness, StubResult, ours
@@ -50,7 +50,7 @@ def hl(webui, monkeypatch):
 def save(hl, name, seed, *, tokens=True, model="tiny"):
     lora = make_lora(hl.model, seed=seed)
     kept = torch.full((4, 3), float(seed)) if tokens else None
-    api.identity_store().save(name, lora, model=model, photos=1, tokens=kept)
+    host.identity_store().save(name, lora, model=model, photos=1, tokens=kept)
     return lora_digest(lora)
 
 
