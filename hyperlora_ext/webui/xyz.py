@@ -24,7 +24,16 @@ XYZ_FILE = "xyz_grid.py"
 def merge_overrides(args: HyperLoRAArgs, p: Any) -> HyperLoRAArgs:
     """``args`` with the X/Y/Z cell's HyperLoRA values applied (validated: ArgumentError)."""
     overrides = getattr(p, OVERRIDES, None)
-    return args.replace(**overrides) if overrides else args
+    if not overrides:
+        return args
+    merged = args.replace(**overrides)
+    if "slider_strength" in overrides and merged.enabled and merged.slider_positive is None:
+        raise ArgumentError(
+            "slider_strength",
+            "the X/Y/Z axis [HyperLoRA] Slider strength needs a slider: pick its positive and "
+            "negative identities in HyperLoRA's Advanced section (or send 'slider' in the API)",
+        )
+    return merged
 
 
 def set_override(p: Any, field: str, value: Any) -> None:

@@ -119,6 +119,11 @@ def test_merge_overrides():
     assert merged == args.replace(weight=0.3)
     with pytest.raises(Exception, match="'weight'"):
         xyz.merge_overrides(args, SimpleNamespace(hyperlora_xyz={"weight": 7.0}))
+    strength = SimpleNamespace(hyperlora_xyz={"slider_strength": 0.5})
+    with pytest.raises(Exception, match=r"'slider_strength'.*needs a slider"):
+        xyz.merge_overrides(args, strength)  # a grid of identical images otherwise
+    with_slider = args.replace(slider_positive="a", slider_negative="b")
+    assert xyz.merge_overrides(with_slider, strength).slider_strength == 0.5
 
 
 def test_confirm_rejects_bad_values_before_the_grid_runs(grid):
