@@ -128,8 +128,11 @@ def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
         identity, options = sources.main_identity(options, ctx)
     slider: tuple[Patch, ...] = ()
     if options.slider:
-        with doing("preparing the slider's identities"):
-            plus, minus = sources.slider_identities(options, ctx)
+        try:
+            with doing("preparing the slider's identities"):
+                plus, minus = sources.slider_identities(options, ctx)
+        except HyperLoRAError as error:  # say which part failed; the message names the side
+            raise HyperLoRAError(f"slider: {error}") from error.__cause__  # unexpected: logged
         strength = options.slider_strength
         slider = (
             Patch(plus.lora, strength, SLIDER_PLUS + plus.digest),

@@ -139,12 +139,14 @@ def _advanced(
     """The collapsed "Advanced" section: photo weights, mix, slider (HyperLoRAArgs order)."""
     identities = ["", *_safe_list(services.list_identities)]
     with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
+        # value="": gradio 4's default is None, and pasting converts to the value's type.
         photo_weights = gr.Textbox(
-            label="Photo weights", placeholder="1, 1, 0.5 (one per photo, in order; empty: all 1)",
+            value="", label="Photo weights",
+            placeholder="1, 1, 0.5 (one per photo, in order; empty: all 1)",
             elem_id=elem_id("photo_weights"),
         )  # fmt: skip
         mix = gr.Textbox(
-            label="Mix identities", placeholder="alice:0.7, @photos:0.3",
+            value="", label="Mix identities", placeholder="alice:0.7, @photos:0.3",
             elem_id=elem_id("mix"),
         )  # fmt: skip
         with gr.Row():
