@@ -12,7 +12,10 @@ The model tree is written to a temporary folder unless --models-dir points at on
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
 from hyperlora_ext.encoders.clip_encoder import VIT_L14  # noqa: E402
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline  # noqa: E402
 from hyperlora_ext.memory import peak_rss_mb  # noqa: E402
@@ -73,9 +77,11 @@ def timed(pipeline: IdentityPipeline, photos, options) -> tuple[float, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path)
-    parser.add_argument("--dtype", choices=("bf16", "fp32"), default=None)
+    parser.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default=None)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of warm call vs parts")
     args = parser.parse_args()
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.dtype]
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16, None: None}
+    dtype = dtype[args.dtype]
     with tempfile.TemporaryDirectory() as tmp:
         roots = ModelRoots.from_models_dir(args.models_dir or Path(tmp) / "models")
         build_tree(roots)
@@ -96,6 +102,62 @@ def main() -> None:
             print(f"| {label} | {seconds:.3f} | {seconds / warm:.4f} | {hit} |")
         print(f"\npeak RSS before the pipeline: {rss_before:.0f} MB (includes writing the tree)")
         print(f"peak RSS after: {peak_rss_mb():.0f} MB")
+        warm_vs_parts(pipeline, options, args.repeats)
+        held_between_jobs(pipeline)
+    print(describe())
+
+
+def current_rss_mb() -> float | None:
+    """Resident memory now (Linux only; this is a benchmark)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def held_between_jobs(pipeline: IdentityPipeline) -> None:
+    """What the encoders hold between jobs: their tensors, and the RSS that unloading frees."""
+    engine = pipeline._engine.nbytes() / 2**20
+    clip = sum(t.numel() * t.element_size() for t in pipeline._clip.model.state_dict().values())
+    before = current_rss_mb()
+    pipeline.unload()
+    gc.collect()
+    after = current_rss_mb()
+    print("\n| held between jobs | MB |\n|---|---|")
+    print(f"| HyperLoRA network tensors ({pipeline._dtype()}) | {engine:.0f} |")
+    print(f"| CLIP vision tower tensors | {clip / 2**20:.0f} |")
+    if before is not None and after is not None:
+        print(f"| RSS with the encoders loaded | {before:.0f} |")
+        print(f"| RSS after unloading them (what 'free the encoders' gives back) | {after:.0f} |")
+
+
+def warm_vs_parts(pipeline: IdentityPipeline, options, repeats: int) -> None:
+    """A warm 1-photo identity against its two big parts (CLIP encode + predict_lora) timed
+    alone on the same photo, interleaved round by round; medians."""
+    from hyperlora_ext.encoders.features import extract_identity_features
+
+    rows: dict[str, list[float]] = {"warm identity": [], "CLIP encode": [], "predict_lora": []}
+    engine, clip = pipeline._engine, pipeline._clip
+    for round_ in range(repeats):
+        image = photo(100 + 7 * round_)  # a new photo every round: never a cache hit
+        seconds, hit = timed(pipeline, [image], options)
+        assert not hit
+        rows["warm identity"].append(seconds)
+        features = extract_identity_features([image], pipeline._face_analyzer())
+        with torch.no_grad():
+            start = time.perf_counter()
+            hidden = clip.encode(features.pixel_values)
+            rows["CLIP encode"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            engine.predict_lora(features.id_embeds, hidden)
+            rows["predict_lora"].append(time.perf_counter() - start)
+    medians = {label: statistics.median(values) for label, values in rows.items()}
+    parts = medians["CLIP encode"] + medians["predict_lora"]
+    print(f"\nwarm 1-photo identity vs its parts, {engine.dtype}, medians of {repeats} rounds\n")
+    print("| step | seconds | vs parts |\n|---|---|---|")
+    for label, value in medians.items():
+        print(f"| {label} | {value:.3f} | {value / parts:.2f} |")
 
 
 if __name__ == "__main__":

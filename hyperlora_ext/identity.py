@@ -8,12 +8,13 @@ parameters never re-run the encoders.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -25,6 +26,7 @@ from .lora_format import lora_digest
 from .memory import peak_rss_mb
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
+_log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
@@ -130,6 +132,8 @@ class IdentityPipeline:
         cache_entries: int = 16,
         cache_bytes: int = 512 * 2**20,
         face_device: str = "auto",
+        free_after_use: bool = False,
+        placement: Placement | None = None,
     ) -> None:
         if face_device not in DEVICES:
             raise HyperLoRAError(f"face device {face_device!r} is not one of {DEVICES}")
@@ -138,6 +142,8 @@ class IdentityPipeline:
         self.face_device = face_device
         self.dtype = dtype
         self.keep_on_device = keep_on_device
+        self.free_after_use = free_after_use
+        self.placement = placement
         self.cache: LruCache[_Computed] = LruCache(cache_entries, cache_bytes)
         self._lock = threading.RLock()
         self._engine: Any = None
@@ -145,6 +151,9 @@ class IdentityPipeline:
         self._clip: Any = None
         self._clip_key: tuple | None = None
         self._faces: Any = None
+        self._preloading: threading.Thread | None = None
+        self._preload_lock = threading.Lock()
+        self._preload_error: BaseException | None = None
 
     # ----------------------------------------------------------------- public
     def predict(
@@ -174,6 +183,7 @@ class IdentityPipeline:
         # Photos are decoded under the lock, one at a time, so concurrent requests never hold
         # more than one request's decoded photo; only their compact digests are kept.
         with self._lock:
+            self._raise_preload_error()
             report("reading photos")
             digests, unreadable = _digests(images, labels)
             model_dir = resolve_hyperlora(self.roots, options.model)
@@ -226,6 +236,41 @@ class IdentityPipeline:
             seconds=time.perf_counter() - start, tokens=fused.clone(),
         )  # fmt: skip
 
+    def preload(self, options: IdentityOptions) -> threading.Thread | None:
+        """Start loading the encoders for ``options`` in a background thread (into CPU memory).
+
+        A prediction meanwhile waits only for the rest of the loading. A failure is logged at
+        once and raised by the next prediction (which then clears it). Returns the thread, or
+        None when a preload is already running.
+        """
+        with self._preload_lock:  # never the pipeline lock: the preload holds that while loading
+            if self._preloading is not None and self._preloading.is_alive():
+                return None
+            thread = threading.Thread(
+                target=self._preload, args=(options,), name="hyperlora-preload", daemon=True
+            )
+            self._preloading = thread
+            thread.start()
+            return thread
+
+    def _preload(self, options: IdentityOptions) -> None:
+        try:
+            with self._lock:
+                model_dir = resolve_hyperlora(self.roots, options.model)
+                clip_path = resolve_clip(self.roots, options.clip)
+                self._face_analyzer().load()
+                engine = self._load_engine(model_dir)
+                self._load_clip(clip_path, engine)
+                self._offload()
+        except BaseException as error:  # kept for the next job, which reports it
+            _log.warning("HyperLoRA: loading the models in the background failed", exc_info=True)
+            self._preload_error = error
+
+    def _raise_preload_error(self) -> None:
+        error, self._preload_error = self._preload_error, None
+        if error is not None:
+            raise error
+
     def unload(self) -> None:
         """Free every encoder (the cache stays)."""
         with self._lock:
@@ -272,9 +317,11 @@ class IdentityPipeline:
                 lora = engine.lora_from_tokens(tokens)
         finally:
             self._offload()
+            if self.free_after_use:  # 16 GB machines: the RAM is worth more than a fast next face
+                self.unload()
         _require_finite(lora, model_dir, clip_path)
         return _Computed(
-            lora=_copy(lora),
+            lora=lora,  # fresh tensors, referenced nowhere else; callers get copies (_result)
             tokens=tokens.detach().to("cpu").clone(),
             digest=lora_digest(lora),
             reports=by_digest,
@@ -303,9 +350,14 @@ class IdentityPipeline:
         key = (str(model_dir), _folder_fingerprint(model_dir))
         if self._engine_key != key:
             self._engine = None  # free the old 3 GB of bases before loading new ones
-            self._engine = load_hyperlora(model_dir, device=self.device, dtype=self.dtype)
+            self._engine = load_hyperlora(model_dir, device="cpu", dtype=self._dtype())
             self._engine_key = key
-        return self._engine.to(self.device)
+        return self._place(self._engine, self._engine.module())
+
+    def _dtype(self) -> torch.dtype:
+        from .engine.model import default_dtype
+
+        return self.dtype or default_dtype(self.device)
 
     def _load_clip(self, clip_path: Path, engine):
         from .encoders.clip_encoder import load_clip_vision
@@ -315,20 +367,41 @@ class IdentityPipeline:
             self._clip = None
             self._clip = load_clip_vision(
                 clip_path,
-                device=self.device,
+                device="cpu",
                 dtype=engine.dtype,
                 expected_hidden_size=engine.embedding_dim,
             )
             self._clip_key = key
-        return self._clip.to(self.device)
+        return self._place(self._clip, self._clip.model)
+
+    def _place(self, encoder, module: torch.nn.Module):
+        """``encoder`` on the pipeline's device: through the host's memory management if any."""
+        if self.placement is None:
+            return encoder.to(self.device)
+        self.placement.load(module)
+        return encoder
 
     def _offload(self) -> None:
-        if self.keep_on_device or self.device.type == "cpu":
+        """Encoders back to the CPU after a prediction, unless they are to stay on the GPU."""
+        if self.keep_on_device:
             return
-        for encoder in (self._engine, self._clip):
-            if encoder is not None:
+        loaded = [(e, e.module()) for e in (self._engine,) if e is not None]
+        loaded += [(c, c.model) for c in (self._clip,) if c is not None]
+        for encoder, module in loaded:
+            if self.placement is not None:
+                self.placement.release(module)
+            elif self.device.type != "cpu":
                 encoder.to("cpu")
-        _empty_device_cache()
+        if self.device.type != "cpu":
+            _empty_device_cache()
+
+
+class Placement(Protocol):
+    """A host's memory management (Forge): it makes room for an encoder and may evict it later."""
+
+    def load(self, module: torch.nn.Module) -> torch.device: ...
+
+    def release(self, module: torch.nn.Module) -> None: ...
 
 
 def _weighted_digests(digests: Sequence[str | None], weights: Sequence[float] | None) -> tuple:

@@ -1,8 +1,9 @@
-"""Peak resident memory of this process, on Linux, macOS and Windows alike.
+"""Peak resident memory of this process and the machine's RAM, on Linux, macOS and Windows alike.
 
 ``resource`` exists only on Unix and its ``ru_maxrss`` unit differs (Linux KiB, macOS bytes);
-Windows reports the peak working set through ``GetProcessMemoryInfo``. Nothing Unix-only is
-imported at module level, so this module (and all that use it) import on Windows.
+Windows reports the peak working set through ``GetProcessMemoryInfo`` and the physical memory
+through ``GlobalMemoryStatusEx``. Nothing Unix-only is imported at module level, so this module
+(and all that use it) import on Windows.
 """
 
 from __future__ import annotations
@@ -49,3 +50,39 @@ def _windows_peak() -> int:
     ):
         raise OSError("GetProcessMemoryInfo failed")
     return int(counters.PeakWorkingSetSize)
+
+
+def total_ram_bytes() -> int | None:
+    """Physical memory of the machine, or None where the platform does not tell."""
+    try:
+        if sys.platform == "win32":
+            return _windows_total()
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ImportError, OSError, AttributeError, ValueError):
+        return None
+
+
+def _windows_total() -> int:
+    import ctypes
+    from ctypes import wintypes
+
+    class Status(ctypes.Structure):
+        _fields_ = [
+            ("dwLength", wintypes.DWORD),
+            ("dwMemoryLoad", wintypes.DWORD),
+            ("ullTotalPhys", ctypes.c_uint64),
+            ("ullAvailPhys", ctypes.c_uint64),
+            ("ullTotalPageFile", ctypes.c_uint64),
+            ("ullAvailPageFile", ctypes.c_uint64),
+            ("ullTotalVirtual", ctypes.c_uint64),
+            ("ullAvailVirtual", ctypes.c_uint64),
+            ("ullAvailExtendedVirtual", ctypes.c_uint64),
+        ]
+
+    status = Status()
+    status.dwLength = ctypes.sizeof(status)
+    if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
+        raise OSError("GlobalMemoryStatusEx failed")
+    return int(status.ullTotalPhys)

@@ -293,3 +293,100 @@ def test_photos_are_decoded_one_at_a_time_across_requests(roots, monkeypatch):
         thread.join()
     assert results == [3, 3]
     assert len(alive_at_decode) >= 6 and max(alive_at_decode) == 0, alive_at_decode
+
+
+def test_preload_loads_every_encoder_and_a_job_then_loads_nothing(pipeline, monkeypatch):
+    thread = pipeline.preload(IdentityOptions(MODEL))
+    thread.join(timeout=120)
+    assert pipeline._engine is not None and pipeline._clip is not None
+    assert pipeline._faces.loaded
+    from hyperlora_ext.engine import model
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the preloaded models must be used")
+
+    monkeypatch.setattr(model, "load_hyperlora", no_load)
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+
+
+def test_a_job_waits_for_a_running_preload(pipeline, monkeypatch):
+    from hyperlora_ext.engine import model
+
+    loads, release = [], threading.Event()
+    real = model.load_hyperlora
+
+    def slow_load(*args, **kwargs):
+        release.wait(timeout=60)
+        loads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "load_hyperlora", slow_load)
+    thread = pipeline.preload(IdentityOptions(MODEL))
+    assert pipeline.preload(IdentityOptions(MODEL)) is None  # one at a time
+    threading.Timer(0.3, release.set).start()
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+    thread.join(timeout=60)
+    assert loads == [1]
+
+
+def test_a_failed_preload_is_raised_by_the_next_job_then_retried(tmp_path, caplog):
+    broken = ModelRoots.from_models_dir(tmp_path / "models")
+    write_tiny_hyperlora(broken.hyper_lora / MODEL)
+    pipeline = IdentityPipeline(broken, device="cpu", dtype=torch.float32)
+    pipeline.preload(IdentityOptions(MODEL)).join(timeout=60)  # no CLIP installed there
+    assert "loading the models in the background failed" in caplog.text
+    with pytest.raises(ModelNotFoundError, match="CLIP"):
+        pipeline.predict([_photo()], IdentityOptions(MODEL))
+    assert pipeline._preload_error is None  # reported once; the next job tries again
+
+
+def test_a_preload_error_is_not_lost_when_the_next_job_would_load_fine(pipeline, monkeypatch):
+    monkeypatch.setattr(pipeline, "_face_analyzer", lambda: 1 / 0)
+    pipeline.preload(IdentityOptions(MODEL)).join(timeout=60)
+    monkeypatch.undo()
+    with pytest.raises(ZeroDivisionError):
+        pipeline.predict([_photo()], IdentityOptions(MODEL))
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+
+
+def test_free_after_use_unloads_the_encoders_but_keeps_the_cache(roots):
+    pipeline = IdentityPipeline(roots, device="cpu", dtype=torch.float32, free_after_use=True)
+    first = pipeline.predict([_photo()], IdentityOptions(MODEL))
+    assert pipeline._engine is None and pipeline._clip is None and pipeline._faces is None
+    again = pipeline.predict([_photo()], IdentityOptions(MODEL))
+    assert again.cache_hit and again.digest == first.digest
+    other = pipeline.predict([_photo(60)], IdentityOptions(MODEL))  # loads them again
+    assert not other.cache_hit and pipeline._engine is None
+
+
+def test_the_engine_as_a_module_moves_the_engine(pipeline):
+    pipeline.predict([_photo()], IdentityOptions(MODEL))
+    engine = pipeline._engine
+    module = engine.module()
+    assert module is engine.module()
+    sizes = sum(t.numel() * t.element_size() for t in module.parameters())
+    assert sizes == engine.nbytes()
+    assert module.to("meta") is module and engine.device == torch.device("meta")
+    assert all(t.is_meta for t in module.parameters())
+
+
+def test_starting_a_preload_never_waits_for_a_running_one(pipeline, monkeypatch):
+    from hyperlora_ext.engine import model
+
+    entered, release = threading.Event(), threading.Event()
+    real = model.load_hyperlora
+
+    def slow_load(*args, **kwargs):
+        entered.set()  # the preload holds the pipeline lock from here on
+        release.wait(timeout=60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "load_hyperlora", slow_load)
+    thread = pipeline.preload(IdentityOptions(MODEL))
+    assert entered.wait(timeout=60)
+    second = threading.Thread(target=pipeline.preload, args=(IdentityOptions(MODEL),))
+    second.start()
+    second.join(timeout=10)
+    assert not second.is_alive()  # a UI event that turns HyperLoRA on returns at once
+    release.set()
+    thread.join(timeout=60)

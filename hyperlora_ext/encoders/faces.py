@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +83,22 @@ def find_pack(models_root: str | Path) -> Path:
     )
 
 
+class _FaceRecord(dict):
+    """What insightface's model ``get(img, face)`` calls read and write: keys as attributes.
+
+    (insightface's own ``Face`` lives in its ``app`` package, whose import is slow.)
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
 class FaceAnalyzer:
     """Lazily loaded antelopev2 face analysis. Thread-safe loading; ``unload()`` frees memory."""
 
@@ -101,11 +116,9 @@ class FaceAnalyzer:
             return self._models
 
     def _load_models(self) -> dict[str, Any]:
-        # insightface 0.7.3 imports albumentations, whose import checks PyPI for a newer version
-        # (a network call at every start): switch that off unless the user decided otherwise.
-        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-        from insightface.model_zoo import model_zoo
+        from .insightface_import import model_zoo as import_model_zoo
 
+        model_zoo = import_model_zoo()
         folder = find_pack(self.models_root)
         providers = self.providers or default_providers()
         ctx_id = 0 if "CUDAExecutionProvider" in providers else -1
@@ -137,6 +150,10 @@ class FaceAnalyzer:
         models["recognition"].prepare(ctx_id)
         return models
 
+    def load(self) -> None:
+        """Load the ONNX sessions now (they load on first use otherwise)."""
+        self._load()
+
     @property
     def loaded(self) -> bool:
         return self._models is not None
@@ -150,8 +167,6 @@ class FaceAnalyzer:
     # -- detection -----------------------------------------------------------------------------
     def _detect_bgr(self, bgr: np.ndarray, sizes: Sequence[int]) -> list[DetectedFace]:
         models = self._load()
-        from insightface.app.common import Face
-
         for size in sizes:
             boxes, kpss = models["detection"].detect(bgr, input_size=(size, size), max_num=0)
             if len(boxes):
@@ -160,7 +175,7 @@ class FaceAnalyzer:
             return []
         faces = []
         for i, row in enumerate(boxes):
-            face = Face(bbox=row[:4], kps=kpss[i], det_score=row[4])
+            face = _FaceRecord(bbox=row[:4], kps=kpss[i], det_score=row[4])
             models["landmark_2d_106"].get(bgr, face)
             faces.append(
                 DetectedFace(
@@ -206,8 +221,6 @@ class FaceAnalyzer:
         found, ``fallback_kps`` (5 keypoints in crop coordinates) align the crop instead.
         """
         models = self._load()
-        from insightface.app.common import Face
-
         crop = crop if crop.mode == "RGB" else crop.convert("RGB")
         bgr = _bgr(crop)
         boxes, kpss = models["detection"].detect(
@@ -223,7 +236,7 @@ class FaceAnalyzer:
                 "the face was not found again in its enlarged crop, so no ArcFace embedding "
                 "could be computed. Try a sharper, more frontal photo."
             )
-        face = Face(kps=kps)
+        face = _FaceRecord(kps=kps)
         models["recognition"].get(bgr, face)
         emb = np.asarray(face.embedding, np.float32).reshape(-1)
         return emb / np.linalg.norm(emb)

@@ -66,6 +66,14 @@ class HyperLoRAModel(nn.Module):
         self.bank = bank
         self.dtype = dtype
 
+    def module(self) -> torch.nn.Module:
+        """A view for hosts whose memory management sizes modules by their parameters (Forge):
+        its parameters are this model's buffers and moving it moves this model."""
+        view = self.__dict__.get("_parameter_view")  # not a submodule: .to() must not recurse
+        if view is None:
+            view = self.__dict__["_parameter_view"] = _ModelModule(self)
+        return view
+
     @property
     def device(self) -> torch.device:
         """Where the tensors are (all on one device)."""
@@ -169,6 +177,30 @@ class HyperLoRAModel(nn.Module):
                 f"got {list(clip.shape)}"
             )
         return id_embeds, clip
+
+
+class _ModelModule(torch.nn.Module):
+    """The nn.Module view of a HyperLoRAModel (see ``HyperLoRAModel.module``).
+
+    Its parameters are the model's tensors (Forge sizes a module by its ``named_parameters``);
+    moving it (``.to`` / ``.cuda`` / ``.cpu``) moves the model.
+    """
+
+    def __init__(self, model: HyperLoRAModel):
+        super().__init__()
+        self.__dict__["hyperlora_model"] = model  # not a submodule: no tensors registered twice
+
+    def _apply(self, fn, recurse=True):  # only the device of fn's result counts
+        model = self.__dict__["hyperlora_model"]
+        model.to(fn(torch.empty(0, device=model.device)).device)
+        return self
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        for i, tensor in enumerate(self.__dict__["hyperlora_model"].buffers()):
+            yield f"{prefix}tensor{i}", torch.nn.Parameter(tensor, requires_grad=False)
+
+    def state_dict(self, *args, **kwargs):
+        return {name: p.data for name, p in self.named_parameters()}
 
 
 def load_hyperlora(

@@ -18,6 +18,7 @@ How generation requests report HyperLoRA's failures is :mod:`hyperlora_ext.webui
 import base64
 import io
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -34,6 +35,7 @@ from hyperlora_ext.errors import (
 from hyperlora_ext.facts import MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
 from hyperlora_ext.files import parse_json
 from hyperlora_ext.webui import api_models as m
+from hyperlora_ext.webui import fail_mode
 from hyperlora_ext.webui.api_errors import ApiError, about, error_response
 from hyperlora_ext.webui.fail_mode import install_fail_mode
 
@@ -60,6 +62,7 @@ class Backend:
     face_analyzer: Callable[[], Any]  # -> encoders.faces.FaceAnalyzer
     lock: Any = field(default_factory=nullcontext)  # one GPU job at a time (the WebUI's queue)
     version: str = ""
+    preload: Callable[[], None] = lambda: None  # start loading the encoders in the background
 
 
 # --------------------------------------------------------------------------- the WebUI side
@@ -79,20 +82,24 @@ def webui_backend() -> Backend:
         face_analyzer=lambda: host.pipeline()._face_analyzer(),
         lock=queue_lock,
         version=getattr(hyperlora_ext, "__version__", ""),
+        preload=host.preload,
     )
 
 
 # ---------------------------------------------------------------------------------- routes
 def register_routes(app: Any, backend: Backend | None = None, limits: Limits | None = None) -> None:
     """Add the ``/hyperlora/v1`` routes to ``app`` (once) and the fail-mode wrapper."""
-    from fastapi import APIRouter, Request
+    from fastapi import APIRouter, Depends, Request
 
     limits = limits or Limits()
 
     if any(getattr(r, "path", "").startswith(PREFIX) for r in app.router.routes):
         return
     backend = backend or webui_backend()
-    router = APIRouter(prefix=PREFIX, tags=["HyperLoRA"])
+    global _first_use
+    _first_use = _once(backend.preload)
+    fail_mode.on_hyperlora_request = _first_use
+    router = APIRouter(prefix=PREFIX, tags=["HyperLoRA"], dependencies=[Depends(_first_use)])
 
     @router.get("/status", responses={200: {"model": m.StatusResponse}, **m.ERRORS})
     async def status() -> Any:
@@ -137,6 +144,26 @@ def register_routes(app: Any, backend: Backend | None = None, limits: Limits | N
 
     app.include_router(router)
     install_fail_mode(app)
+
+
+def _once(preload: Callable[[], None]) -> Callable[[], None]:
+    """``preload`` on the first API request that concerns HyperLoRA; failures go to the console
+    (the request itself, or the next job, reports what is wrong)."""
+    started = threading.Event()
+
+    def first_use() -> None:
+        if started.is_set():
+            return
+        started.set()
+        try:
+            preload()
+        except Exception:
+            traceback.print_exc()
+
+    return first_use
+
+
+_first_use: Callable[[], None] = lambda: None  # noqa: E731 - set by register_routes
 
 
 async def _run(work: Callable[[], Any]) -> Any:

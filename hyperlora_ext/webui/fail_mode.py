@@ -89,8 +89,25 @@ def install_fail_mode(app: Any) -> int:
     return wrapped
 
 
+# Set by api.register_routes: starts loading the encoders at the first request naming HyperLoRA.
+on_hyperlora_request: Callable[[], None] = lambda: None  # noqa: E731
+
+
+def _watch_for_hyperlora(receive: Callable) -> Callable:
+    """``receive`` that starts the preload when a generation request's body names HyperLoRA."""
+
+    async def watched() -> dict:
+        message = await receive()
+        if b"hyperlora" in message.get("body", b"").lower():
+            on_hyperlora_request()
+        return message
+
+    return watched
+
+
 def _fail_mode(inner: Callable) -> Callable:
     async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        receive = _watch_for_hyperlora(receive)
         if scope.get("type") != "http" or not _fail_requested(scope):
             await inner(scope, receive, send)
             return

@@ -358,7 +358,26 @@ def load_encoder(module: torch.nn.Module) -> torch.device:
         module.__dict__["hyperlora_forge_patcher"] = patcher
     memory_management.load_model_gpu(patcher)
     device = patcher.load_device
-    # Forge's low-VRAM path moves only layers with a .weight; loose Parameters would stay behind.
+    # Forge's low-VRAM path moves only layers with a .weight; loose tensors would stay behind.
     if any(t.device != device for t in module.parameters()):
         module.to(device)
     return device
+
+
+def release_encoder(module: torch.nn.Module) -> None:
+    """Take ``module`` out of Forge's loaded models (it goes back to the CPU), so that the next
+    ``load_encoder`` loads it again and Forge never counts VRAM it no longer holds."""
+    from backend import memory_management
+
+    patcher = module.__dict__.get("hyperlora_forge_patcher")
+    loaded = memory_management.current_loaded_models
+    for entry in [e for e in loaded if getattr(e, "model", None) is patcher]:
+        loaded.remove(entry)
+    module.to("cpu")
+
+
+class ForgePlacement:
+    """The identity pipeline's encoders under Forge's memory management (Forge 2, GPU)."""
+
+    load = staticmethod(load_encoder)
+    release = staticmethod(release_encoder)

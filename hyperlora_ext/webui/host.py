@@ -25,6 +25,7 @@ __all__ = [
     "pipeline",
     "pipeline_config",
     "predict",
+    "preload",
     "refresh_pipeline",
     "unsupported_reason",
 ]
@@ -116,8 +117,19 @@ def pipeline_config() -> PipelineConfig:
             "cache_entries": values.cache_entries,
             "cache_bytes": values.cache_mb * settings.MB,
             "face_device": faces,
+            "free_after_use": values.free_encoders,
+            "placement": _placement(device),
         },
     )
+
+
+def _placement(device: str) -> Any:
+    """Forge 2 with a GPU: the encoders are loaded through Forge's memory management."""
+    if device == "cpu" or not _module_exists("modules_forge"):
+        return None
+    from hyperlora_ext.webui import forge
+
+    return forge.ForgePlacement() if forge.detect_generation() == "forge2" else None
 
 
 def pipeline() -> Any:
@@ -155,13 +167,16 @@ def free_vram_for_encoders(p: Any) -> None:
     """Make room on the GPU before the encoders run there (called on a cache miss only).
 
     A1111 keeps the checkpoint on the GPU unless ``--medvram``/``--lowvram``; then its parts are
-    evicted. Forge 2 manages memory itself: unload its models, it reloads them for sampling.
+    evicted. Forge 2 loads the encoders through its memory management, which frees only the room
+    they need; Forge 1 / reForge: unload its models, it reloads them for sampling.
     """
     from hyperlora_ext import identity
 
     current = identity.current_pipeline()
     if current is not None and current.device.type == "cpu":
         return
+    if current is not None and current.placement is not None:
+        return  # Forge 2 makes room for the encoders when they load: nothing to evict up front
     if detect_host(p) == "forge":
         from hyperlora_ext.webui import forge
 
@@ -212,6 +227,20 @@ def predict(
         progress=progress,
         weights=list(weights) if weights else None,
     )
+
+
+def preload(model: str = "") -> None:
+    """Start loading the encoders of ``model`` (default: the first installed) in the background.
+
+    Nothing happens when no model is installed (the first-run checklist says what is missing).
+    """
+    from hyperlora_ext.identity import IdentityOptions
+
+    models = list_models()
+    if model not in models:
+        model = models[0] if models else ""
+    if model:
+        pipeline().preload(IdentityOptions(model))
 
 
 def _module_exists(name: str) -> bool:

@@ -20,7 +20,18 @@ SECTION = ("hyperlora", "HyperLoRA")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 API_ERROR_MODES = ("info", "fail")
 MB = 2**20
-PIPELINE_FIELDS = ("models_dir", "keep_on_device", "cache_entries", "cache_mb", "dtype")
+PIPELINE_FIELDS = (
+    "models_dir", "keep_on_device", "cache_entries", "cache_mb", "dtype", "free_encoders",
+)  # fmt: skip
+SMALL_RAM = 20 * 2**30  # 16 GB machines (about 15.5 GiB usable) and anything up to 20 GiB
+
+
+def _small_machine() -> bool:
+    """True when the machine's RAM is small enough that 4 GB of idle encoders hurt."""
+    from hyperlora_ext.memory import total_ram_bytes
+
+    total = total_ram_bytes()
+    return total is not None and total <= SMALL_RAM
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class Settings:
     trigger_words: bool = True
     api_on_error: str = "info"
     dtype: str = "auto"
+    free_encoders: bool = _small_machine()
 
     def pipeline_fingerprint(self) -> tuple:
         """The values the identity pipeline is built from (changing any rebuilds it)."""
@@ -119,6 +131,13 @@ OPTIONS = (
         "auto: float16 on GPUs; on CPUs the fastest of float32 / bfloat16 / float16, measured once",
         "Radio",
         {"choices": list(DTYPES)},
+    ),
+    Option(
+        "free_encoders",
+        "hyperlora_free_encoders",
+        "Free the encoders' memory after each new identity",
+        "about 4 GB of RAM between generations; a new face then loads them again (seconds). "
+        "The default is on for machines with 20 GB of RAM or less",
     ),
 )
 BY_FIELD = {option.field: option for option in OPTIONS}

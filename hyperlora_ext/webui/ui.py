@@ -8,6 +8,7 @@ API. The preview, refresh and save actions call the identity pipeline only when 
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class Services:
     setup: Callable[[], tuple[bool, str]] = lambda: (True, "")
     download: Callable[[Progress | None, Log], str] = lambda progress, log: ""
     trigger_words_default: Callable[[], bool] = lambda: HyperLoRAArgs().trigger_words
+    # Turning HyperLoRA on starts loading the encoders for this model in the background.
+    preload: Callable[[str], None] = lambda model: None
 
 
 @dataclass
@@ -284,6 +287,14 @@ def _wire(gr, services, inputs, by_field, gallery, status, save, save_controls) 
         except Exception as error:
             return failure_text(error)
 
+    def preload(enabled: bool, model: str) -> None:
+        if enabled:
+            try:
+                services.preload(model)
+            except Exception:  # the next job reports what is wrong; the console has the trace
+                traceback.print_exc()
+
+    by_field["enabled"].change(preload, inputs=[by_field["enabled"], by_field["model"]])
     for name in ("images", "model", "face", "face_index", "remove_background", "grayscale"):
         by_field[name].change(preview, inputs=inputs, outputs=[gallery, status])
     save.click(save_lora, inputs=[*save_controls, *inputs], outputs=[status])
@@ -293,8 +304,6 @@ def failure_text(error: Exception) -> str:
     """The status line for a failed action; unexpected errors also go to the console."""
     if isinstance(error, HyperLoRAError):
         return f"**{error}**"
-    import traceback
-
     traceback.print_exc()
     return f"**HyperLoRA error: {type(error).__name__}: {error}**"
 
@@ -309,7 +318,7 @@ def _safe_list(lister: Callable[[], list[str]]) -> list[str]:
 # ------------------------------------------------------------------ default services
 def default_services() -> Services:
     from hyperlora_ext.webui import settings
-    from hyperlora_ext.webui.host import list_models
+    from hyperlora_ext.webui.host import list_models, preload
 
     return Services(
         list_models,
@@ -319,6 +328,7 @@ def default_services() -> Services:
         setup=_setup,
         download=_download,
         trigger_words_default=lambda: settings.current().trigger_words,
+        preload=preload,
     )
 
 

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -553,3 +554,53 @@ def test_responses_match_their_published_models(client, host):
     parsed(m.DeleteResponse, client.delete("/hyperlora/v1/identities/carol"))
     error = client.post("/hyperlora/v1/encode", json={"images": []})
     assert m.ErrorBody(**error.json()).field == "images"
+
+
+# ------------------------------------------------------------------ preload on first use
+def _counting_backend(calls: list, fail: bool = False) -> api.Backend:
+    def preload() -> None:
+        calls.append(1)
+        if fail:
+            raise RuntimeError("disk on fire")
+
+    return api.Backend(
+        roots=lambda: None, pipeline=lambda: None, identities=lambda: SimpleNamespace(list=list),
+        face_analyzer=lambda: None, preload=preload,
+    )  # fmt: skip
+
+
+def test_the_first_api_request_starts_the_preload_once(capsys):
+    calls: list = []
+    client = make_client(_counting_backend(calls, fail=True))
+    assert client.get("/hyperlora/v1/identities").json() == {"identities": []}  # answered
+    client.get("/hyperlora/v1/identities")
+    assert calls == [1]
+    assert "disk on fire" in capsys.readouterr().err  # in the console, never lost
+
+
+def test_a_generation_request_naming_hyperlora_starts_the_preload():
+    calls: list = []
+    app = FastAPI()
+
+    @app.post("/sdapi/v1/txt2img")
+    async def txt2img(payload: dict) -> dict:
+        return {"images": []}
+
+    api.register_routes(app, _counting_backend(calls))
+    client = TestClient(app)
+    client.post("/sdapi/v1/txt2img", json={"prompt": "a cat"})
+    assert calls == []
+    body = {"prompt": "x", "alwayson_scripts": {"HyperLoRA": {"args": [{"enabled": True}]}}}
+    assert client.post("/sdapi/v1/txt2img", json=body).status_code == 200
+    assert calls == [1]
+
+
+def test_the_webui_preload_loads_the_encoders_in_the_background(host, tmp_path_factory):
+    from hyperlora_ext.webui import host as webui_host
+
+    models, _ = tiny_models(tmp_path_factory)
+    fresh = identity.IdentityPipeline(ModelRoots.from_models_dir(models))
+    identity._pipeline = fresh
+    webui_host.preload("not installed")  # falls back to the installed model
+    fresh._preloading.join(timeout=120)
+    assert fresh._engine is not None and fresh._clip is not None and fresh._faces.loaded

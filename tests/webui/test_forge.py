@@ -447,3 +447,39 @@ def test_next_job_without_slider_drops_its_loras(adapter, memory):
     fb.run_job(p, memory, before_every_sampling=lambda p: adapter.apply_all(p, patches))
     fb.run_job(p, memory, before_every_sampling=hook(adapter, main))
     assert_weights(sd_model, before, deltas(unet, main, WEIGHT))
+
+
+def test_the_pipeline_loads_its_encoders_through_forge_memory_management(memory, tmp_path):
+    from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
+    from hyperlora_ext.models import ModelRoots
+    from tests import fake_antelopev2
+    from tests.encoders._photos import face_photo
+    from tests.factories import write_tiny_clip, write_tiny_hyperlora
+
+    roots = ModelRoots.from_models_dir(tmp_path / "models")
+    write_tiny_hyperlora(roots.hyper_lora / "tiny")
+    write_tiny_clip(roots.clip_vit / "clip_vit_large_14")
+    fake_antelopev2.build(roots.antelopev2)
+    sd_model = make_model()
+    unet = sd_model.forge_objects.unet
+    memory.load_models_gpu([unet])
+    seen = []
+
+    class Recording(forge.ForgePlacement):
+        @staticmethod
+        def load(module):
+            device = forge.load_encoder(module)
+            seen.append([loaded.model.model for loaded in memory.current_loaded_models])
+            return device
+
+    pipeline = IdentityPipeline(roots, dtype=torch.float32, placement=Recording())
+    pipeline.predict([face_photo()], IdentityOptions("tiny"))
+    engine, clip = pipeline._engine.module(), pipeline._clip.model
+    assert seen == [[engine, unet.model], [clip, engine, unet.model]]  # the UNet is not evicted
+    patcher = engine.__dict__["hyperlora_forge_patcher"]
+    assert patcher.size == pipeline._engine.nbytes()  # Forge sees how much room it needs
+    # after the job both are released: Forge holds only the UNet, the encoders are on the CPU
+    assert [loaded.model.model for loaded in memory.current_loaded_models] == [unet.model]
+    assert pipeline._engine.device == torch.device("cpu")
+    pipeline.predict([face_photo(faces=((250, 90, 470, 390),))], IdentityOptions("tiny"))
+    assert len(seen) == 4  # loaded again for the next face

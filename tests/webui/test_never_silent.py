@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 
 import pytest
 import torch
@@ -303,7 +304,12 @@ def test_interrupt_while_encoding_skips_clip_with_the_real_pipeline(api_host, mo
         return detect(image)
 
     monkeypatch.setattr(analyzer, "detect", detect_then_interrupt)
-    monkeypatch.setattr(pipeline, "_load_clip", lambda *a: loaded.append(1))
+
+    def load_clip(*args):  # the job's own loading, not the background preload's
+        if threading.current_thread().name != "hyperlora-preload":
+            loaded.append(1)
+
+    monkeypatch.setattr(pipeline, "_load_clip", load_clip)
     client = generation_app(api_host, [api_host.load_script()])
     response = post(client, {"enabled": True, "images": [FACE], "model": "tiny"}, FAIL)
     assert response.status_code == 200 and response.json()["images"] == []

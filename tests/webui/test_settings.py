@@ -235,3 +235,19 @@ def test_the_script_frees_vram_only_when_the_encoders_run(registered, monkeypatc
     harness.before_compute()  # what the pipeline calls on a cache miss
     assert lowvram.evictions == before + 1
     registered.processing.sampler_step_hooks.clear()
+
+
+@pytest.mark.parametrize(
+    ("ram", "free"), [(16 * 2**30, True), (20 * 2**30, True), (32 * 2**30, False), (None, False)]
+)
+def test_freeing_the_encoders_is_the_default_on_small_machines(monkeypatch, ram, free):
+    from hyperlora_ext import memory
+
+    monkeypatch.setattr(memory, "total_ram_bytes", lambda: ram)
+    assert settings._small_machine() is free
+
+
+def test_this_machine_reports_its_ram():
+    from hyperlora_ext.memory import total_ram_bytes
+
+    assert total_ram_bytes() > 2**30

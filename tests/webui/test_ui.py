@@ -76,3 +76,27 @@ def test_pasting_an_infotext_without_hyperlora_turns_it_off_and_leaves_the_rest(
     fields = [c for c, _ in script.infotext_fields]
     assert new_values[0] is False and fields[0].elem_id.endswith("enable-checkbox")
     assert all(v is webui.infotext_utils.NoChange for v in new_values[1:])
+
+
+def test_turning_hyperlora_on_preloads_the_chosen_model(webui, monkeypatch, capsys):
+    from tests.webui.test_first_run import build_panel, handler
+
+    def enable_handler():
+        demo, script = build_panel(webui, monkeypatch)
+        wanted = script.elem_id("enable") + "-checkbox"
+        return handler(demo, next(c for c in demo.blocks.values() if c.elem_id == wanted))[0]
+
+    calls = []
+    monkeypatch.setattr(host, "preload", calls.append)
+    preload = enable_handler()
+    preload(False, "tiny")
+    assert calls == []
+    preload(True, "tiny")
+    assert calls == ["tiny"]
+
+    def broken(model):
+        raise RuntimeError("no memory left")
+
+    monkeypatch.setattr(host, "preload", broken)
+    enable_handler()(True, "tiny")  # a UI event never fails; the console shows why
+    assert "no memory left" in capsys.readouterr().err

@@ -355,8 +355,9 @@ class LoraLoader:
 
 class ModelPatcher:
     def __init__(self, model, load_device, offload_device, size=0, current_device=None, **kwargs):
-        self.size = size
         self.model = model
+        # model_size(): memory_management.module_size sums the model's named_parameters
+        self.size = size or sum(p.numel() * p.element_size() for _, p in model.named_parameters())
         self.lora_patches: dict[tuple, dict[str, list]] = {}
         self.object_patches: dict[str, Any] = {}
         self.object_patches_backup: dict[str, Any] = {}
