@@ -112,5 +112,5 @@ def lora_digest(lora: dict[str, torch.Tensor], length: int = 12) -> str:
     for key, tensor in sorted(lora.items()):
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{key}|{data.dtype}|{tuple(data.shape)}".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:length]

@@ -30,7 +30,9 @@ class _DeferredPackage(types.ModuleType):
         with _lock:
             if not self.__dict__.get("_hyperlora_initialised"):
                 self.__dict__["_hyperlora_initialised"] = True
-                self.__spec__.loader.exec_module(self)
+                spec = self.__spec__
+                assert spec is not None and spec.loader is not None  # set by _import_without_init
+                spec.loader.exec_module(self)
         try:
             return self.__dict__[name]
         except KeyError:
