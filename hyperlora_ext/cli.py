@@ -142,6 +142,27 @@ def cmd_lora(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_likeness(args: argparse.Namespace) -> int:
+    """Score images against reference photos: a table of file, faces found and likeness."""
+    from hyperlora_ext.identity import IdentityPipeline, check_device
+
+    pipeline = IdentityPipeline(roots_from_args(args), device=check_device(args.device))
+    refs = [Path(ref) for ref in args.ref]
+    reference = pipeline.reference_from_photos(refs, [f"--ref {ref}" for ref in args.ref])
+    images = [Path(image) for image in args.images]
+    scores = pipeline.likeness(images, reference, [str(image) for image in args.images])
+    print(likeness_table(scores))
+    return EXIT_OK
+
+
+def likeness_table(scores: Sequence) -> str:
+    """Aligned columns: file, faces, likeness (``no face`` when none was found)."""
+    rows = [("file", "faces", "likeness")]
+    rows += [(s.label, str(s.faces), s.text) for s in scores]
+    width = max(len(row[0]) for row in rows)
+    return "\n".join(f"{a:<{width}}  {b:>5}  {c:>8}" for a, b, c in rows)
+
+
 # --------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from hyperlora_ext.download import PARTS, Sources
@@ -198,19 +219,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.set_defaults(func=cmd_download)
     _add_lora_parser(commands, common)
+    _add_likeness_parser(commands, common)
     return parser
 
 
-def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
-    lora = commands.add_parser(
-        "lora",
-        parents=[common],
-        help="turn photos of a person into an ordinary SDXL LoRA file",
-        description="Detect the face in each photo, predict the identity LoRA and write it as a "
-        "kohya LoRA (.safetensors) with a Lora-tab card (.json) and preview (.preview.png).",
-    )
-    lora.add_argument(
+def _photo_command(
+    commands, common: argparse.ArgumentParser, name: str, summary: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand that takes photos of a person (``--ref PHOTO``, repeatable)."""
+    parser = commands.add_parser(name, parents=[common], help=summary, description=description)
+    parser.add_argument(
         "--ref", action="append", required=True, metavar="PHOTO", help="a photo (repeatable)"
+    )
+    return parser
+
+
+def _add_likeness_parser(commands, common: argparse.ArgumentParser) -> None:
+    likeness = _photo_command(
+        commands,
+        common,
+        "likeness",
+        "score images against photos of a person (ArcFace cosine similarity)",
+        "For each IMAGE, the cosine similarity of its largest face's ArcFace embedding with the "
+        "reference: the normalised mean embedding of the --ref photos (largest face of each). "
+        "Needs only the antelopev2 face models.",
+    )
+    likeness.add_argument("images", nargs="+", metavar="IMAGE", help="images to score")
+    likeness.add_argument(
+        "--device", default="cpu", help="cpu, cuda or cuda:N for the face models (default: cpu)"
+    )
+    add_roots_arguments(likeness)
+    likeness.set_defaults(func=cmd_likeness)
+
+
+def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
+    lora = _photo_command(
+        commands,
+        common,
+        "lora",
+        "turn photos of a person into an ordinary SDXL LoRA file",
+        "Detect the face in each photo, predict the identity LoRA and write it as a kohya LoRA "
+        "(.safetensors) with a Lora-tab card (.json) and preview (.preview.png).",
     )
     lora.add_argument(
         "--model",

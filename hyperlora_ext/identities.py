@@ -4,7 +4,8 @@ Each identity ``NAME`` is these files in ``<Lora folder>/hyperlora/``:
 
 * ``NAME.safetensors`` an ordinary kohya LoRA (the Lora tab lists it, ``<lora:NAME:0.8>`` works);
 * ``NAME.json`` and ``NAME.preview.png``, the Lora tab's card (written by :func:`export_lora`);
-* ``NAME.hyperlora.json``, our record: model, options, digest, photo count, creation time;
+* ``NAME.hyperlora.json``, our record: model, options, digest, photo count, creation time and
+  the likeness reference (the photos' normalised mean ArcFace embedding, 512 numbers);
 * ``NAME.hyperlora.tokens``, the identity's fused tokens before normalisation (a safetensors file
   under a suffix no LoRA loader lists), what mixing identities needs. Identities saved before it
   existed lack it: they work as LoRAs, and a mix that names them says how to fix it.
@@ -65,6 +66,8 @@ class IdentityRecord:
     created: str = ""  # ISO 8601, UTC
     options: dict[str, Any] = field(default_factory=dict)  # face choice, background, ...
     version: int = RECORD_VERSION
+    # likeness reference: 512 floats; empty for identities saved before it was recorded
+    reference_embedding: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +84,7 @@ class IdentityRecord:
             photos=photos if isinstance(photos, int) and not isinstance(photos, bool) else 0,
             created=str(data.get("created") or ""),
             options=dict(options) if isinstance(options, Mapping) else {},
+            reference_embedding=_reference(data.get("reference_embedding")),
         )
 
     @property
@@ -184,10 +188,16 @@ class IdentityStore:
         preview: Image.Image | None = None,
         overwrite: bool = False,
         tokens: torch.Tensor | None = None,
+        reference_embedding: Any = None,
     ) -> IdentityRecord:
-        """Export the LoRA (+ card and preview), its ``tokens`` (for mixing) and its record."""
+        """Export the LoRA (+ card and preview), its ``tokens`` (for mixing) and its record.
+
+        ``reference_embedding`` (512 numbers) lets images be scored against the identity.
+        """
         with self._changing:
-            record = self._save(name, lora, model, photos, options, preview, overwrite)
+            record = self._save(
+                name, lora, model, photos, options, preview, overwrite, reference_embedding
+            )
             tokens_path = self.tokens_path(name)
             if tokens is None:
                 tokens_path.unlink(missing_ok=True)  # an overwritten identity's old tokens
@@ -195,7 +205,9 @@ class IdentityStore:
                 _write_tokens(tokens_path, tokens, model=model, digest=record.digest)
             return record
 
-    def _save(self, name, lora, model, photos, options, preview, overwrite) -> IdentityRecord:
+    def _save(
+        self, name, lora, model, photos, options, preview, overwrite, reference_embedding
+    ) -> IdentityRecord:
         self._files(name)  # validates the name; refuses files that are links to elsewhere
         twin = names.case_twin(name, self.names())
         if twin:
@@ -214,6 +226,7 @@ class IdentityStore:
             photos=photos,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             options=dict(options or {}),
+            reference_embedding=_reference(reference_embedding),
         )
         text = json.dumps(record.to_dict(), indent=2)
         write_atomically(
@@ -321,6 +334,14 @@ def _write_tokens(path: Path, tokens: torch.Tensor, *, model: str, digest: str) 
     data = {TOKENS_KEY: tokens.detach().to("cpu", torch.float32).contiguous()}
     metadata = {"hyperlora_model": model, "lora_digest": digest, "format": "hyperlora-tokens-1"}
     write_atomically(path, lambda tmp: save_file(data, tmp, metadata=metadata))
+
+
+def _reference(value: Any) -> tuple[float, ...]:
+    """A stored likeness reference as a tuple of floats; () when absent or malformed."""
+    from hyperlora_ext.likeness import check_reference
+
+    vector = check_reference(value) if value is not None else None
+    return () if vector is None else tuple(float(v) for v in vector)
 
 
 def _file_digest(path: Path) -> str:

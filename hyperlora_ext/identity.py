@@ -81,6 +81,8 @@ class IdentityResult:
     # The fused tokens before the per-token normalisation (Q, H) float32: what identities are
     # mixed by (IdentityPipeline.mix) and what saved identities keep beside their LoRA.
     tokens: torch.Tensor | None = None
+    # (512,) float32: normalised mean ArcFace embedding of the photos used (the likeness reference)
+    reference_embedding: Any = None
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -271,6 +273,28 @@ class IdentityPipeline:
         if error is not None:
             raise error
 
+    def likeness(
+        self, images: Sequence[Any], reference: Any, labels: Sequence[str] | None = None
+    ) -> list[Any]:
+        """Score ``images`` against a reference embedding (``likeness.Likeness`` per image).
+
+        Uses the face models already loaded for the identities (loading them if released).
+        """
+        from .likeness import check_reference, score_images
+
+        vector = check_reference(reference)
+        if vector is None:
+            raise HyperLoRAError("the likeness reference is not a 512-number face embedding")
+        with self._lock:
+            return score_images(images, vector, self._face_analyzer(), labels)
+
+    def reference_from_photos(self, images: Sequence[Any], labels: Sequence[str] | None = None):
+        """The reference embedding of photos (largest face each), with the face models only."""
+        from .likeness import reference_from_photos
+
+        with self._lock:
+            return reference_from_photos(images, self._face_analyzer(), labels)
+
     def unload(self) -> None:
         """Free every encoder (the cache stays)."""
         with self._lock:
@@ -285,6 +309,7 @@ class IdentityPipeline:
         self, images, labels, digests, unreadable, options, model_dir, clip_path, report, weights
     ) -> _Computed:
         from .encoders.features import IdentityFeatures, extract_identity_features
+        from .likeness import reference_embedding
 
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -326,6 +351,7 @@ class IdentityPipeline:
             digest=lora_digest(lora),
             reports=by_digest,
             model=options.model,
+            reference=reference_embedding(features.id_embeds[rows].numpy(), used_weights),
             peak_rss_mb=peak_rss_mb(),
             peak_vram_mb=_peak_vram_mb(self.device),
         )
@@ -435,6 +461,7 @@ class _Computed:
     digest: str
     reports: dict[str, Any]  # image digest -> PhotoReport
     model: str
+    reference: Any  # likeness reference embedding, (512,) float32
     peak_rss_mb: float | None
     peak_vram_mb: float | None
 
@@ -481,6 +508,7 @@ def _result(
         peak_vram_mb=computed.peak_vram_mb,
         warnings=[f"{r.label}: {r.reason}" for r in reports if not r.used],
         tokens=computed.tokens.clone(),
+        reference_embedding=computed.reference.copy(),
     )
 
 

@@ -16,7 +16,7 @@ from modules import script_callbacks, scripts
 # package now, so later (lazy) imports of its submodules resolve through hyperlora_ext.__path__.
 import hyperlora_ext
 import hyperlora_ext.webui.host as host
-from hyperlora_ext.webui import api, job, settings, xyz
+from hyperlora_ext.webui import api, job, likeness, settings, ui, xyz
 
 assert hyperlora_ext.__version__
 
@@ -26,6 +26,7 @@ script_callbacks.on_app_started(lambda demo, app: api.register_routes(app))
 xyz.register_axes()  # a no-op when the X/Y/Z script is absent
 script_callbacks.on_before_ui(xyz.register_axes)  # again after a UI reload
 script_callbacks.on_ui_settings(lambda: settings.register(host.refresh_pipeline))
+script_callbacks.on_after_component(ui.wire_likeness_status)
 
 
 class HyperLoRAScript(scripts.Script):
@@ -67,6 +68,11 @@ class HyperLoRAScript(scripts.Script):
         if not _has_every_sampling_hook():  # 1.8/1.9: the hires pass rebuilt the LoRA list
             with job.boundary(p, "applying the identity"):
                 job.apply(p)
+
+    def postprocess_image_after_composite(self, p: Any, pp: Any, *args: Any) -> None:
+        # The last hook before the infotext is written: after hires fix, ADetailer and inpainting.
+        with job.boundary(p, "scoring the likeness", after_images=True):
+            likeness.score(p, pp.image)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         with job.boundary(p, "restoring the checkpoint's weights", after_images=True):

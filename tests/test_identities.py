@@ -314,3 +314,28 @@ def test_two_writers_past_the_existence_check_cannot_both_save(tmp_path, monkeyp
 
 def store_digest(store, name):
     return lora_digest(load_file(store.lora_path(name)))
+
+
+def test_the_likeness_reference_is_stored_in_the_record_exactly(store):
+    import numpy as np
+
+    reference = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+    reference /= np.linalg.norm(reference)
+    save(store, reference_embedding=reference)
+    on_disk = json.loads((store.folder / f"alice{RECORD_SUFFIX}").read_text())
+    assert len(on_disk["reference_embedding"]) == 512
+    again = np.asarray(store.record("alice").reference_embedding, np.float32)
+    np.testing.assert_allclose(again, reference, rtol=0, atol=1e-7)
+    assert (
+        store.load("alice").record.reference_embedding == store.record("alice").reference_embedding
+    )
+
+
+@pytest.mark.parametrize("stored", [None, [0.5] * 3, "text", [[1.0] * 512] * 2, [0.0] * 512])
+def test_a_record_without_a_usable_reference_reads_as_none(store, stored):
+    save(store)  # an identity saved before the likeness reference existed has none
+    path = store.folder / f"alice{RECORD_SUFFIX}"
+    data = json.loads(path.read_text())
+    assert data["reference_embedding"] == []
+    path.write_text(json.dumps({**data, "reference_embedding": stored}))
+    assert store.record("alice").reference_embedding == ()

@@ -132,11 +132,19 @@ def _one_photo(
     report.box, report.score = face.box, face.score
     report.thumbnail = thumbnail(image, face.box)
 
-    image, face = bound_crop_work(image, face)
+    image, face, embed = bounded_embedding(analyzer, image, face)
     clip_face, _ = id_crops(image, face.landmarks_106, remove_background, grayscale)
-    embed = face_embedding(analyzer, image, face)
     report.preview = preview(clip_face)
     return embed, clip_pixel_values(clip_face)
+
+
+def bounded_embedding(
+    analyzer: FaceAnalyzer, image: Image.Image, face: DetectedFace
+) -> tuple[Image.Image, DetectedFace, np.ndarray]:
+    """The ArcFace embedding of ``face`` as every reference photo gets it (the likeness score
+    uses it too), with the photo and face it was computed on (reduced for huge faces)."""
+    image, face = bound_crop_work(image, face)
+    return image, face, face_embedding(analyzer, image, face)
 
 
 def bound_crop_work(image: Image.Image, face: DetectedFace) -> tuple[Image.Image, DetectedFace]:

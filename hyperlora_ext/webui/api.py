@@ -6,6 +6,7 @@ Routes, registered on the WebUI's FastAPI app by :func:`register_routes` (``on_a
 * ``GET  /hyperlora/v1/models``            installed models and what is missing;
 * ``POST /hyperlora/v1/detect``            faces in posted photos (boxes, scores, crops);
 * ``POST /hyperlora/v1/encode``            photos -> identity digest; save it or return the file;
+* ``POST /hyperlora/v1/likeness``          likeness of posted images to an identity or photos;
 * ``GET  /hyperlora/v1/identities``        saved identities;
 * ``GET|DELETE /hyperlora/v1/identities/{name}``.
 
@@ -124,6 +125,16 @@ def register_routes(app: Any, backend: Backend | None = None, limits: Limits | N
     )
     async def encode(request: Request) -> Any:
         return await _post(request, limits, lambda data: _encode(backend, limits, data))
+
+    @router.post(
+        "/likeness",
+        responses={200: {"model": m.LikenessResponse}, **m.ERRORS},
+        openapi_extra=m.request_body(m.LikenessRequest),
+    )
+    async def likeness(request: Request) -> Any:
+        from hyperlora_ext.webui.api_likeness import likeness
+
+        return await _post(request, limits, lambda data: likeness(backend, limits, data))
 
     @router.get("/identities", responses={200: {"model": m.IdentityList}, **m.ERRORS})
     async def identities() -> Any:
@@ -394,6 +405,7 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
                 save_as, result.lora, model=result.model, photos=result.photos_used,
                 options=options.record(), preview=preview, overwrite=overwrite,
                 tokens=result.tokens,
+                reference_embedding=result.reference_embedding,
             )  # fmt: skip
         response["saved"] = _record(record)
     if return_lora:
@@ -445,7 +457,10 @@ def _lora_file_base64(result: Any, name: str) -> str:
 
 
 def _record(record: Any) -> dict[str, Any]:
-    return {**record.to_dict(), "prompt_tag": record.prompt_tag}
+    """The record for clients: the 512 numbers of the likeness reference only as a flag."""
+    data = record.to_dict()
+    data["likeness_reference"] = bool(data.pop("reference_embedding", ()))
+    return {**data, "prompt_tag": record.prompt_tag}
 
 
 def _identity(backend: Backend, name: str, preview: str | None) -> dict[str, Any]:

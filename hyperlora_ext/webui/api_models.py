@@ -56,6 +56,16 @@ class EncodeRequest(BaseModel):
     return_lora: bool = Field(False, description="include the .safetensors file as base64")
 
 
+class LikenessRequest(BaseModel):
+    """Images scored against a saved identity or photos of the person (exactly one of the two)."""
+
+    images: list[str] = Field(..., description=PHOTOS)
+    identity: str | None = Field(None, description="the name of a saved identity")
+    reference_images: list[str] | None = Field(
+        None, description="photos of the person, instead of 'identity': " + PHOTOS
+    )
+
+
 def field_names(model: type[BaseModel]) -> tuple[str, ...]:
     """The request fields of ``model``, in declaration order (pydantic 1 and 2)."""
     return tuple(_fields(model))
@@ -194,6 +204,18 @@ class EncodeResponse(BaseModel):
     saved: IdentityRecord | None
     lora: str | None = Field(None, description="the .safetensors file, base64")
     lora_filename: str | None = None
+
+
+class LikenessScore(BaseModel):
+    image: str = Field(..., description="image 1, image 2, ... in request order")
+    faces: int = Field(..., description="faces found; the largest one is scored")
+    likeness: float | None = Field(
+        None, description="ArcFace cosine similarity, -1..1; null when no face was found"
+    )
+
+
+class LikenessResponse(BaseModel):
+    images: list[LikenessScore]
 
 
 class DeleteResponse(BaseModel):

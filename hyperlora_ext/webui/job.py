@@ -18,7 +18,7 @@ from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui import fail_mode, host, infotext, progress, sources, xyz
+from hyperlora_ext.webui import fail_mode, host, infotext, likeness, progress, sources, xyz
 from hyperlora_ext.webui.adapter import Patch
 
 MAX_MESSAGE = 300  # characters of an unexpected exception's message kept in the infotext
@@ -35,6 +35,8 @@ class Job:
     seconds: float = 0.0
     cache_hit: bool = False
     slider: tuple[Patch, ...] = ()  # the slider's positive and negative LoRA, if any
+    reference: Any = None  # likeness reference embedding (512 floats); None when unknown
+    identity: str = ""  # the saved identity's name, when one is used
 
     def patches(self) -> list[Patch]:
         return [Patch(self.lora, self.weight, self.digest), *self.slider]
@@ -86,6 +88,7 @@ def begin(p: Any) -> None:
 def prepare(p: Any, args: tuple) -> None:
     """``process()``: parse the arguments and predict (or reuse) the identity of this job."""
     p._hyperlora = None
+    likeness.reset(p)
     # X/Y/Z cells share this dict: take out the last cell's entries, keep this job's errors.
     infotext.clear(p.extra_generation_params)
     _write_errors(p)
@@ -140,7 +143,7 @@ def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
         )
     job = Job(
         identity.lora, identity.digest, options.weight, identity.seconds, identity.cache_hit,
-        slider,
+        slider, identity.reference, identity.name,
     )  # fmt: skip
     return job, options
 

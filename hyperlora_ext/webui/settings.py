@@ -46,6 +46,7 @@ class Settings:
     api_on_error: str = "info"
     dtype: str = "auto"
     free_encoders: bool = _small_machine()
+    likeness: bool = True
 
     def pipeline_fingerprint(self) -> tuple:
         """The values the identity pipeline is built from (changing any rebuilds it)."""
@@ -138,6 +139,13 @@ OPTIONS = (
         "Free the encoders' memory after each new identity",
         "about 4 GB of RAM between generations; a new face then loads them again (seconds). "
         "The default is on for machines with 20 GB of RAM or less",
+    ),
+    Option(
+        "likeness",
+        "hyperlora_likeness",
+        "Score the likeness of every generated image",
+        "'HyperLoRA likeness' in the image's parameters: ArcFace cosine similarity of its largest "
+        "face with the reference photos (1.00 = same face embedding); one face analysis per image",
     ),
 )
 BY_FIELD = {option.field: option for option in OPTIONS}

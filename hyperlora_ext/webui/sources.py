@@ -49,6 +49,8 @@ class Identity:
     cache_hit: bool = False
     photos: int = 0
     preview: Any = None
+    reference: Any = None  # likeness reference embedding (512 floats); None when unknown
+    name: str = ""  # the saved identity's name, when it is one
 
 
 def main_identity(args: HyperLoRAArgs, ctx: Context) -> tuple[Identity, HyperLoRAArgs]:
@@ -105,14 +107,17 @@ def photos_identity(
     preview = next((r.preview for r in result.reports if r.preview is not None), None)
     return Identity(
         result.lora, result.digest, args.model, result.tokens, result.seconds,
-        result.cache_hit, result.photos_used, preview,
+        result.cache_hit, result.photos_used, preview, result.reference_embedding,
     )  # fmt: skip
 
 
 def saved_identity(name: str, model: str, ctx: Context) -> Identity:
     saved = ctx.store().load(name)
     # The infotext names the model the identity was made with, not the unused dropdown value.
-    return Identity(saved.lora, saved.digest, saved.record.model or model)
+    reference = saved.record.reference_embedding or None
+    return Identity(
+        saved.lora, saved.digest, saved.record.model or model, reference=reference, name=name
+    )
 
 
 def mixed_identity(args: HyperLoRAArgs, ctx: Context) -> Identity:
@@ -125,16 +130,32 @@ def mixed_identity(args: HyperLoRAArgs, ctx: Context) -> Identity:
     store = ctx.store()
     model = _mix_model(args, store, ctx)
     args = args.replace(model=model)
-    tokens, photos = [], 0
+    tokens, references, photos = [], [], 0
     for part in args.mix:
         if part.source.identity:
             tokens.append(_about("mix", store.load_tokens, part.source.identity))
+            references.append(store.record(part.source.identity).reference_embedding or None)
             continue
         identity = source_identity(part.source, args, ctx, "mix")
         tokens.append(identity.tokens)
+        references.append(identity.reference)
         photos += identity.photos
-    result = ctx.pipeline().mix(tokens, [part.weight for part in args.mix], model)
-    return Identity(result.lora, result.digest, model, result.tokens, result.seconds, photos=photos)
+    weights = [part.weight for part in args.mix]
+    result = ctx.pipeline().mix(tokens, weights, model)
+    return Identity(
+        result.lora, result.digest, model, result.tokens, result.seconds, photos=photos,
+        reference=_mixed_reference(references, weights),
+    )  # fmt: skip
+
+
+def _mixed_reference(references: Sequence[Any], weights: Sequence[float]) -> Any:
+    """The likeness reference of a mix: the weighted mean of its parts' references (None when
+    one part has none, e.g. an identity saved before references were recorded)."""
+    from hyperlora_ext.likeness import reference_embedding
+
+    if any(reference is None for reference in references):
+        return None
+    return reference_embedding(references, weights)
 
 
 def _mix_model(args: HyperLoRAArgs, store: Any, ctx: Context) -> str:

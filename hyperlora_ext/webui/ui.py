@@ -8,6 +8,8 @@ API. The preview, refresh and save actions call the identity pipeline only when 
 
 from __future__ import annotations
 
+import json
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +20,9 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import FACE_LABELS, SLIDER_RANGE
 from hyperlora_ext.webui import infotext
+
+# The status line of each tab's accordion (the last one built), for wire_likeness_status.
+_status_boxes: dict[str, Any] = {}
 
 PHOTO_NOTE = (
     "Photos are not stored in the image's parameters: pasting them back restores the settings, "
@@ -111,6 +116,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
         )  # fmt: skip
         advanced = _advanced(gr, elem_id, services, defaults)
         status = gr.Markdown("", elem_id=elem_id("status"))
+        _status_boxes["img2img" if "img2img" in elem_id("status") else "txt2img"] = status
         with gr.Row():
             save_name = gr.Textbox(
                 label="Save as LoRA", placeholder="name", elem_id=elem_id("save_name")
@@ -300,6 +306,32 @@ def _wire(gr, services, inputs, by_field, gallery, status, save, save_controls) 
     save.click(save_lora, inputs=[*save_controls, *inputs], outputs=[status])
 
 
+def wire_likeness_status(component: Any, **kwargs: Any) -> None:
+    """``on_after_component``: when a tab's generation info box is made (after the accordion),
+    show the likeness of each new generation in that tab's status line."""
+    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None) or ""
+    tab = elem_id.removeprefix("generation_info_")
+    status = _status_boxes.get(tab)
+    if not elem_id.startswith("generation_info_") or status is None:
+        return
+    component.change(likeness_status, inputs=[component], outputs=[status])
+
+
+def likeness_status(generation_info: str) -> Any:
+    """The status line for a generation's info JSON; no change when nothing was scored."""
+    import gradio as gr
+
+    from hyperlora_ext.webui.likeness import KEY
+
+    try:
+        texts = json.loads(generation_info or "{}").get("infotexts") or []
+    except (ValueError, AttributeError):
+        return gr.update()
+    found = [re.search(rf"{KEY}: ([^,\n]+)", str(text)) for text in texts]
+    scores = [match.group(1) for match in found if match]
+    return f"Likeness: {', '.join(scores)}" if scores else gr.update()
+
+
 def failure_text(error: Exception) -> str:
     """The status line for a failed action; unexpected errors also go to the console."""
     if isinstance(error, HyperLoRAError):
@@ -386,7 +418,7 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
     record = store.save(
         name, identity.lora, model=identity.model, photos=identity.photos,
         options=IdentityOptions.from_args(args).record(), preview=identity.preview,
-        overwrite=overwrite, tokens=identity.tokens,
+        overwrite=overwrite, tokens=identity.tokens, reference_embedding=identity.reference,
     )  # fmt: skip
     return (
         f"Saved `{record.name}.safetensors`: pick it under 'Saved identity', or use it as "

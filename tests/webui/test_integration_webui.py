@@ -494,3 +494,76 @@ def test_a_slider_strength_grid_through_the_api(identity_only):
     off = [i + 1 for i, t in enumerate(cells) if "HyperLoRA slider" not in t]
     assert off, cells
     assert same(identity_only, response.image(off[0])), "strength 0 is not the identity alone"
+
+
+# ---------------------------------------------------------------------------------- likeness
+
+LIKENESS = "HyperLoRA likeness"
+
+
+def _likeness(infotext: str) -> str | None:
+    """The likeness entry of an infotext: "0.62", "no face", or None when absent."""
+    for part in infotext.split("\n")[-1].split(", "):
+        if part.startswith(f"{LIKENESS}: "):
+            return part.removeprefix(f"{LIKENESS}: ")
+    return None
+
+
+def _is_score(value: str | None) -> bool:
+    if value == "no face":
+        return True
+    try:
+        return value is not None and -1.0 <= float(value) <= 1.0
+    except ValueError:
+        return False
+
+
+def test_every_image_carries_its_likeness():
+    response = generate(identity(), batch_size=2)
+    assert ERROR not in response.params, response.params
+    scores = [_likeness(text) for text in response.info["infotexts"]]
+    assert len(scores) == 2 and all(_is_score(s) for s in scores), response.info["infotexts"]
+    assert _is_score(response.params.get(LIKENESS)), response.params
+    assert "likeness not scored" not in str(response.params.get("HyperLoRA warning", ""))
+
+
+def test_likeness_can_be_turned_off_per_request():
+    response = generate(identity(), override_settings={"hyperlora_likeness": False})
+    assert ERROR not in response.params, response.params
+    assert LIKENESS not in response.params and _likeness(response.infotext) is None
+    assert "HyperLoRA weight" in response.params
+
+
+def test_no_likeness_without_hyperlora():
+    assert _likeness(generate(identity(enabled=False)).infotext) is None
+
+
+def test_every_xyz_cell_carries_its_own_likeness():
+    axes = _xyz_axes(False)
+    weight_axis, nothing = axes.index("[HyperLoRA] Weight"), axes.index("Nothing")
+    response = generate(
+        identity(),
+        script_name="x/y/z plot",
+        script_args=[weight_axis, "0, 0.8", [], nothing, "", [], nothing, "", [], *XYZ_OPTIONS],
+    )
+    assert response.status == 200, response.body
+    cells = response.info["infotexts"][1:]  # the grid first, then the cells
+    applied = [t for t in cells if "HyperLoRA weight: 0.8" in t]
+    off = [t for t in cells if "HyperLoRA weight" not in t]
+    assert applied and off, cells
+    assert all(_is_score(_likeness(t)) for t in applied), applied
+    assert all(_likeness(t) is None for t in off), off
+
+
+def test_the_likeness_route_scores_the_reference_photo_as_one():
+    response = call("/hyperlora/v1/likeness", {"images": [face()], "reference_images": [face()]})
+    assert response.status == 200, response.body
+    [score] = response.body["images"]
+    assert score["faces"] >= 1 and abs(score["likeness"] - 1.0) < 1e-4, score
+
+
+def test_the_likeness_route_names_the_missing_field():
+    response = call("/hyperlora/v1/likeness", {"images": [face()]})
+    assert response.status == 422, response.body
+    assert set(response.body) == {"error", "detail", "field"}, response.body
+    assert response.body["field"] == "reference_images"

@@ -7,6 +7,7 @@ adapter inside A1111's real call order; the pipeline itself is tested elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ class StubResult:
     reports: tuple = ()
     photos_used: int = 1
     tokens: torch.Tensor | None = None
+    reference_embedding: Any = None  # no likeness reference: a warning, no score
 
 
 class Harness:

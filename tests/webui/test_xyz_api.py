@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -54,6 +55,7 @@ class Stub:
     reports: tuple = ()
     photos_used: int = 1
     tokens: torch.Tensor | None = None
+    reference_embedding: Any = None  # no likeness reference: a warning, no score
 
 
 def x_types(client) -> list[str]:

@@ -3,6 +3,8 @@
 The "sampler" runs the UNet ``steps`` times on a seeded latent; the "image" is the final latent.
 Test hooks (not in A1111): ``sampler_step_hooks`` are called as ``hook(p, step)`` at every step and
 may raise (an exception escaping the sampler) or set ``shared.state.interrupted``.
+``image_decoder``, when set, stands for the VAE: ``image_decoder(p, index, sample)`` gives the image
+(a PIL image in A1111) that the per-image hooks and the output see; unset, the image is the latent.
 """
 
 import json
@@ -11,6 +13,7 @@ import torch
 from modules import devices, extra_networks, infotext_utils, scripts, shared
 
 sampler_step_hooks = []
+image_decoder = None
 
 
 class StableDiffusionProcessing:
@@ -258,9 +261,15 @@ def process_images_inner(p):
                 samples = ps.samples
                 p.scripts.postprocess_batch(p, samples, batch_number=n)
             for i, image in enumerate(samples):
+                if image_decoder is not None:
+                    image = image_decoder(p, n * p.batch_size + i, image)
                 if p.scripts is not None:
                     pp = scripts.PostprocessImageArgs(image)
                     p.scripts.postprocess_image(p, pp)
+                    image = pp.image
+                    # (mask overlay and the inpainting composite happen here in A1111)
+                    pp = scripts.PostprocessImageArgs(image)
+                    p.scripts.postprocess_image_after_composite(p, pp)
                     image = pp.image
                 infotexts.append(create_infotext(p, p.all_prompts, n * p.batch_size + i))
                 output_images.append(image)

@@ -25,6 +25,6 @@ def remove_current_script_callbacks():
     pass
 
 
-def fire(name, *args):
+def fire(name, *args, **kwargs):
     for fn in callbacks[name]:
-        fn(*args)
+        fn(*args, **kwargs)

@@ -101,6 +101,9 @@ class Script:
     def postprocess_image(self, p, pp, *args):
         pass
 
+    def postprocess_image_after_composite(self, p, pp, *args):
+        pass
+
     def postprocess(self, p, processed, *args):
         pass
 
@@ -249,6 +252,9 @@ class ScriptRunner:
 
     def postprocess_image(self, p, pp):
         self._each("postprocess_image", p, pp)
+
+    def postprocess_image_after_composite(self, p, pp):
+        self._each("postprocess_image_after_composite", p, pp)
 
     def postprocess(self, p, processed):
         self._each("postprocess", p, processed)

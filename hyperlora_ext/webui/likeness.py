@@ -1,0 +1,81 @@
+"""The likeness score of every generated image, written beside its HyperLoRA parameters.
+
+Called from the script's ``postprocess_image_after_composite`` hook: the last one before A1111 and
+Forge write an image's infotext, after hires fix, ADetailer's face pass (a ``postprocess_image``
+hook) and the inpainting composite, so the final image is scored. Each image's infotext gets
+``HyperLoRA likeness: 0.62`` (or ``no face``); X/Y/Z cells are separate jobs, so each cell shows
+its own. A failure to score never costs the image: it becomes a ``HyperLoRA warning`` and a
+console line.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from hyperlora_ext.webui import infotext, settings
+
+KEY = "HyperLoRA likeness"
+_UNSET = object()
+
+
+def reset(p: Any) -> None:
+    """``process()``: a new job, no scores yet."""
+    p._hyperlora_likeness = []
+    p._hyperlora_base_warning = _UNSET
+
+
+def score(p: Any, image: Any) -> None:
+    """Score ``image`` against the job's identity and write the result for its infotext."""
+    params = p.extra_generation_params
+    params.pop(KEY, None)
+    job = getattr(p, "_hyperlora", None)
+    if job is None or not settings.current().likeness:
+        return
+    if job.reference is None:
+        _warn(p, "likeness not scored: " + _no_reference(job))
+        return
+    try:
+        from hyperlora_ext.webui import host
+
+        label = f"image {len(getattr(p, '_hyperlora_likeness', [])) + 1}"
+        [result] = host.pipeline().likeness([image], job.reference, labels=[label])
+    except Exception as error:  # the image stays; the failure is said, not swallowed
+        _warn(p, f"likeness not scored: {type(error).__name__}: {error}")
+        print(f"HyperLoRA warning: scoring the likeness failed\n{traceback.format_exc()}")
+        return
+    params[KEY] = result.text
+    _warn(p, None)
+    p._hyperlora_likeness = [*getattr(p, "_hyperlora_likeness", []), result]
+
+
+def summary(p: Any) -> str:
+    """``likeness 0.62, no face`` for the job's images, or "" when none was scored."""
+    scores = getattr(p, "_hyperlora_likeness", [])
+    return f"likeness {', '.join(s.text for s in scores)}" if scores else ""
+
+
+def _no_reference(job: Any) -> str:
+    if job.identity:
+        return (
+            f"the saved identity {job.identity!r} was saved without a likeness reference (before "
+            "this version); save it again from its photos to score images against it"
+        )
+    return "this identity has no likeness reference"
+
+
+def _warn(p: Any, note: str | None) -> None:
+    """The job's own warning plus this image's likeness note (one image's note never sticks to
+    the next image of the batch)."""
+    params = p.extra_generation_params
+    base = getattr(p, "_hyperlora_base_warning", _UNSET)
+    if base is _UNSET:
+        base = params.get(infotext.WARNING)
+        p._hyperlora_base_warning = base
+    parts = [str(text) for text in (base, note) if text]
+    if parts:
+        params[infotext.WARNING] = "; ".join(parts)
+    else:
+        params.pop(infotext.WARNING, None)
+    if note:
+        p.comment(f"HyperLoRA: {note}")
