@@ -182,6 +182,9 @@ class IdentityRecord(BaseModel):
     created: str
     options: dict[str, Any]
     version: int
+    likeness_reference: bool = Field(
+        False, description="whether images can be scored against it (/likeness)"
+    )
     prompt_tag: str = Field(..., description="use it in any prompt, e.g. <lora:NAME:0.8>")
 
 
