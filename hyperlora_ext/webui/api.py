@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs
-from hyperlora_ext.encoders.images import api_images
+from hyperlora_ext.encoders.images import api_images, decode_image_payload
 from hyperlora_ext.errors import (
     HyperLoRAError,
+    ImageError,
     InvalidNameError,
     ModelNotFoundError,
+    NoFaceError,
 )
 from hyperlora_ext.facts import MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
 from hyperlora_ext.files import parse_json
@@ -132,9 +134,7 @@ def register_routes(app: Any, backend: Backend | None = None, limits: Limits | N
         openapi_extra=m.request_body(m.LikenessRequest),
     )
     async def likeness(request: Request) -> Any:
-        from hyperlora_ext.webui.api_likeness import likeness
-
-        return await _post(request, limits, lambda data: likeness(backend, limits, data))
+        return await _post(request, limits, lambda data: _likeness(backend, limits, data))
 
     @router.get("/identities", responses={200: {"model": m.IdentityList}, **m.ERRORS})
     async def identities() -> Any:
@@ -454,6 +454,64 @@ def _lora_file_base64(result: Any, name: str) -> str:
     with tempfile.TemporaryDirectory(prefix="hyperlora-") as folder:
         path = export_lora(result.lora, folder, name, model=result.model, photos=result.photos_used)
         return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _likeness(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+    """``{images, identity | reference_images}`` -> per image ``{image, faces, likeness}``."""
+    _check_fields(data, m.field_names(m.LikenessRequest))
+    images = _images(data, limits)
+    has_identity, has_photos = data.get("identity") is not None, "reference_images" in data
+    if has_identity == has_photos:
+        raise ApiError(
+            422,
+            "give either 'identity' (the name of a saved identity) or 'reference_images' "
+            "(photos of the person, base64), not both",
+            "identity" if has_identity else "reference_images",
+        )
+    with backend.lock:  # in the queue like every GPU job; one photo decoded at a time
+        pipeline = backend.pipeline()
+        if has_identity:
+            reference = _identity_reference(backend, data["identity"])
+        else:
+            photos = _reference_photos(data.get("reference_images"), limits)
+            labels = [f"reference image {i + 1}" for i in range(len(photos))]
+            with about("reference_images", ImageError, NoFaceError):
+                reference = pipeline.reference_from_photos(photos, labels)
+        labels = [f"image {i + 1}" for i in range(len(images))]
+        scores = pipeline.likeness(images, reference, labels)
+    return {"images": [score.to_dict() for score in scores]}
+
+
+def _identity_reference(backend: Backend, name: Any) -> Any:
+    from hyperlora_ext.identities import IdentityNotFoundError
+
+    if not isinstance(name, str):
+        raise ApiError(422, f"'identity' must be a name, got {name!r}", "identity")
+    with about("identity", InvalidNameError, IdentityNotFoundError):
+        record = backend.identities().record(name)
+    if not record.reference_embedding:
+        raise ApiError(
+            422,
+            f"the saved identity {name!r} has no likeness reference (it was saved before this "
+            "version): save it again from its photos, or send 'reference_images'",
+            "identity",
+        )
+    return record.reference_embedding
+
+
+def _reference_photos(value: Any, limits: Limits) -> list[bytes]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(
+            422, "'reference_images' must be a non-empty list of base64 photos", "reference_images"
+        )
+    if len(value) > limits.max_images:
+        message = too_many_images(len(value), limits.max_images)
+        raise ApiError(422, message, "reference_images")
+    with about("reference_images", ImageError):
+        return [
+            decode_image_payload(photo, f"reference image {i + 1}", limits.max_image_bytes)
+            for i, photo in enumerate(value)
+        ]
 
 
 def _record(record: Any) -> dict[str, Any]:
