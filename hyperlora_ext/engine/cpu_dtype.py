@@ -135,7 +135,8 @@ def _kernels(dtype: torch.dtype) -> list[tuple[Callable[[], object], int]]:
 
 
 def load_or_probe(path: Path, measure: Measure) -> torch.dtype:
-    """The dtype recorded for this machine in ``path``; else ``measure()``'s choice, recorded."""
+    """The dtype recorded for this machine in ``path``; else measured twice, and recorded when
+    both measurements choose the same dtype."""
     key = machine_key()
     entries = _read_entries(path)
     known = entries.get(key)
@@ -143,8 +144,14 @@ def load_or_probe(path: Path, measure: Measure) -> torch.dtype:
     if isinstance(name, str) and name in _BY_NAME:
         return _BY_NAME[name]
     with torch.no_grad():
-        seconds = measure()
+        first, second = measure(), measure()
+    seconds = {d: min(first[d], second.get(d, math.inf)) for d in first}
     dtype = choose(seconds)
+    if choose(first) != choose(second):
+        # Load from elsewhere decided one of the two: use the better estimate for this process
+        # but record nothing, so that a quieter moment measures again.
+        _log.info("HyperLoRA: CPU dtype probes disagree; using %s, not recorded", _NAMES[dtype])
+        return dtype
     entries[key] = {
         "dtype": _NAMES[dtype],
         "seconds": {_NAMES[d]: round(float(s), 6) for d, s in seconds.items() if d in _NAMES},
