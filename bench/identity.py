@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import os
 import statistics
 import sys
 import tempfile
@@ -107,29 +106,35 @@ def main() -> None:
     print(describe())
 
 
-def current_rss_mb() -> float | None:
-    """Resident memory now (Linux only; this is a benchmark)."""
+def rss_mb() -> dict[str, float]:
+    """Resident memory now, anonymous (the process's own) and file-backed (mapped files)
+    (Linux only; this is a benchmark)."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, AttributeError):
-        return None
+        with open("/proc/self/status", encoding="ascii") as status:
+            lines = [line.split() for line in status if line.startswith(("RssAnon", "RssFile"))]
+    except OSError:
+        return {}
+    return {fields[0].rstrip(":"): int(fields[1]) / 1024 for fields in lines}
 
 
 def held_between_jobs(pipeline: IdentityPipeline) -> None:
     """What the encoders hold between jobs: their tensors, and the RSS that unloading frees."""
-    engine = pipeline._engine.nbytes() / 2**20
+    engine = pipeline._engine
+    mapped = engine.mapped_nbytes() / 2**20
+    allocated = engine.nbytes() / 2**20 - mapped
     clip = sum(t.numel() * t.element_size() for t in pipeline._clip.model.state_dict().values())
-    before = current_rss_mb()
+    before = rss_mb()
     pipeline.unload()
     gc.collect()
-    after = current_rss_mb()
+    after = rss_mb()
     print("\n| held between jobs | MB |\n|---|---|")
-    print(f"| HyperLoRA network tensors ({pipeline._dtype()}) | {engine:.0f} |")
+    print(f"| HyperLoRA tensors allocated ({pipeline._dtype()}) | {allocated:.0f} |")
+    print(f"| HyperLoRA bases mapped from the file (file cache) | {mapped:.0f} |")
     print(f"| CLIP vision tower tensors | {clip / 2**20:.0f} |")
-    if before is not None and after is not None:
-        print(f"| RSS with the encoders loaded | {before:.0f} |")
-        print(f"| RSS after unloading them (what 'free the encoders' gives back) | {after:.0f} |")
+    for kind in ("RssAnon", "RssFile"):
+        if kind in before and kind in after:
+            print(f"| {kind} with the encoders loaded | {before[kind]:.0f} |")
+            print(f"| {kind} after unloading them | {after[kind]:.0f} |")
 
 
 def warm_vs_parts(pipeline: IdentityPipeline, options, repeats: int) -> None:

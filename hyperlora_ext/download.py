@@ -270,7 +270,13 @@ def _install(staged: Path, dest: Path) -> None:
             return
         except OSError:
             pass
-    write_atomically(dest, lambda temporary: shutil.copyfile(staged, temporary))
+    try:
+        write_atomically(dest, lambda temporary: shutil.copyfile(staged, temporary))
+    except PermissionError as error:  # Windows: a mapped file cannot be replaced
+        raise HyperLoRAError(
+            f"could not replace {dest}: it is in use ({error}). A running WebUI keeps loaded "
+            f"HyperLoRA models open (memory-mapped); close it and run the command again."
+        ) from error
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -376,7 +376,12 @@ class IdentityPipeline:
         key = (str(model_dir), _folder_fingerprint(model_dir))
         if self._engine_key != key:
             self._engine = None  # free the old 3 GB of bases before loading new ones
-            self._engine = load_hyperlora(model_dir, device="cpu", dtype=self._dtype())
+            self._engine = load_hyperlora(
+                model_dir,
+                device="cpu",
+                dtype=self._dtype(),
+                map_bases=self.device.type == "cpu",  # a GPU gets stacked copies (one bmm each)
+            )
             self._engine_key = key
         return self._place(self._engine, self._engine.module())
 

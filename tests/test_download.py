@@ -276,3 +276,18 @@ def test_listing_gives_up_on_a_server_that_never_answers(monkeypatch):
     finally:
         reset_sessions()
         server.close()
+
+
+def test_a_file_in_use_names_the_cause(roots, hub, monkeypatch):
+    """Windows refuses to replace a file a running WebUI has mapped: say so, not a traceback."""
+    run(roots, hub, parts=["clip"])
+    installed = roots.clip_vit / "clip_vit_large_14" / "model.safetensors"
+    installed.write_bytes(installed.read_bytes()[:-10])
+
+    def refuse(source, target):
+        raise PermissionError(13, "The process cannot access the file", str(target))
+
+    monkeypatch.setattr(download_module.os, "replace", refuse)
+    monkeypatch.setattr("hyperlora_ext.files.os.replace", refuse)
+    with pytest.raises(HyperLoRAError, match=r"in use.*close it and run the command again"):
+        run(roots, hub, parts=["clip"])

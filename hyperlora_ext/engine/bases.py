@@ -4,10 +4,17 @@ The math is in docs/reference-pipeline.md.
 
 Each of the M x 4 attention linears has a down basis (H, in, r) and an up basis (H, r, out); a
 LoRA matrix is a linear combination of its H basis matrices with coefficients taken from one
-resampler token. Bases of the same direction and width are stored together in one
-(G, H, width * r) tensor per group, filled tensor by tensor straight from the file (one cast-copy
-in the file's own layout, no second copy), so that mixing a whole group is one ``bmm`` that reads
-every basis once. Only the small mixed matrices are transposed into kohya's orientation.
+resampler token. The bases are kept in one of two ways:
+
+* **mapped** (CPU): each basis stays the file's own tensor, memory-mapped by safetensors: no
+  copy, no conversion, nothing allocated. Loading 3 GB costs nothing up front and the bases are
+  the operating system's file cache, which it can reclaim. When the file's dtype is not the
+  model's, each basis is converted into a small float32 staging buffer just before its GEMV (the
+  mixing is then float32: as exact as the reference's float32, better than its bf16 / fp16);
+* **stacked** (GPU): bases of the same direction and width are copied into one (G, H, width * r)
+  tensor per group in the model's dtype, so that mixing a whole group is one ``bmm``.
+
+Only the small mixed matrices are transposed into kohya's orientation.
 """
 
 from __future__ import annotations
@@ -40,9 +47,11 @@ def expected_shapes(specs: list[ModuleSpec], hyper_dim: int, rank: int) -> dict[
 
 
 class _Group(nn.Module):
-    """All bases of one direction ("down" / "up") and one width; its tensors are buffers."""
+    """All bases of one direction ("down" / "up") and one width; its tensors are buffers:
+    ``bases`` (G, H, width * r) when stacked, else one ``basis{i}`` (H, width * r) per member,
+    in the file's layout (H, in, r) / (H, r, out)."""
 
-    bases: torch.Tensor  # (G, H, width * r): file layout (H, in, r) / (H, r, out)
+    bases: torch.Tensor
     token_index: torch.Tensor  # (G,): the resampler token driving each member
 
     def __init__(self, direction: str, width: int) -> None:
@@ -51,8 +60,13 @@ class _Group(nn.Module):
         self.keys: list[str] = []  # file keys, in member order
         self.members: list[tuple[int, int]] = []  # (module, layer) indices
         self.tokens: list[int] = []  # resampler token driving each member
+        self.stacked = True
         self.register_buffer("bases", torch.empty(0), False)  # filled by BasisBank.load
         self.register_buffer("token_index", torch.empty(0, dtype=torch.long), False)
+
+    def basis(self, index: int) -> torch.Tensor:
+        """Member ``index``'s basis (H, width * r)."""
+        return self.bases[index] if self.stacked else getattr(self, f"basis{index}")
 
 
 class BasisBank(nn.Module):
@@ -73,28 +87,45 @@ class BasisBank(nn.Module):
                     group.tokens.append(token + offset)
         self.groups = nn.ModuleList(groups.values())
 
-    def load(self, handle: Any, dtype: torch.dtype, device: torch.device) -> BasisBank:
-        """Fill the group tensors from an open safetensors file, one basis at a time."""
+    def load(
+        self, handle: Any, dtype: torch.dtype, device: torch.device, *, mapped: bool
+    ) -> BasisBank:
+        """Take the bases from an open safetensors file: ``mapped`` keeps the file's tensors
+        (CPU only), else they are stacked into group tensors of ``dtype`` on ``device``."""
         h, r = self.hyper_dim, self.rank
         for group in self._groups():
+            group.token_index = torch.tensor(group.tokens, device=device)
+            group.stacked = not mapped
+            if mapped:
+                for index, key in enumerate(group.keys):
+                    group.register_buffer(f"basis{index}", handle.get_tensor(key).view(h, -1))
+                continue
             group.bases = torch.empty(
                 (len(group.keys), h, r * group.width), dtype=dtype, device=device
             )
-            group.token_index = torch.tensor(group.tokens, device=device)
             for slot, key in zip(group.bases, group.keys, strict=True):
                 slot.copy_(handle.get_tensor(key).view(h, -1))
         return self
 
-    def mix(self, tokens: torch.Tensor) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
-        """LoRA matrices for resampler ``tokens`` (Q, H) in the bases' dtype and device.
+    def mix(
+        self, tokens: torch.Tensor, dtype: torch.dtype
+    ) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+        """LoRA matrices in ``dtype`` for resampler ``tokens`` (Q, H float32).
 
         Returns {(module, layer): {"down": (r, in), "up": (out, r)}} on the CPU, each matrix
         contiguous with its own storage (safetensors refuses to save tensors sharing memory).
         """
         result: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        staging = _Staging()
         for group in self._groups():
-            coefficients = tokens.index_select(0, group.token_index).unsqueeze(1)  # (G, 1, H)
-            mixed = torch.bmm(coefficients, group.bases).squeeze(1).cpu()  # (G, width * r)
+            coefficients = tokens.index_select(0, group.token_index.to(tokens.device))  # (G, H)
+            if group.stacked:
+                bases = group.bases
+                mixed = torch.bmm(coefficients.to(bases.dtype).unsqueeze(1), bases).squeeze(1)
+            else:
+                rows = [staging.gemv(c, group.basis(i), dtype) for i, c in enumerate(coefficients)]
+                mixed = torch.stack(rows)
+            mixed = mixed.to("cpu", dtype)  # (G, width * r)
             # down: (in, r) -> (r, in); up: (r, out) -> (out, r); the copy gives each its storage
             shape = (
                 (group.width, self.rank) if group.direction == "down" else (self.rank, group.width)
@@ -103,5 +134,28 @@ class BasisBank(nn.Module):
                 result.setdefault(member, {})[group.direction] = row.view(shape).t().contiguous()
         return result
 
+    def mapped_nbytes(self) -> int:
+        """Bytes of the bases that are the file's memory-mapped tensors (0 when stacked)."""
+        groups = [g for g in self._groups() if not g.stacked]
+        return sum(b.nbytes for g in groups for b in map(g.basis, range(len(g.members))))
+
     def _groups(self) -> list[_Group]:
         return [group for group in self.groups if isinstance(group, _Group)]
+
+
+class _Staging:
+    """GEMVs of mapped bases: in the model's dtype when the file has it, else in float32
+    through one reused buffer (converting a whole basis into fresh memory would cost more
+    than the GEMV itself; half-to-half conversions are slow kernels on CPUs)."""
+
+    def __init__(self) -> None:
+        self.buffer = torch.empty(0)
+
+    def gemv(self, coefficients: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype):
+        """``coefficients`` (H,) float32 times ``basis`` (H, N): (N,)."""
+        if basis.dtype == dtype:
+            return coefficients.to(dtype) @ basis
+        if self.buffer.numel() < basis.numel() or self.buffer.device != basis.device:
+            self.buffer = torch.empty(basis.numel(), dtype=torch.float32, device=basis.device)
+        staged = self.buffer[: basis.numel()].view(basis.shape)
+        return coefficients.to(basis.device, torch.float32) @ staged.copy_(basis)

@@ -98,8 +98,12 @@ class HyperLoRAModel(nn.Module):
         return self.bank.rank
 
     def nbytes(self) -> int:
-        """Bytes held by the model's tensors."""
+        """Bytes of the model's tensors, the memory-mapped bases included."""
         return sum(t.numel() * t.element_size() for t in self.buffers())
+
+    def mapped_nbytes(self) -> int:
+        """Bytes of the bases left in the file's memory map (the OS's file cache)."""
+        return self.bank.mapped_nbytes()
 
     @torch.no_grad()
     def predict_lora(
@@ -149,7 +153,7 @@ class HyperLoRAModel(nn.Module):
                 f"{list(tokens.shape)}: they were made with another HyperLoRA model"
             )
         normalised = normalise_tokens(tokens.to(self.device, torch.float32))
-        matrices = self.bank.mix(normalised.to(self.dtype))
+        matrices = self.bank.mix(normalised, self.dtype)
         alpha = float(self.rank) * 0.5
         lora: dict[str, torch.Tensor] = {}
         for module, spec in enumerate(self.specs):
@@ -209,16 +213,22 @@ def load_hyperlora(
     dtype: torch.dtype | None = None,
     *,
     dim_head: int = DEFAULT_DIM_HEAD,
+    map_bases: bool | None = None,
 ) -> HyperLoRAModel:
     """Load a released HyperLoRA model folder (e.g. ``sdxl_hyper_id_lora_v1_fidelity/``).
 
-    ``dtype=None`` picks :func:`default_dtype` for ``device``. Raises CheckpointError naming the
-    file, key and expected vs found shape when anything is missing or does not match.
+    ``dtype=None`` picks :func:`default_dtype` for ``device``. ``map_bases`` (default: on a CPU)
+    leaves the 3 GB of LoRA bases in the file's memory map instead of copying them (see
+    bases.py); a model that will be moved to a GPU should not map them. Raises CheckpointError
+    naming the file, key and expected vs found shape when anything is missing or does not match.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: HyperLoRA model folder not found")
     device = torch.device(device)
+    map_bases = device.type == "cpu" if map_bases is None else map_bases
+    if map_bases and device.type != "cpu":
+        raise ValueError(f"map_bases needs a CPU device, got {device}")
     dtype = dtype or default_dtype(device)
     specs = read_module_specs(folder / MODULES_JSON)
     paths = {name: folder / name for name in (RESAMPLER_FILE, ID_PROJECTOR_FILE, BASES_FILE)}
@@ -230,7 +240,8 @@ def load_hyperlora(
         num_tokens = shapes[ID_PROJECTOR_FILE]["0.weight"][0] // config.embedding_dim
         weights = _read_all(files, shapes, ID_PROJECTOR_FILE)
         projector = IdProjector(weights, num_tokens, dtype, device)
-        bank = BasisBank(specs, config.output_dim, rank).load(files[BASES_FILE], dtype, device)
+        bank = BasisBank(specs, config.output_dim, rank)
+        bank.load(files[BASES_FILE], dtype, device, mapped=map_bases)
     return HyperLoRAModel(specs, projector, resampler, bank, dtype)
 
 

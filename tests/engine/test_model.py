@@ -162,20 +162,58 @@ def test_keys_shapes_and_order(tmp_path, style):
     save_file(lora, str(tmp_path / "out.safetensors"))  # no shared storage between tensors
 
 
+@pytest.mark.parametrize("map_bases", [True, False])
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_float32_matches_float64_reference(folder, model32, n):
+def test_float32_matches_float64_reference(folder, n, map_bases):
+    model = load_hyperlora(folder, dtype=torch.float32, map_bases=map_bases)
     ids, clip = _inputs(n, seed=n)
-    assert _max_error(model32.predict_lora(ids, clip), reference_lora(folder, ids, clip)) < 1e-5
+    assert _max_error(model.predict_lora(ids, clip), reference_lora(folder, ids, clip)) < 1e-5
 
 
+@pytest.mark.parametrize("map_bases", [True, False])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.bfloat16, 3e-2), (torch.float16, 4e-3)])
-def test_low_precision_within_tolerance(folder, dtype, tolerance):
-    model = load_hyperlora(folder, dtype=dtype)
+def test_low_precision_within_tolerance(folder, dtype, tolerance, map_bases):
+    model = load_hyperlora(folder, dtype=dtype, map_bases=map_bases)
     ids, clip = _inputs(2)
     lora = model.predict_lora(ids, clip)
     assert all(v.dtype == dtype for k, v in lora.items() if not k.endswith("alpha"))
     error = _max_error(lora, reference_lora(folder, ids, clip))
     assert 0 < error < tolerance
+
+
+def _file_backed(tensor: torch.Tensor, path) -> bool:
+    """Whether ``tensor``'s memory is a mapping of the file ``path`` (Linux: /proc/self/maps)."""
+    address = tensor.data_ptr()
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if start <= address < end:
+                return len(fields) > 5 and fields[5] == str(path)
+    return False
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_cpu_bases_stay_in_the_file_mapping(folder, dtype):
+    model = load_hyperlora(folder, dtype=dtype)  # a CPU maps them by default
+    bases = [g.basis(i) for g in model.bank.groups for i in range(len(g.members))]
+    assert len(bases) == 4 * 2 * len(model.specs)
+    assert all(b.dtype == torch.float16 for b in bases)  # the file's dtype: nothing converted
+    assert not any(b.untyped_storage().resizable() for b in bases)  # not memory torch allocated
+    if sys.platform == "linux":
+        path = (folder / "hyper_lora_modules.safetensors").resolve()
+        assert all(_file_backed(b, path) for b in bases)
+    stacked = load_hyperlora(folder, dtype=dtype, map_bases=False)
+    assert all(g.bases.dtype == dtype for g in stacked.bank.groups)
+    ids, clip = _inputs(2)
+    mapped_lora, stacked_lora = model.predict_lora(ids, clip), stacked.predict_lora(ids, clip)
+    tolerance = 1e-6 if dtype == torch.float32 else 3e-2
+    assert _max_error(mapped_lora, {k: v.double() for k, v in stacked_lora.items()}) < tolerance
+
+
+def test_mapped_bases_need_a_cpu(folder):
+    with pytest.raises(ValueError, match="CPU"):
+        load_hyperlora(folder, device="meta", map_bases=True)
 
 
 def test_batch_mean(model32):
@@ -243,9 +281,13 @@ def test_default_dtype(folder):
 
 def test_to_and_nbytes(folder, model32):
     assert model32.to("cpu") is model32 and model32.device == torch.device("cpu")
-    bases = sum(g.bases.numel() for g in model32.bank.groups) * 4
-    assert model32.nbytes() > bases
-    assert load_hyperlora(folder, dtype=torch.bfloat16).nbytes() < 0.6 * model32.nbytes()
+    stacked = load_hyperlora(folder, dtype=torch.float32, map_bases=False)
+    bases = sum(g.bases.numel() for g in stacked.bank.groups) * 4
+    assert stacked.nbytes() > bases > 0
+    half = load_hyperlora(folder, dtype=torch.bfloat16, map_bases=False)
+    assert half.nbytes() < 0.6 * stacked.nbytes()
+    assert model32.nbytes() < stacked.nbytes()  # mapped bases stay fp16, as in the file
+    assert stacked.mapped_nbytes() == 0 and model32.mapped_nbytes() == bases // 2
 
 
 def test_to_moves_every_tensor_of_the_model(folder):
