@@ -3,7 +3,9 @@
 The model has the released layout and sizes (140 SDXL attention modules, 1120 query tokens, D = E =
 1024, H = 128, r = 8, T = 16; about 1.5 B basis parameters, 3.1 GB in fp16). It is written once to
 a folder (``--folder``, reused when present) and loaded through the real loader. Each dtype runs
-in its own subprocess, so peak RSS is per configuration:
+and bases layout ("mapped": the CPU default, bases left in the file's memory map; "stacked": copied
+into group tensors of the dtype, as on a GPU) runs in its own subprocess, so peak RSS is per
+configuration:
 
 1. engine: load time, peak RSS after load + predictions, predict_lora time (best of ``--repeats``)
    with its resampler / mixing split;
@@ -15,6 +17,9 @@ The table reports time, speed-up, bytes of bases read per prediction, the machin
 bandwidth and the resulting floor (bytes / bandwidth) for the mixing, and peak RSS.
 
     .venv/bin/python bench/predict.py --folder /tmp/hyperlora_full --repeats 3
+
+Peak RSS counts the pages of the memory-mapped file that were read (clean file cache, which the
+OS can drop), so "mapped" and "stacked" are compared by their allocated memory, not by RSS alone.
 """
 
 from __future__ import annotations
@@ -188,19 +193,21 @@ class NaiveReference:
 # ---------------------------------------------------------------- one configuration (subprocess)
 
 
-def measure_engine(folder: Path, dtype: torch.dtype, ids, clip, repeats: int):
+def measure_engine(folder: Path, dtype: torch.dtype, mapped: bool, ids, clip, repeats: int):
     from hyperlora_ext.engine.model import load_hyperlora
 
     start = time.perf_counter()
-    model = load_hyperlora(folder, device=DEVICE, dtype=dtype)
+    model = load_hyperlora(folder, device=DEVICE, dtype=dtype, map_bases=mapped)
     stats = dict(load_s=time.perf_counter() - start, load_rss_gb=peak_rss_gb())
     stats["predict_s"] = best_time(lambda: model.predict_lora(ids, clip), repeats)
     with torch.no_grad():
         x, y = model.id_projector(ids.to(dtype)), clip.to(dtype)
         stats["resampler_s"] = best_time(lambda: model.resampler(x, y), repeats)
-        tokens = model.resampler(x, y).to(dtype)
-        stats["mix_s"] = best_time(lambda: model.bank.mix(tokens), repeats)
-    stats["bases_bytes"] = sum(g.bases.numel() * g.bases.element_size() for g in model.bank.groups)
+    tokens = model.predict_tokens(ids, clip)
+    stats["mix_s"] = best_time(lambda: model.lora_from_tokens(tokens), repeats)
+    groups = model.bank.groups
+    stats["bases_bytes"] = sum(g.basis(i).nbytes for g in groups for i in range(len(g.members)))
+    stats["allocated_gb"] = (model.nbytes() - model.mapped_nbytes()) / 1e9
     output = model.predict_lora(ids, clip)
     stats["engine_rss_gb"] = peak_rss_gb()
     return stats, output
@@ -217,26 +224,28 @@ def measure_naive(folder: Path, dtype: torch.dtype, ids, clip, repeats: int):
     return stats, naive.predict(ids, clip)
 
 
-def run_child(folder: Path, dtype_name: str, repeats: int, images: int) -> dict:
+def run_child(folder: Path, config: str, repeats: int, images: int) -> dict:
     """Engine first (its peak RSS is recorded before the baseline exists), then the baseline."""
+    dtype_name, layout = config.split(":")
     dtype = DTYPES[dtype_name]
     gen = torch.Generator().manual_seed(0)
     ids = F.normalize(torch.randn(images, 512, generator=gen), dim=-1).to(DEVICE)
     clip = torch.randn(images, 257, 1024, generator=gen).to(DEVICE)
-    engine, engine_out = measure_engine(folder, dtype, ids, clip, repeats)
+    engine, engine_out = measure_engine(folder, dtype, layout == "mapped", ids, clip, repeats)
     naive, naive_out = measure_naive(folder, dtype, ids, clip, repeats)
     keys = [k for k in naive_out if not k.endswith("alpha")]
     scale = max(naive_out[k].float().abs().max().item() for k in keys)
     diff = max(
         (engine_out[k].float() - naive_out[k].cpu().float()).abs().max().item() for k in keys
     )
-    return dict(dtype=dtype_name, rel_diff=diff / scale, **engine, **naive)
+    return dict(dtype=dtype_name, layout=layout, rel_diff=diff / scale, **engine, **naive)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, help="model folder (written when absent)")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32,bf16,fp16")
+    parser.add_argument("--layouts", default="mapped,stacked", help="mapped (CPU only), stacked")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--images", type=int, default=1, help="reference photos per prediction")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -255,7 +264,10 @@ def main() -> None:
         print(f"wrote {folder} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     bandwidth = copy_bandwidth()
     rows = []
-    for name in args.dtypes.split(","):
+    configs = [
+        f"{d}:{layout}" for d in args.dtypes.split(",") for layout in args.layouts.split(",")
+    ]
+    for name in configs:
         command = [
             sys.executable,
             __file__,
@@ -282,17 +294,19 @@ def main() -> None:
     )
     print()
     print(
-        "| dtype | predict_lora s (resampler + mix) | naive s (resampler + mix) | speed-up "
-        "| bases read GB | mix floor s | load s | peak RSS GB (engine) | max rel. diff |"
+        "| dtype | bases | predict_lora s (resampler + mix) | naive s (resampler + mix) "
+        "| speed-up | bases read GB | mix floor s | load s | allocated GB | peak RSS GB (engine) "
+        "| max rel. diff |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['dtype']} | {r['predict_s']:.2f} ({r['resampler_s']:.2f} + {r['mix_s']:.2f}) "
+            f"| {r['dtype']} | {r['layout']} "
+            f"| {r['predict_s']:.2f} ({r['resampler_s']:.2f} + {r['mix_s']:.2f}) "
             f"| {r['naive_s']:.2f} ({r['naive_resampler_s']:.2f} + {r['naive_mix_s']:.2f}) "
             f"| {r['naive_s'] / r['predict_s']:.2f}x | {r['bases_bytes'] / 1e9:.2f} "
             f"| {r['bases_bytes'] / bandwidth:.2f} | {r['load_s']:.1f} "
-            f"| {r['engine_rss_gb']:.1f} | {r['rel_diff']:.1e} |"
+            f"| {r['allocated_gb']:.2f} | {r['engine_rss_gb']:.1f} | {r['rel_diff']:.1e} |"
         )
 
 
