@@ -8,14 +8,18 @@ Accepted layouts:
   keep in ``models/clip_vision/``): the config is built in code with the ViT-L/14 settings, sizes
   taken from the tensor shapes.
 
-HyperLoRA only needs the output of the second-to-last encoder layer, so the model is built without
-the last layer (its weights are never read) and ``last_hidden_state`` is exactly that output.
-transformers is imported lazily; nothing here contacts a model hub.
+HyperLoRA only needs the output of the second-to-last encoder layer: the forward pass is our own
+``ClipVisionTower`` (clip_vision_tower.py), which stops there (the last layer's weights are never
+read) and is built straight from the file's tensors. config.json is parsed here, as transformers'
+``CLIPVisionConfig`` reads it; transformers is not imported (tests compare against it). Nothing
+here contacts a model hub.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ import torch
 from ..engine.checkpoint import open_safetensors
 from ..errors import CheckpointError, ModelNotFoundError
 from ..files import read_json
+from .clip_vision_tower import ACTIVATIONS, ClipVisionTower, TowerConfig, tower_shapes
 
 REQUIRED_ENCODER = "CLIP ViT-L/14 vision encoder (openai/clip-vit-large-patch14)"
 VIT_L14 = dict(
@@ -37,6 +42,8 @@ VIT_L14 = dict(
     hidden_act="quick_gelu",
     layer_norm_eps=1e-5,
 )
+# part of every CLIP vision model (checked like the rest of the file) but after hidden_states[-2]
+_UNUSED = ("post_layernorm.weight", "post_layernorm.bias")
 _KNOWN_WIDTHS = {768: "ViT-B", 1024: "ViT-L/14", 1280: "ViT-H/14", 1664: "ViT-bigG/14"}
 _PREFIX = "vision_model."
 _TOWER_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
@@ -55,7 +62,7 @@ def heads_for_width(hidden_size: int) -> int:
 class ClipVisionEncoder:
     """A loaded CLIP vision tower; ``encode`` gives the tokens HyperLoRA's resampler reads."""
 
-    def __init__(self, model: Any, source: Path):
+    def __init__(self, model: ClipVisionTower, source: Path):
         self.model = model
         self.source = source
 
@@ -75,7 +82,7 @@ class ClipVisionEncoder:
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, 224, 224) CLIP-normalised pixels -> (N, 257, hidden) ``hidden_states[-2]``."""
         pixels = pixel_values.to(self.device, self.dtype)
-        return self.model(pixel_values=pixels).last_hidden_state
+        return self.model(pixels)
 
     def to(self, device: torch.device | str) -> ClipVisionEncoder:
         self.model.to(device)
@@ -118,9 +125,7 @@ def load_clip_vision(
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
 
 
-def _folder_config(folder: Path):
-    from transformers import CLIPVisionConfig
-
+def _folder_config(folder: Path) -> TowerConfig:
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(
             f"{folder}: config.json is missing; download the {REQUIRED_ENCODER} folder "
@@ -137,15 +142,39 @@ def _folder_config(folder: Path):
             f"{path} describes a model of type {kind!r}, not CLIP: this folder holds another "
             f"model. Put the {REQUIRED_ENCODER} files (config.json + model.safetensors) there."
         )
-    try:  # a CLIPConfig folder yields its vision_config
-        config = CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
-    except Exception as error:  # transformers raises many types for odd configs
-        raise CheckpointError(f"{path}: not a usable CLIP config ({error})") from error
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size"):
-        value = getattr(config, name, None)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise CheckpointError(f"{path}: not a usable CLIP config ({name} is {value!r})")
+    values = raw.get("vision_config") if kind == "clip" else raw  # a CLIPConfig nests it
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{path}: not a usable CLIP config (vision_config is {values!r})")
+    return _tower_config(path, values)
+
+
+def _tower_config(path: Path, values: Mapping[str, Any]) -> TowerConfig:
+    """Checked settings; an absent field takes CLIPVisionConfig's default, as in transformers."""
+    fields = dataclasses.fields(TowerConfig)
+    config = TowerConfig(**{f.name: values[f.name] for f in fields if f.name in values})
+    for field in fields:
+        value = getattr(config, field.name)
+        if not _usable(value, field.default):
+            raise CheckpointError(f"{path}: not a usable CLIP config ({field.name} is {value!r})")
+    if config.hidden_act not in ACTIVATIONS:
+        raise CheckpointError(
+            f"{path}: CLIP activation {config.hidden_act!r} is not supported (the "
+            f"{REQUIRED_ENCODER} uses 'quick_gelu'; 'gelu' works too)"
+        )
+    if config.hidden_size % config.num_attention_heads:
+        raise CheckpointError(
+            f"{path}: not a usable CLIP config (hidden_size {config.hidden_size} is not a "
+            f"multiple of num_attention_heads {config.num_attention_heads})"
+        )
     return config
+
+
+def _usable(value: Any, default: Any) -> bool:
+    """A string where the default is one, else a positive number (an integer unless a float)."""
+    if isinstance(default, str):
+        return isinstance(value, str)
+    kinds = (int, float) if isinstance(default, float) else (int,)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value > 0
 
 
 def _tower_keys(handle: Any) -> dict[str, str]:
@@ -172,10 +201,8 @@ def _vision_shapes(path: Path, handle: Any) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _config_from_shapes(path: Path, shapes: dict[str, tuple[int, ...]]):
+def _config_from_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> TowerConfig:
     """ViT-L/14 settings with the sizes a single vision-tower file reveals."""
-    from transformers import CLIPVisionConfig
-
     hidden, _, patch, _ = shapes[_PATCH]
     positions = shapes.get("embeddings.position_embedding.weight", (0,))[0]
     layers = {int(m[1]) for k in shapes if (m := _LAYER.match(k))}
@@ -191,7 +218,7 @@ def _config_from_shapes(path: Path, shapes: dict[str, tuple[int, ...]]):
         patch_size=patch,
         image_size=grid * patch,
     )
-    return CLIPVisionConfig(**settings)
+    return _tower_config(path, settings)
 
 
 def _check_width(path: Path, hidden: int, expected: int) -> None:
@@ -203,17 +230,19 @@ def _check_width(path: Path, hidden: int, expected: int) -> None:
         )
 
 
-def _build(config, handle: Any, shapes: dict, path: Path, device: torch.device, dtype):
-    """Vision tower without its last layer, weights assigned straight from the file."""
-    from transformers import CLIPVisionModel
-
-    config.num_hidden_layers -= 1  # hidden_states[-2] is the output of the second-to-last layer
-    with torch.device("meta"):  # no random init: every tensor comes from the file
-        model = CLIPVisionModel(config)
-    # transformers 4.x nests the tower in .vision_model; 5.x flattens it into the model
-    tower = getattr(model, "vision_model", model)
-    expected = {k: tuple(v.shape) for k, v in tower.state_dict().items() if "position_ids" not in k}
-    dropped = f"encoder.layers.{config.num_hidden_layers}."
+def _build(
+    config: TowerConfig,
+    handle: Any,
+    shapes: dict[str, tuple[int, ...]],
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> ClipVisionTower:
+    """The tower, its tensors straight from the file (views of it when dtype and device match)."""
+    used = tower_shapes(config)
+    hidden = (config.hidden_size,)
+    expected = used | {name: hidden for name in _UNUSED}
+    dropped = f"encoder.layers.{config.num_hidden_layers - 1}."  # hidden_states[-1]: not needed
     problems = [f"missing key {k!r}" for k in expected if k not in shapes]
     problems += [
         f"key {k!r}: expected shape {list(s)}, found {list(shapes[k])}"
@@ -226,14 +255,5 @@ def _build(config, handle: Any, shapes: dict, path: Path, device: torch.device, 
     if problems:
         raise CheckpointError(f"{path} is not a {REQUIRED_ENCODER} ({'; '.join(problems[:5])})")
     names = _tower_keys(handle)
-    state = {k: handle.get_tensor(names[k]).to(device=device, dtype=dtype) for k in expected}
-    tower.load_state_dict(state, strict=False, assign=True)
-    embeddings = tower.embeddings
-    positions = embeddings.position_embedding.num_embeddings
-    embeddings.register_buffer(
-        "position_ids", torch.arange(positions, device=device).expand((1, -1)), persistent=False
-    )
-    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if leftover:  # a transformers version with tensors this loader does not know about
-        raise CheckpointError(f"{path}: no weights for {leftover[:3]} in this CLIP vision model")
-    return model.eval().requires_grad_(False)
+    weights = {k: handle.get_tensor(names[k]).to(device=device, dtype=dtype) for k in used}
+    return ClipVisionTower(config, weights).eval()
