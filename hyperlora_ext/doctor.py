@@ -74,7 +74,7 @@ def render(checks: list[Check]) -> str:
 # ------------------------------------------------------------------ environment
 def environment_checks() -> list[Check]:
     checks = [_python()]
-    for probe in (_torch, _onnxruntime, _insightface, _library("transformers")):
+    for probe in (_torch, _onnxruntime, _insightface):
         checks += probe()
     checks += _library("safetensors")()
     checks += _library("huggingface_hub", needed_for="the download command")()

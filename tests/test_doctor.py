@@ -78,8 +78,9 @@ def test_single_file_clip_counts_as_installed(tmp_path: Path):
 def test_environment_checks_report_versions():
     checks = environment_checks()
     names = [c.name for c in checks]
-    for expected in ("Python", "torch", "onnxruntime", "insightface", "transformers"):
+    for expected in ("Python", "torch", "onnxruntime", "insightface"):
         assert expected in names
+    assert "transformers" not in names  # the CLIP tower is ours: transformers is not needed
     onnx = next(c for c in checks if c.name == "onnxruntime")
     assert "CPUExecutionProvider" in onnx.message
     assert all(c.status in (OK, WARN, ERROR) for c in checks)
@@ -94,7 +95,7 @@ def test_clashing_onnxruntime_flavours_warn(monkeypatch):
     assert "install exactly one" in clash.fix
 
 
-@pytest.mark.parametrize("package", ["insightface", "transformers"])
+@pytest.mark.parametrize("package", ["insightface", "safetensors"])
 def test_missing_package_is_an_error_with_a_fix(monkeypatch, package):
     real = doctor_module._version
     monkeypatch.setattr(doctor_module, "_version", lambda n: "" if n == package else real(n))
