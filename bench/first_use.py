@@ -84,12 +84,15 @@ def main() -> None:
     print(describe())
     base = statistics.median(r["first identity"] for r in rows["baseline"])
     print(f"\nmedians of {args.repeats} runs each, alternating\n")
-    print("| code | dtype | imports s | first identity s | vs baseline |\n|---|---|---|---|---|")
+    print("| code | dtype | imports s | first identity s (range) | vs baseline |")
+    print("|---|---|---|---|---|")
     for label, runs in rows.items():
-        first = statistics.median(r["first identity"] for r in runs)
-        imports = statistics.median(r["imports"] for r in runs)
+        times = [r["first identity"] for r in runs]
+        first, imports = statistics.median(times), statistics.median(r["imports"] for r in runs)
+        spread = f"{min(times):.2f}–{max(times):.2f}"
         print(
-            f"| {label} | {runs[0]['dtype']} | {imports:.2f} | {first:.2f} | {first / base:.2f} |"
+            f"| {label} | {runs[0]['dtype']} | {imports:.2f} | {first:.2f} ({spread}) "
+            f"| {first / base:.2f} |"
         )
 
 

@@ -119,9 +119,8 @@ def rss_mb() -> dict[str, float]:
 
 def held_between_jobs(pipeline: IdentityPipeline) -> None:
     """What the encoders hold between jobs: their tensors, and the RSS that unloading frees."""
-    engine = pipeline._engine
-    mapped = engine.mapped_nbytes() / 2**20
-    allocated = engine.nbytes() / 2**20 - mapped
+    mapped = pipeline._engine.mapped_nbytes() / 2**20
+    allocated = pipeline._engine.nbytes() / 2**20 - mapped
     clip = sum(t.numel() * t.element_size() for t in pipeline._clip.model.state_dict().values())
     before = rss_mb()
     pipeline.unload()

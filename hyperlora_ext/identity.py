@@ -8,6 +8,7 @@ parameters never re-run the encoders.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from .engine.fusion import check_weights
 from .errors import ArgumentError, CheckpointError, HyperLoRAError
 from .facts import DEVICES, check_face_choice, check_face_index
 from .lora_format import lora_digest
-from .memory import peak_rss_mb
+from .memory import peak_rss_mb, return_freed_memory
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
 _log = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ class IdentityPipeline:
                 self._faces.unload()
             self._engine = self._clip = self._faces = None
             self._engine_key = self._clip_key = None
-            _empty_device_cache()
+            _release_memory()
 
     # -------------------------------------------------------------- internals
     def _compute(
@@ -541,6 +542,13 @@ def _peak_vram_mb(device: torch.device) -> float | None:
 def _empty_device_cache() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _release_memory() -> None:
+    """Give unloaded encoders' memory back to the OS: the CPU's and torch's GPU cache."""
+    gc.collect()  # tensors held in reference cycles (e.g. by an exception's frames)
+    return_freed_memory()
+    _empty_device_cache()
 
 
 # ------------------------------------------------------- process-wide pipeline

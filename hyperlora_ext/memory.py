@@ -86,3 +86,23 @@ def _windows_total() -> int:
     if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
         raise OSError("GlobalMemoryStatusEx failed")
     return int(status.ullTotalPhys)
+
+
+def return_freed_memory() -> bool:
+    """Hand memory freed by Python / torch back to the OS where the allocator keeps it.
+
+    glibc keeps freed blocks under its mmap threshold (it grows to 32 MB after large frees, so the
+    CLIP tower's tensors land on its heap) for reuse: unloading the encoders would leave RSS
+    unchanged. ``malloc_trim`` gives those pages back. Other C libraries and Windows return large
+    frees by themselves; there this does nothing. Returns whether a trim ran.
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
+        return False
+    trim(0)
+    return True

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import threading
+import weakref
 
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from hyperlora_ext import identity as identity_module
 from hyperlora_ext.errors import CheckpointError, HyperLoRAError, ModelNotFoundError, NoFaceError
 from hyperlora_ext.export import export_lora
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
@@ -189,10 +191,14 @@ def test_concurrent_predictions_compute_once(roots):
     assert sum(not r.cache_hit for r in results) == 1
 
 
-def test_unload_frees_encoders_and_keeps_the_cache(pipeline):
+def test_unload_frees_encoders_and_keeps_the_cache(pipeline, monkeypatch):
     first = pipeline.predict([_photo()], IdentityOptions(MODEL))
+    engine = weakref.ref(pipeline._engine)
+    trims: list[bool] = []
+    monkeypatch.setattr(identity_module, "return_freed_memory", lambda: trims.append(True))
     pipeline.unload()
     assert pipeline._engine is None and pipeline._clip is None
+    assert engine() is None and trims == [True]  # gone, and its memory handed back to the OS
     assert pipeline.predict([_photo()], IdentityOptions(MODEL)).digest == first.digest
 
 

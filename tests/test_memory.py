@@ -39,3 +39,11 @@ def test_without_resource_the_peak_is_unknown(monkeypatch):
 def test_the_real_peak_is_plausible():
     peak = memory.peak_rss_mb()
     assert peak is None or 10 < peak < 10**6  # MiB: more than an empty interpreter, not KiB
+
+
+def test_freed_memory_is_handed_back_on_linux_only(monkeypatch):
+    if sys.platform == "linux":  # glibc here; musl would say False
+        assert memory.return_freed_memory() is True
+    for platform in ("win32", "darwin"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert memory.return_freed_memory() is False  # their allocators return large frees
