@@ -30,6 +30,10 @@ from ..files import parse_json, write_atomically
 
 CANDIDATES = (torch.float32, torch.bfloat16, torch.float16)
 HALF_MUST_BE_FASTER = 0.9  # a half dtype replaces fp32 only when it takes < 90 % of fp32's time
+# Share of the wall time its threads got the CPU while probing, below which other programs were
+# competing: quiet 0.80-0.88, one busy process 0.53-0.68, two 0.41-0.45 (2-vCPU Xeon, 2 threads).
+QUIET_CPU_SHARE = 0.7
+MIN_SHARE_SECONDS = 0.02  # a shorter measurement (a test's stand-in) says nothing about load
 CACHE_NAME = "cpu_dtype.json"
 CACHE_VERSION = 2  # 2: the mixing is timed as it runs on mapped fp16 bases
 MAX_CACHE_BYTES = 64 * 1024
@@ -142,21 +146,27 @@ def _kernels(dtype: torch.dtype) -> list[tuple[Callable[[], object], int]]:
 
 def load_or_probe(path: Path, measure: Measure) -> torch.dtype:
     """The dtype recorded for this machine in ``path``; else measured twice, and recorded when
-    both measurements choose the same dtype."""
+    both measurements choose the same dtype and nothing else competed for the CPU meanwhile."""
     key = machine_key()
     entries = _read_entries(path)
     known = entries.get(key)
     name = known.get("dtype") if isinstance(known, dict) else None
     if isinstance(name, str) and name in _BY_NAME:
         return _BY_NAME[name]
+    wall, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         first, second = measure(), measure()
+    share = cpu_share(time.perf_counter() - wall, time.process_time() - cpu)
     seconds = {d: min(first[d], second.get(d, math.inf)) for d in first}
     dtype = choose(seconds)
-    if choose(first) != choose(second):
-        # Load from elsewhere decided one of the two: use the better estimate for this process
-        # but record nothing, so that a quieter moment measures again.
-        _log.info("HyperLoRA: CPU dtype probes disagree; using %s, not recorded", _NAMES[dtype])
+    if choose(first) != choose(second) or share < QUIET_CPU_SHARE:
+        # Load from elsewhere may have decided: use the better estimate for this process but
+        # record nothing, so that a quieter moment measures again.
+        _log.info(
+            "HyperLoRA: CPU dtype probes %s; using %s, not recorded",
+            "disagree" if choose(first) != choose(second) else f"ran busy (CPU share {share:.2f})",
+            _NAMES[dtype],
+        )
         return dtype
     entries[key] = {
         "dtype": _NAMES[dtype],
@@ -164,6 +174,14 @@ def load_or_probe(path: Path, measure: Measure) -> torch.dtype:
     }
     _write_entries(path, dict(list(entries.items())[-MAX_ENTRIES:]))
     return dtype
+
+
+def cpu_share(wall: float, cpu: float) -> float:
+    """The share of ``wall`` seconds that torch's threads ran (process CPU time / threads); 1.0
+    for measurements too short to tell."""
+    if wall < MIN_SHARE_SECONDS:
+        return 1.0
+    return cpu / wall / max(1, torch.get_num_threads())
 
 
 def _read_entries(path: Path) -> dict:

@@ -148,3 +148,25 @@ def test_default_dtype_uses_the_measurement_and_an_explicit_dtype_wins(tmp_path,
     monkeypatch.setattr(cd, "_chosen", None)
     monkeypatch.setattr(cd, "probe", no_probe)
     assert load_hyperlora(folder, dtype=F32).dtype == F32
+
+
+def test_a_probe_that_shared_the_cpu_is_used_but_not_recorded(tmp_path, monkeypatch):
+    """Two busy programs on 2 cores made both measurements agree on a slow dtype once in six
+    first starts: a probe whose threads got too little CPU time records nothing."""
+    path, calls = tmp_path / "cpu_dtype.json", []
+    monkeypatch.setattr(cd, "cpu_share", lambda wall, cpu: 0.45)
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 2.0, F16: 0.5}, calls)) == F16
+    assert not path.exists()
+    monkeypatch.setattr(cd, "cpu_share", lambda wall, cpu: 0.85)
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.5, F16: 2.0}, calls)) == BF16
+    assert json.loads(path.read_text())["machines"][cd.machine_key()]["dtype"] == "bfloat16"
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize(
+    ("wall", "cpu", "threads", "share"),
+    [(1.0, 1.7, 2, 0.85), (1.0, 0.9, 2, 0.45), (0.01, 0.0, 2, 1.0), (2.0, 1.0, 1, 0.5)],
+)
+def test_cpu_share(monkeypatch, wall, cpu, threads, share):
+    monkeypatch.setattr(cd.torch, "get_num_threads", lambda: threads)
+    assert cd.cpu_share(wall, cpu) == pytest.approx(share)
