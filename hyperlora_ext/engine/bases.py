@@ -10,7 +10,10 @@ resampler token. The bases are kept in one of two ways:
   copy, no conversion, nothing allocated. Loading 3 GB costs nothing up front and the bases are
   the operating system's file cache, which it can reclaim. When the file's dtype is not the
   model's, each basis is converted into a small float32 staging buffer just before its GEMV (the
-  mixing is then float32: as exact as the reference's float32, better than its bf16 / fp16);
+  mixing is then float32: as exact as the reference's float32, better than its bf16 / fp16).
+  The file must not change while it is mapped: the pipeline compares the folder's fingerprint
+  before every new identity and loads a changed model again (Windows refuses to replace a mapped
+  file; on Linux a file overwritten in place during a mixing could fault);
 * **stacked** (GPU): bases of the same direction and width are copied into one (G, H, width * r)
   tensor per group in the model's dtype, so that mixing a whole group is one ``bmm``.
 
