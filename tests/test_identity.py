@@ -16,7 +16,7 @@ from hyperlora_ext.errors import CheckpointError, HyperLoRAError, ModelNotFoundE
 from hyperlora_ext.export import export_lora
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.lora_format import kohya_to_webui_layer, sdxl_attention_modules
-from hyperlora_ext.models import ModelRoots
+from hyperlora_ext.models import ModelRoots, resolve_hyperlora
 from tests import fake_antelopev2
 from tests.encoders._photos import count_decoded_alive, face_photo
 from tests.factories import tiny_modules, write_tiny_clip, write_tiny_hyperlora
@@ -396,3 +396,14 @@ def test_starting_a_preload_never_waits_for_a_running_one(pipeline, monkeypatch)
     assert not second.is_alive()  # a UI event that turns HyperLoRA on returns at once
     release.set()
     thread.join(timeout=60)
+
+
+@pytest.mark.parametrize(("device", "mapped"), [("cpu", True), ("meta", False)])
+def test_bases_are_mapped_on_a_cpu_and_stacked_for_other_devices(roots, device, mapped):
+    """A GPU (here the meta device, which moves like one) gets stacked copies to move; a CPU
+    pipeline leaves the bases in the file's memory map."""
+    pipeline = IdentityPipeline(roots, device=device, dtype=torch.float16)
+    engine = pipeline._load_engine(resolve_hyperlora(roots, MODEL))
+    assert engine.device.type == device
+    assert all(group.stacked != mapped for group in engine.bank.groups)
+    assert (engine.mapped_nbytes() > 0) == mapped
