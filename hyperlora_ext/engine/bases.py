@@ -10,7 +10,9 @@ resampler token. The bases are kept in one of two ways:
   copy, no conversion, nothing allocated. Loading 3 GB costs nothing up front and the bases are
   the operating system's file cache, which it can reclaim. When the file's dtype is not the
   model's, each basis is converted into a small float32 staging buffer just before its GEMV (the
-  mixing is then float32: as exact as the reference's float32, better than its bf16 / fp16).
+  mixing is then float32: as exact as the reference's float32, better than its bf16 / fp16), or,
+  for a bf16 model on a CPU measured to run fp16 GEMVs faster (cpu_dtype.py), mixed straight in
+  fp16 (still more precise than bf16).
   The file must not change while it is mapped: the pipeline compares the folder's fingerprint
   before every new identity and loads a changed model again (Windows refuses to replace a mapped
   file; on Linux a file overwritten in place during a mixing could fault);
@@ -111,23 +113,25 @@ class BasisBank(nn.Module):
         return self
 
     def mix(
-        self, tokens: torch.Tensor, dtype: torch.dtype
+        self, tokens: torch.Tensor, dtype: torch.dtype, fp16_mixing: bool = False
     ) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
-        """LoRA matrices in ``dtype`` for resampler ``tokens`` (Q, H float32).
+        """LoRA matrices in ``dtype`` for resampler ``tokens`` (Q, H float32); ``fp16_mixing``
+        mixes mapped fp16 bases in fp16 rather than float32.
 
         Returns {(module, layer): {"down": (r, in), "up": (out, r)}} on the CPU, each matrix
         contiguous with its own storage (safetensors refuses to save tensors sharing memory).
         """
         result: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-        staging = _Staging()
+        staging = _Staging({dtype, torch.float16} if fp16_mixing else {dtype})
         for group in self._groups():
             coefficients = tokens.index_select(0, group.token_index.to(tokens.device))  # (G, H)
             if group.stacked:
                 bases = group.bases
                 mixed = torch.bmm(coefficients.to(bases.dtype).unsqueeze(1), bases).squeeze(1)
             else:
-                rows = [staging.gemv(c, group.basis(i), dtype) for i, c in enumerate(coefficients)]
-                mixed = torch.stack(rows)
+                mixed = torch.stack(
+                    [staging.gemv(c, group.basis(i)) for i, c in enumerate(coefficients)]
+                )
             mixed = mixed.to("cpu", dtype)  # (G, width * r)
             # down: (in, r) -> (r, in); up: (r, out) -> (out, r); the copy gives each its storage
             shape = (
@@ -147,17 +151,19 @@ class BasisBank(nn.Module):
 
 
 class _Staging:
-    """GEMVs of mapped bases: in the model's dtype when the file has it, else in float32
-    through one reused buffer (converting a whole basis into fresh memory would cost more
-    than the GEMV itself; half-to-half conversions are slow kernels on CPUs)."""
+    """GEMVs of mapped bases: in the file's dtype when it is one of ``direct`` (the model's, or
+    fp16 where measured faster), else in float32 through one reused buffer (converting a whole
+    basis into fresh memory would cost more than the GEMV; half-to-half conversions are slow
+    kernels on CPUs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, direct: set[torch.dtype]) -> None:
+        self.direct = direct
         self.buffer = torch.empty(0)
 
-    def gemv(self, coefficients: torch.Tensor, basis: torch.Tensor, dtype: torch.dtype):
+    def gemv(self, coefficients: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
         """``coefficients`` (H,) float32 times ``basis`` (H, N): (N,)."""
-        if basis.dtype == dtype:
-            return coefficients.to(dtype) @ basis
+        if basis.dtype in self.direct:
+            return coefficients.to(basis.dtype) @ basis
         if self.buffer.numel() < basis.numel() or self.buffer.device != basis.device:
             self.buffer = torch.empty(basis.numel(), dtype=torch.float32, device=basis.device)
         staged = self.buffer[: basis.numel()].view(basis.shape)

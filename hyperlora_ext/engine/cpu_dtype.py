@@ -7,6 +7,10 @@ dtype) times kernels shaped like CLIP's and the resampler's matmuls and the basi
 winner is kept per machine (CPU model and flags, torch version) in a small JSON file, by default
 in the user's cache folder (``HYPERLORA_CACHE_DIR`` overrides it). fp32 is kept unless a half
 dtype is clearly faster: it is the most accurate. Any damage to the file means probing again.
+
+The same probe decides how a bf16 model mixes the memory-mapped fp16 bases (bases.py): with GEMVs
+straight over fp16 (fast on CPUs with fp16 arithmetic) or through a float32 buffer (fast
+everywhere else).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -35,7 +40,7 @@ HALF_MUST_BE_FASTER = 0.9  # a half dtype replaces fp32 only when it takes < 90 
 QUIET_CPU_SHARE = 0.7
 MIN_SHARE_SECONDS = 0.02  # a shorter measurement (a test's stand-in) says nothing about load
 CACHE_NAME = "cpu_dtype.json"
-CACHE_VERSION = 2  # 2: the mixing is timed as it runs on mapped fp16 bases
+CACHE_VERSION = 3  # 2: the mixing as it runs on mapped fp16 bases; 3: and how bf16 mixes them
 MAX_CACHE_BYTES = 64 * 1024
 MAX_ENTRIES = 32
 _NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -48,10 +53,28 @@ _BY_NAME = {name: dtype for dtype, name in _NAMES.items()}
 _GEMMS = ((257, 1024, 1024, 276), (1120, 1024, 768, 90))
 _MIX = (128, 10240, 1135)
 
-Measure = Callable[[], Mapping[torch.dtype, float]]
+
+@dataclass(frozen=True)
+class Estimate:
+    """One probe: estimated seconds of one identity per dtype, and whether mixing fp16 bases
+    with fp16 GEMVs beat mixing them through float32 (bf16's estimate uses the faster)."""
+
+    seconds: Mapping[torch.dtype, float]
+    fp16_mixing_faster: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What this machine runs: the dtype, and whether a bf16 model mixes fp16 bases in fp16."""
+
+    dtype: torch.dtype
+    fp16_mixing: bool = False
+
+
+Measure = Callable[[], Estimate]
 _lock = threading.Lock()
 _log = logging.getLogger(__name__)
-_chosen: torch.dtype | None = None
+_chosen: Choice | None = None
 
 
 def cache_dir() -> Path:
@@ -87,6 +110,11 @@ def machine_key() -> str:
 
 def cpu_dtype() -> torch.dtype:
     """The CPU dtype for this machine, looked up or measured once per process."""
+    return cpu_choice().dtype
+
+
+def cpu_choice() -> Choice:
+    """The dtype and mixing choice for this machine, looked up or measured once per process."""
     global _chosen
     with _lock:
         if _chosen is None:
@@ -106,10 +134,11 @@ def choose(seconds: Mapping[torch.dtype, float]) -> torch.dtype:
     return torch.float32
 
 
-def probe(repeats: int = 2) -> dict[torch.dtype, float]:
+def probe(repeats: int = 2) -> Estimate:
     """Estimated seconds of one identity per dtype, from a few small kernels (min of repeats).
 
     The dtypes take turns in every round so that a burst of load from elsewhere hits all alike.
+    Each dtype's last kernel is its mixing (fp16: GEMVs over fp16; else through float32).
     """
     kernels = {dtype: _kernels(dtype) for dtype in CANDIDATES}
     best = {dtype: [float("inf")] * len(k) for dtype, k in kernels.items()}
@@ -120,7 +149,13 @@ def probe(repeats: int = 2) -> dict[torch.dtype, float]:
                 run()
                 if round_:
                     best[dtype][i] = min(best[dtype][i], time.perf_counter() - start)
-    return {d: sum(t * w for t, (_, w) in zip(best[d], k, strict=True)) for d, k in kernels.items()}
+    fp16_mixing_faster = best[torch.float16][-1] < HALF_MUST_BE_FASTER * best[torch.float32][-1]
+    if fp16_mixing_faster:  # bf16 would mix the fp16 bases the fp16 way
+        best[torch.bfloat16][-1] = best[torch.float16][-1]
+    seconds = {
+        d: sum(t * w for t, (_, w) in zip(best[d], k, strict=True)) for d, k in kernels.items()
+    }
+    return Estimate(seconds, fp16_mixing_faster)
 
 
 def _kernels(dtype: torch.dtype) -> list[tuple[Callable[[], object], int]]:
@@ -144,36 +179,54 @@ def _kernels(dtype: torch.dtype) -> list[tuple[Callable[[], object], int]]:
     return work
 
 
-def load_or_probe(path: Path, measure: Measure) -> torch.dtype:
-    """The dtype recorded for this machine in ``path``; else measured twice, and recorded when
-    both measurements choose the same dtype and nothing else competed for the CPU meanwhile."""
+def choice_of(estimate: Estimate) -> Choice:
+    """What one probe chooses (fp16 mixing matters only to bf16: fp16 mixes so anyway)."""
+    dtype = choose(estimate.seconds)
+    return Choice(dtype, dtype == torch.bfloat16 and estimate.fp16_mixing_faster)
+
+
+def load_or_probe(path: Path, measure: Measure) -> Choice:
+    """The choice recorded for this machine in ``path``; else measured twice, and recorded when
+    both measurements choose the same and nothing else competed for the CPU meanwhile."""
     key = machine_key()
     entries = _read_entries(path)
-    known = entries.get(key)
-    name = known.get("dtype") if isinstance(known, dict) else None
-    if isinstance(name, str) and name in _BY_NAME:
-        return _BY_NAME[name]
+    known = _recorded(entries.get(key))
+    if known is not None:
+        return known
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         first, second = measure(), measure()
     share = cpu_share(time.perf_counter() - wall, time.process_time() - cpu)
-    seconds = {d: min(first[d], second.get(d, math.inf)) for d in first}
-    dtype = choose(seconds)
-    if choose(first) != choose(second) or share < QUIET_CPU_SHARE:
+    seconds = {d: min(first.seconds[d], second.seconds.get(d, math.inf)) for d in first.seconds}
+    faster = first.fp16_mixing_faster and second.fp16_mixing_faster  # float32 is always fine
+    chosen = choice_of(Estimate(seconds, faster))
+    agree = choice_of(first) == choice_of(second)
+    if not agree or share < QUIET_CPU_SHARE:
         # Load from elsewhere may have decided: use the better estimate for this process but
         # record nothing, so that a quieter moment measures again.
         _log.info(
             "HyperLoRA: CPU dtype probes %s; using %s, not recorded",
-            "disagree" if choose(first) != choose(second) else f"ran busy (CPU share {share:.2f})",
-            _NAMES[dtype],
+            "disagree" if not agree else f"ran busy (CPU share {share:.2f})",
+            _NAMES[chosen.dtype],
         )
-        return dtype
+        return chosen
     entries[key] = {
-        "dtype": _NAMES[dtype],
+        "dtype": _NAMES[chosen.dtype],
+        "fp16_mixing": chosen.fp16_mixing,
         "seconds": {_NAMES[d]: round(float(s), 6) for d, s in seconds.items() if d in _NAMES},
     }
     _write_entries(path, dict(list(entries.items())[-MAX_ENTRIES:]))
-    return dtype
+    return chosen
+
+
+def _recorded(entry: object) -> Choice | None:
+    """The choice in a file entry, or None when it is not one this module wrote."""
+    if not isinstance(entry, dict):
+        return None
+    name, fp16_mixing = entry.get("dtype"), entry.get("fp16_mixing", False)
+    if not isinstance(name, str) or name not in _BY_NAME or not isinstance(fp16_mixing, bool):
+        return None
+    return Choice(_BY_NAME[name], fp16_mixing)
 
 
 def cpu_share(wall: float, cpu: float) -> float:

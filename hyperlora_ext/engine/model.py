@@ -28,7 +28,7 @@ from .checkpoint import (
     read_module_specs,
     shape_of,
 )
-from .cpu_dtype import cpu_dtype
+from .cpu_dtype import cpu_choice, cpu_dtype
 from .fusion import check_weights, nonzero_rows, normalise_tokens, weighted_mean
 from .id_projector import IdProjector
 from .resampler import DEFAULT_DIM_HEAD, Resampler, ResamplerConfig
@@ -58,8 +58,10 @@ class HyperLoRAModel(nn.Module):
         resampler: Resampler,
         bank: BasisBank,
         dtype: torch.dtype,
+        fp16_mixing: bool = False,
     ):
         super().__init__()
+        self.fp16_mixing = fp16_mixing  # mapped fp16 bases mixed in fp16 (bases.py)
         self.specs = specs
         self.id_projector = id_projector
         self.resampler = resampler
@@ -153,7 +155,7 @@ class HyperLoRAModel(nn.Module):
                 f"{list(tokens.shape)}: they were made with another HyperLoRA model"
             )
         normalised = normalise_tokens(tokens.to(self.device, torch.float32))
-        matrices = self.bank.mix(normalised, self.dtype)
+        matrices = self.bank.mix(normalised, self.dtype, self.fp16_mixing)
         alpha = float(self.rank) * 0.5
         lora: dict[str, torch.Tensor] = {}
         for module, spec in enumerate(self.specs):
@@ -242,7 +244,8 @@ def load_hyperlora(
         projector = IdProjector(weights, num_tokens, dtype, device)
         bank = BasisBank(specs, config.output_dim, rank)
         bank.load(files[BASES_FILE], dtype, device, mapped=map_bases)
-    return HyperLoRAModel(specs, projector, resampler, bank, dtype)
+    fp16_mixing = map_bases and dtype == torch.bfloat16 and cpu_choice().fp16_mixing
+    return HyperLoRAModel(specs, projector, resampler, bank, dtype, fp16_mixing)
 
 
 def check_model_folder(folder: str | Path, *, dim_head: int = DEFAULT_DIM_HEAD) -> None:

@@ -31,22 +31,23 @@ def test_choose(seconds, expected):
     assert cd.choose(seconds) == expected
 
 
-def _measure(seconds, calls):
+def _measure(seconds, calls, fp16_mixing_faster=False):
     def measure():
         calls.append(1)
-        return seconds
+        return cd.Estimate(seconds, fp16_mixing_faster)
 
     return measure
 
 
 def test_measured_once_then_read_from_the_file(tmp_path):
     path, calls = tmp_path / "sub" / "cpu_dtype.json", []
-    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.3, F16: 2.0}, calls)) == BF16
-    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 3.0, F16: 2.0}, calls)) == BF16
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.3, F16: 2.0}, calls)).dtype == BF16
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 3.0, F16: 2.0}, calls)).dtype == BF16
     assert len(calls) == 2  # two measurements that agree, then the file
     entry = json.loads(path.read_text())["machines"][cd.machine_key()]
     assert entry == {
         "dtype": "bfloat16",
+        "fp16_mixing": False,
         "seconds": {"float32": 1.0, "bfloat16": 0.3, "float16": 2.0},
     }
 
@@ -55,7 +56,7 @@ def test_another_machine_is_measured_again(tmp_path, monkeypatch):
     path, calls = tmp_path / "cpu_dtype.json", []
     cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.3}, calls))
     monkeypatch.setattr(cd, "machine_key", lambda: "other CPU | torch 9")
-    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 3.0}, calls)) == F32
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 3.0}, calls)).dtype == F32
     assert len(calls) == 4
     assert len(json.loads(path.read_text())["machines"]) == 2  # both machines kept
 
@@ -73,12 +74,14 @@ HOSTILE = [
     b"[]",
     b'"text"',
     b'{"version": 2, "machines": {}}',
-    b'{"version": 1, "machines": []}',
-    b'{"version": 1, "machines": {"KEY": "bfloat16"}}',
-    b'{"version": 1, "machines": {"KEY": {"dtype": "float64"}}}',
-    b'{"version": 1, "machines": {"KEY": {"dtype": "../../etc/passwd"}}}',
-    b'{"version": 1, "machines": {"KEY": {"dtype": ["bfloat16"]}}}',
-    b'{"version": 1, "machines": {"KEY": {"dtype": "bfloat16"}}, "pad": "' + b"x" * 70000 + b'"}',
+    b'{"version": 3, "machines": []}',
+    b'{"version": 3, "machines": {"KEY": "bfloat16"}}',
+    b'{"version": 3, "machines": {"KEY": {"dtype": "float64"}}}',
+    b'{"version": 3, "machines": {"KEY": {"dtype": "../../etc/passwd"}}}',
+    b'{"version": 3, "machines": {"KEY": {"dtype": ["bfloat16"]}}}',
+    b'{"version": 3, "machines": {"KEY": {"dtype": "bfloat16", "fp16_mixing": "yes"}}}',
+    b'{"version": 2, "machines": {"KEY": {"dtype": "bfloat16"}}}',  # an older probe's choice
+    b'{"version": 3, "machines": {"KEY": {"dtype": "bfloat16"}}, "pad": "' + b"x" * 70000 + b'"}',
 ]
 
 
@@ -86,7 +89,7 @@ HOSTILE = [
 def test_a_damaged_file_means_measuring_again(tmp_path, content):
     path, calls = tmp_path / "cpu_dtype.json", []
     path.write_bytes(content.replace(b"KEY", json.dumps(cd.machine_key())[1:-1].encode()))
-    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 2.0, F16: 0.5}, calls)) == F16
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 2.0, F16: 0.5}, calls)).dtype == F16
     assert len(calls) == 2
     assert json.loads(path.read_text())["machines"][cd.machine_key()]["dtype"] == "float16"
 
@@ -99,11 +102,11 @@ def test_disagreeing_measurements_are_used_but_not_recorded(tmp_path):
 
     def measure():
         results.append(next(noisy, {F32: 1.0, BF16: 0.5, F16: 0.7}))
-        return results[-1]
+        return cd.Estimate(results[-1])
 
-    assert cd.load_or_probe(path, measure) == BF16  # min: fp32 1.0, bf16 0.5, fp16 0.7
+    assert cd.load_or_probe(path, measure).dtype == BF16  # min: fp32 1.0, bf16 0.5, fp16 0.7
     assert not path.exists()
-    assert cd.load_or_probe(path, measure) == BF16  # measured again; now both agree
+    assert cd.load_or_probe(path, measure).dtype == BF16  # measured again; now both agree
     assert len(results) == 4
     assert json.loads(path.read_text())["machines"][cd.machine_key()]["dtype"] == "bfloat16"
 
@@ -111,7 +114,12 @@ def test_disagreeing_measurements_are_used_but_not_recorded(tmp_path):
 def test_an_unwritable_place_still_gives_a_dtype(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the folder should be")
-    assert cd.load_or_probe(blocker / "cpu_dtype.json", lambda: {F32: 1.0, BF16: 0.2}) == BF16
+    assert (
+        cd.load_or_probe(
+            blocker / "cpu_dtype.json", lambda: cd.Estimate({F32: 1.0, BF16: 0.2})
+        ).dtype
+        == BF16
+    )
     assert "could not record the CPU dtype" in caplog.text
 
 
@@ -128,7 +136,7 @@ def test_cache_dir(monkeypatch, tmp_path):
 
 
 def test_probe_times_every_candidate():
-    seconds = cd.probe(repeats=1)
+    seconds = cd.probe(repeats=1).seconds
     assert set(seconds) == set(cd.CANDIDATES)
     assert all(math.isfinite(s) and s > 0 for s in seconds.values())
 
@@ -137,7 +145,7 @@ def test_default_dtype_uses_the_measurement_and_an_explicit_dtype_wins(tmp_path,
     folder = write_tiny_hyperlora(tmp_path / "tiny")
     monkeypatch.setattr(cd, "_chosen", None)
     monkeypatch.setattr(cd, "cache_dir", lambda: folder.parent / "dtype-cache")
-    monkeypatch.setattr(cd, "probe", lambda: {F32: 1.0, BF16: 2.0, F16: 0.5})
+    monkeypatch.setattr(cd, "probe", lambda: cd.Estimate({F32: 1.0, BF16: 2.0, F16: 0.5}))
     assert default_dtype("cpu") == F16
     assert default_dtype("cuda") == F16
     assert load_hyperlora(folder).dtype == F16
@@ -148,6 +156,26 @@ def test_default_dtype_uses_the_measurement_and_an_explicit_dtype_wins(tmp_path,
     monkeypatch.setattr(cd, "_chosen", None)
     monkeypatch.setattr(cd, "probe", no_probe)
     assert load_hyperlora(folder, dtype=F32).dtype == F32
+    assert load_hyperlora(folder, dtype=BF16, map_bases=False).dtype == BF16
+
+
+def test_a_bf16_model_mixes_fp16_bases_as_the_machine_was_measured(tmp_path, monkeypatch):
+    """Mixing in fp16 or through float32 gives LoRAs within bf16's precision of each other."""
+    folder = write_tiny_hyperlora(tmp_path / "tiny")  # fp16 bases, as released
+    loras = {}
+    for faster in (False, True):
+        monkeypatch.setattr(cd, "_chosen", None)
+        monkeypatch.setattr(cd, "cache_dir", lambda f=faster: tmp_path / f"cache-{f}")
+        monkeypatch.setattr(cd, "probe", lambda f=faster: cd.Estimate({F32: 1.0, BF16: 0.5}, f))
+        model = load_hyperlora(folder, dtype=BF16)
+        assert model.fp16_mixing is faster
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.nn.functional.normalize(torch.randn(1, 512, generator=gen), dim=-1)
+        loras[faster] = model.predict_lora(ids, torch.randn(1, 257, 32, generator=gen))
+    for key, value in loras[True].items():
+        assert value.dtype == (torch.float32 if key.endswith("alpha") else BF16)
+        torch.testing.assert_close(value, loras[False][key], rtol=2e-2, atol=2e-2)
+    assert any(not torch.equal(v, loras[False][k]) for k, v in loras[True].items())
 
 
 def test_a_probe_that_shared_the_cpu_is_used_but_not_recorded(tmp_path, monkeypatch):
@@ -155,10 +183,10 @@ def test_a_probe_that_shared_the_cpu_is_used_but_not_recorded(tmp_path, monkeypa
     first starts: a probe whose threads got too little CPU time records nothing."""
     path, calls = tmp_path / "cpu_dtype.json", []
     monkeypatch.setattr(cd, "cpu_share", lambda wall, cpu: 0.45)
-    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 2.0, F16: 0.5}, calls)) == F16
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 2.0, F16: 0.5}, calls)).dtype == F16
     assert not path.exists()
     monkeypatch.setattr(cd, "cpu_share", lambda wall, cpu: 0.85)
-    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.5, F16: 2.0}, calls)) == BF16
+    assert cd.load_or_probe(path, _measure({F32: 1.0, BF16: 0.5, F16: 2.0}, calls)).dtype == BF16
     assert json.loads(path.read_text())["machines"][cd.machine_key()]["dtype"] == "bfloat16"
     assert len(calls) == 4
 
@@ -170,3 +198,39 @@ def test_a_probe_that_shared_the_cpu_is_used_but_not_recorded(tmp_path, monkeypa
 def test_cpu_share(monkeypatch, wall, cpu, threads, share):
     monkeypatch.setattr(cd.torch, "get_num_threads", lambda: threads)
     assert cd.cpu_share(wall, cpu) == pytest.approx(share)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "faster", "expected"),
+    [
+        ({F32: 1.0, BF16: 0.5, F16: 0.8}, True, cd.Choice(BF16, True)),
+        ({F32: 1.0, BF16: 0.5, F16: 0.8}, False, cd.Choice(BF16, False)),
+        ({F32: 1.0, BF16: 2.0, F16: 0.5}, True, cd.Choice(F16, False)),  # fp16 mixes so anyway
+        ({F32: 1.0, BF16: 2.0, F16: 1.5}, True, cd.Choice(F32, False)),  # fp32 mixes in fp32
+    ],
+)
+def test_fp16_mixing_is_chosen_for_bf16_only(seconds, faster, expected):
+    assert cd.choice_of(cd.Estimate(seconds, faster)) == expected
+
+
+def test_the_fp16_mixing_choice_is_recorded_and_must_agree(tmp_path):
+    path, calls = tmp_path / "cpu_dtype.json", []
+    seconds = {F32: 1.0, BF16: 0.5, F16: 0.8}
+    flags = iter([True, False, True, True])
+
+    def measure():
+        calls.append(1)
+        return cd.Estimate(seconds, next(flags))
+
+    assert cd.load_or_probe(path, measure) == cd.Choice(BF16, False)  # disagree: float32 mixing
+    assert not path.exists()
+    assert cd.load_or_probe(path, measure) == cd.Choice(BF16, True)
+    assert cd.load_or_probe(path, measure) == cd.Choice(BF16, True)  # from the file
+    assert len(calls) == 4
+    assert json.loads(path.read_text())["machines"][cd.machine_key()]["fp16_mixing"] is True
+
+
+def test_probe_estimates_bf16_with_the_faster_mixing():
+    estimate = cd.probe(repeats=1)
+    assert isinstance(estimate.fp16_mixing_faster, bool)
+    assert set(estimate.seconds) == set(cd.CANDIDATES)
