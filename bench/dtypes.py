@@ -92,7 +92,9 @@ def main() -> None:
     gc.collect()
     predict = predict_times(roots, auto, args.repeats)
     print(describe())
-    print("probe estimate (s): " + ", ".join(f"{NAMES[d]} {s:.2f}" for d, s in estimate.items()))
+    seconds = ", ".join(f"{NAMES[d]} {s:.2f}" for d, s in estimate.seconds.items())
+    print(f"probe estimate (s): {seconds}; fp16 mixing faster: {estimate.fp16_mixing_faster}")
+    print(f"recorded choice: {cpu_dtype.cpu_choice()}")
     table("CLIP ViT-L/14 encode, 1 image", clip, auto)
     table("predict_lora, 1 photo (each dtype timed against auto in its own phase)", predict, auto)
 

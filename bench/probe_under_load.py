@@ -29,13 +29,16 @@ BUSY = "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile
 
 
 def first_starts(runs: int) -> list[tuple[str, bool]]:
-    """(dtype used, whether it was recorded) of ``runs`` first starts."""
+    """(choice used, whether it was recorded) of ``runs`` first starts."""
     results = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / cpu_dtype.CACHE_NAME
-            dtype = cpu_dtype.load_or_probe(path, cpu_dtype.probe)
-            results.append((str(dtype).removeprefix("torch."), path.is_file()))
+            choice = cpu_dtype.load_or_probe(path, cpu_dtype.probe)
+            name = str(choice.dtype).removeprefix("torch.")
+            results.append(
+                (name + (" + fp16 mixing" if choice.fp16_mixing else ""), path.is_file())
+            )
     return results
 
 
