@@ -122,7 +122,8 @@ class BasisBank(nn.Module):
         contiguous with its own storage (safetensors refuses to save tensors sharing memory).
         """
         result: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-        staging = _Staging({dtype, torch.float16} if fp16_mixing else {dtype})
+        direct = {dtype, torch.float32} | ({torch.float16} if fp16_mixing else set())
+        staging = _Staging(direct)
         for group in self._groups():
             coefficients = tokens.index_select(0, group.token_index.to(tokens.device))  # (G, H)
             if group.stacked:
@@ -151,10 +152,10 @@ class BasisBank(nn.Module):
 
 
 class _Staging:
-    """GEMVs of mapped bases: in the file's dtype when it is one of ``direct`` (the model's, or
-    fp16 where measured faster), else in float32 through one reused buffer (converting a whole
-    basis into fresh memory would cost more than the GEMV; half-to-half conversions are slow
-    kernels on CPUs)."""
+    """GEMVs of mapped bases: in the file's dtype when it is one of ``direct`` (the model's,
+    float32, or fp16 where measured faster), else in float32 through one reused buffer
+    (converting a whole basis into fresh memory would cost more than the GEMV; half-to-half
+    conversions are slow kernels on CPUs)."""
 
     def __init__(self, direct: set[torch.dtype]) -> None:
         self.direct = direct

@@ -325,3 +325,18 @@ def test_import_stays_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("file_dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mapped_bases_of_any_file_dtype_match_the_stacked_ones(tmp_path, file_dtype, dtype):
+    folder = write_tiny_hyperlora(tmp_path / "m", dtype=file_dtype)
+    mapped = load_hyperlora(folder, dtype=dtype, map_bases=True)
+    stacked = load_hyperlora(folder, dtype=dtype, map_bases=False)
+    ids, clip = _inputs(2)
+    mapped_lora, stacked_lora = mapped.predict_lora(ids, clip), stacked.predict_lora(ids, clip)
+    assert all(v.dtype == dtype for k, v in mapped_lora.items() if not k.endswith("alpha"))
+    tolerance = 1e-6 if dtype == torch.float32 else 3e-2
+    assert _max_error(mapped_lora, {k: v.double() for k, v in stacked_lora.items()}) < tolerance
+    reference = reference_lora(folder, ids, clip)
+    assert _max_error(mapped_lora, reference) < (1e-5 if dtype == torch.float32 else 3e-2)
