@@ -3,10 +3,10 @@
     .venv/bin/python bench/dtypes.py --models-dir /tmp/bench14/models [--repeats 5]
 
 ``--models-dir`` is the full-size random tree of bench/identity.py. CLIP is held in all three
-dtypes at once and timed round by round in turn. The HyperLoRA network is too large for three
-copies (12.5 GB), so each other dtype is timed in turn with the automatic one (two copies at a
-time) and compared with it in the same phase. Medians; the last column is each dtype's time over
-the fastest one's (1.00 = fastest). The probe's own estimate is printed for comparison.
+dtypes at once and timed round by round in turn. The HyperLoRA network is timed the way it was
+when its bases were copied per dtype (three copies needed 12.5 GB): each other dtype in turn with
+the automatic one, compared with it in the same phase. Medians; the last column is each dtype's
+time over the fastest one's (1.00 = fastest). The probe's own estimate is printed for comparison.
 """
 
 from __future__ import annotations
