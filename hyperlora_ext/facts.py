@@ -69,7 +69,13 @@ class FileSpec:
     download_floor: int = 1
 
 
+# The released models, the authors' default first: all five official workflows use fidelity.
 HYPERLORA_MODELS = ("sdxl_hyper_id_lora_v1_fidelity", "sdxl_hyper_id_lora_v1_edit")
+# What each released model is for, in a few words (for model lists and hints).
+HYPERLORA_MODEL_NOTES = {
+    "sdxl_hyper_id_lora_v1_fidelity": "closest likeness; the authors' default",
+    "sdxl_hyper_id_lora_v1_edit": "more editability: follows the prompt more freely",
+}
 MODULES_JSON = "hyper_lora_modules.json"
 BASES_FILE = "hyper_lora_modules.safetensors"
 RESAMPLER_FILE = "resampler.safetensors"

@@ -18,7 +18,7 @@ would leave its root. Every "not found" error says what is missing and where it 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from hyperlora_ext.facts import (
     CLIP_L14_WIDTH,
     DEFAULT_CLIP,
     HYPERLORA_FILES,
+    HYPERLORA_MODEL_NOTES,
+    HYPERLORA_MODELS,
     FileSpec,
 )
 from hyperlora_ext.files import read_json, safetensors_reader
@@ -224,12 +226,20 @@ def _hyperlora_status(roots: ModelRoots, name: str) -> ModelStatus:
 
 
 def list_hyperlora_models(roots: ModelRoots) -> list[str]:
-    """Names of the complete HyperLoRA model folders."""
-    return [s.name for s in inspect_hyperlora(roots) if s.complete]
+    """Names of the complete HyperLoRA model folders, in :func:`preferred_order`."""
+    return preferred_order(s.name for s in inspect_hyperlora(roots) if s.complete)
+
+
+def preferred_order(names: Iterable[str]) -> list[str]:
+    """The released models first, in the order of HYPERLORA_MODELS (fidelity, the authors'
+    default, then edit), then any other model folders alphabetically."""
+    rank = {name: index for index, name in enumerate(HYPERLORA_MODELS)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def default_hyperlora(roots: ModelRoots) -> str:
-    """The model used when none is chosen: the first installed one."""
+    """The model used when none is chosen: fidelity when installed (what the authors' workflows
+    use), else the first installed one in :func:`preferred_order`."""
     models = list_hyperlora_models(roots)
     if not models:
         raise ModelNotFoundError(
@@ -237,6 +247,13 @@ def default_hyperlora(roots: ModelRoots) -> str:
             f"{roots.download_hint()}"
         )
     return models[0]
+
+
+def describe_hyperlora(name: str) -> str:
+    """``name`` with what it is for, e.g. "sdxl_hyper_id_lora_v1_edit (more editability: ...)";
+    a model folder of unknown origin is its bare name."""
+    note = HYPERLORA_MODEL_NOTES.get(name)
+    return f"{name} ({note})" if note else name
 
 
 def resolve_hyperlora(roots: ModelRoots, name: str) -> Path:

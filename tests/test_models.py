@@ -16,11 +16,19 @@ from safetensors.numpy import save_file
 
 from hyperlora_ext import models as models_module
 from hyperlora_ext.errors import InvalidNameError, ModelNotFoundError
-from hyperlora_ext.facts import ANTELOPEV2_FILES, CLIP_FILES, HYPERLORA_FILES, FileSpec
+from hyperlora_ext.facts import (
+    ANTELOPEV2_FILES,
+    CLIP_FILES,
+    HYPERLORA_FILES,
+    HYPERLORA_MODELS,
+    FileSpec,
+)
 from hyperlora_ext.models import (
     ModelRoots,
     check_file,
+    default_hyperlora,
     default_models_dir,
+    describe_hyperlora,
     inspect_antelopev2,
     list_clip_encoders,
     list_hyperlora_models,
@@ -148,6 +156,31 @@ def test_lists_and_resolves_complete_models_only(roots):
     (roots.hyper_lora / ".hyperlora-download" / "x").mkdir(parents=True)  # staging is hidden
     assert list_hyperlora_models(roots) == ["b_model"]
     assert resolve_hyperlora(roots, "b_model") == roots.hyper_lora / "b_model"
+
+
+def test_without_a_choice_fidelity_is_used_when_both_released_models_are_installed(roots):
+    # "edit" sorts first alphabetically; the authors' workflows all use fidelity
+    for name in (*HYPERLORA_MODELS, "a_custom", "z_custom"):
+        make_hyperlora(roots, name)
+    assert default_hyperlora(roots) == FIDELITY
+    assert list_hyperlora_models(roots) == [*HYPERLORA_MODELS, "a_custom", "z_custom"]
+
+
+def test_without_fidelity_the_edit_model_comes_before_other_folders(roots):
+    for name in ("a_custom", HYPERLORA_MODELS[1]):
+        make_hyperlora(roots, name)
+    assert default_hyperlora(roots) == HYPERLORA_MODELS[1]
+
+
+def test_without_any_model_the_default_says_how_to_get_one(roots):
+    with pytest.raises(ModelNotFoundError, match="python -m hyperlora_ext download"):
+        default_hyperlora(roots)
+
+
+def test_released_models_are_described_and_others_keep_their_name():
+    assert "likeness" in describe_hyperlora(FIDELITY) and "default" in describe_hyperlora(FIDELITY)
+    assert "editability" in describe_hyperlora(HYPERLORA_MODELS[1])
+    assert describe_hyperlora("my_model") == "my_model"
 
 
 def test_incomplete_model_lists_exactly_what_is_missing(roots):

@@ -93,7 +93,7 @@ def test_download_fetches_only_what_is_missing_and_reports_progress(tmp_path, hu
     assert fetched == {*(spec.name for spec in HYPERLORA_FILES), "glintr100.onnx"}
     assert all(f"{HYPERLORA_MODELS[0]}/" not in call for call in hub.calls)
     assert steps and steps[-1][0] == steps[-1][1] and "ready" in message
-    assert list_hyperlora_models(roots) == sorted(HYPERLORA_MODELS)
+    assert list_hyperlora_models(roots) == list(HYPERLORA_MODELS)  # fidelity first
     assert first_run.ready(roots)
 
 
@@ -165,7 +165,7 @@ def test_accordion_shows_the_checklist_until_models_are_there(webui, monkeypatch
     visibility, text, model, *identity_lists = check("")
     assert len(identity_lists) == 3  # saved identity, slider positive, slider negative
     assert visibility["visible"] is False and "installed" in text
-    assert model["value"] == sorted(HYPERLORA_MODELS)[0]
+    assert model["value"] == HYPERLORA_MODELS[0]  # fidelity, the authors' default
     refresh, _ = handler(demo, block("refresh"))
     assert refresh("")[0]["visible"] is False  # the model list's refresh updates it too
 
