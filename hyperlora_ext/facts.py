@@ -25,6 +25,10 @@ MAX_FACE_INDEX = 63  # faces are counted from the left (0 = leftmost); no group 
 WEIGHT_RANGE = (-1.5, 1.5)  # the LoRA strength a user may set
 SLIDER_RANGE = (-3.0, 3.0)  # the strength of a slider LoRA
 RECOMMENDED_WEIGHT = 0.8
+TYPICAL_WEIGHTS = (0.75, 0.85)  # the HyperLoRA authors' README: "usually"
+WORKFLOW_WEIGHTS = (0.85, 0.9)  # what their five published workflows use
+# Weights outside this are far from both and get a note (our judgement, not the authors').
+WEIGHT_ADVICE_RANGE = (0.5, 1.1)
 # The words the HyperLoRA models were trained with; prompts get them prepended.
 TRIGGER_WORDS = "fcsks fxhks fhyks"
 
