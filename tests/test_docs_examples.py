@@ -95,12 +95,13 @@ def shell_commands(text: str) -> Iterator[list[str]]:
     assert not pending.strip(), f"unterminated command: {pending!r}"
 
 
+def shell_commands_of_all_blocks() -> list[tuple[Block, list[str]]]:
+    shell = [block for lang in ("bash", "sh", "shell", "console") for block in all_blocks(lang)]
+    return [(block, argv) for block in shell for argv in shell_commands(block.text)]
+
+
 def commands(program: str) -> list[tuple[Block, list[str]]]:
-    found = []
-    for lang in ("bash", "sh", "shell", "console"):
-        for block in all_blocks(lang):
-            found += [(block, argv) for argv in shell_commands(block.text) if argv[0] == program]
-    return found
+    return [(block, argv) for block, argv in shell_commands_of_all_blocks() if argv[0] == program]
 
 
 def png_base64(image: Image.Image) -> str:
@@ -271,7 +272,11 @@ def prepare_files(args: list[str], folder: Path) -> list[str]:
 
 
 def cli_commands() -> list[tuple[Block, list[str]]]:
-    return [(b, argv) for b, argv in commands("python") if argv[1:3] == ["-m", "hyperlora_ext"]]
+    return [
+        (block, argv)
+        for block, argv in shell_commands_of_all_blocks()
+        if Path(argv[0]).name in ("python", "python3") and argv[1:3] == ["-m", "hyperlora_ext"]
+    ]
 
 
 @pytest.mark.parametrize(("block", "argv"), cli_commands(), ids=lambda v: str(v)[:60])
