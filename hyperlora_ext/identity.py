@@ -180,9 +180,9 @@ class IdentityPipeline:
             raise HyperLoRAError("no reference photo given: add at least one photo of the person")
         weights = check_weights(weights, len(images))
         start = time.perf_counter()
-        labels = list(labels) if labels else [f"image {i + 1}" for i in range(len(images))]
-        if len(labels) != len(images):
-            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        from .likeness import image_labels
+
+        labels = image_labels(images, labels)  # by default "image 2 (alice.jpg)"
         # Photos are decoded under the lock, one at a time, so concurrent requests never hold
         # more than one request's decoded photo; only their compact digests are kept.
         with self._lock:

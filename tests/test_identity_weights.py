@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -56,11 +59,25 @@ def test_only_zero_weights_left_names_the_field(pipeline):
     assert caught.value.field == "photo_weights"
 
 
-@pytest.mark.parametrize("weights", [[1], [1, -2], [float("nan"), 1], [0, 0]])
+@pytest.mark.parametrize(
+    "weights", [[1], [1, -2], [float("nan"), 1], [0, 0], [10**400, 1], [1, Fraction(10**400, 3)]]
+)
 def test_bad_weights_are_refused_before_any_work(pipeline, weights, monkeypatch):
     monkeypatch.setattr(pipeline, "_compute", lambda *a: pytest.fail("computed"))
-    with pytest.raises(ArgumentError, match="photo_weights"):
+    with pytest.raises(ArgumentError, match="photo_weights") as caught:
         pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=weights)
+    assert caught.value.field == "photo_weights"
+
+
+@pytest.mark.parametrize("extreme", [[5e-324, 1e-323], [0.8e308, 1.6e308]])
+def test_extreme_valid_weights_weigh_like_their_ratio(pipeline, extreme):
+    """Weights are relative: 1:2 at the bottom or top of float's range is 1:2 (the tiny ones once
+    failed as "embeddings cancel out", the huge ones summed to infinity)."""
+    plain = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=[1, 2])
+    weighted = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=extreme)
+    for key in plain.lora:
+        torch.testing.assert_close(weighted.lora[key], plain.lora[key], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(weighted.reference_embedding, plain.reference_embedding, atol=1e-6)
 
 
 def test_result_keeps_the_pre_normalisation_tokens(pipeline):

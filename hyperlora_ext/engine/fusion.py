@@ -37,7 +37,14 @@ def check_weights(weights: Any, count: int, field: str = "photo_weights") -> lis
     for number, value in enumerate(weights, 1):
         if isinstance(value, bool) or not isinstance(value, Real):
             raise ArgumentError(field, f"weight {number} is not a number: {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float's range, e.g. 10**400
+            raise ArgumentError(
+                field,
+                f"weight {number} is too large to be a number; weights are relative, "
+                "so e.g. 3 and 1 weigh like 0.75 and 0.25",
+            ) from None
         if not math.isfinite(value) or value < 0:
             raise ArgumentError(field, f"weight {number} is {value!r}; weights are numbers >= 0")
         values.append(value)
@@ -60,6 +67,7 @@ def weighted_mean(stack: torch.Tensor, weights: Sequence[float] | None = None) -
     if all(w == kept[0] for w in kept):
         return stack.mean(dim=0)
     scale = torch.tensor(kept, dtype=torch.float64)
+    scale = scale / scale.max()  # first: sums of weights near float's limits stay finite
     scale = (scale / scale.sum()).to(stack.dtype).to(stack.device)
     return (stack * scale.view(-1, *([1] * (stack.dim() - 1)))).sum(dim=0)
 
