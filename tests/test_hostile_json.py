@@ -64,4 +64,5 @@ def test_a_saved_identity_with_such_a_record_is_still_listed(tmp_path: Path):
     save(store, "bob")
     (store.folder / f"alice{RECORD_SUFFIX}").write_text(DEEP)
     assert [record.name for record in store.list()] == ["alice", "bob"]
-    assert store.record("alice").model == "" and store.record("bob").model == "fidelity"
+    assert store.record("alice").photos == 0 and store.record("bob").photos == 3
+    assert store.record("alice").model == "fidelity"  # from the LoRA file's metadata
