@@ -105,3 +105,59 @@ def test_mix_errors_name_the_field(pipeline):
         pipeline.mix([a.tokens], [0], MODEL)
     with pytest.raises(ArgumentError, match=r"'mix'.*another HyperLoRA model"):
         pipeline.mix([torch.zeros(3, 4)], [1], MODEL)
+
+
+# ------------------------------------------- tokens that do not fit the model (issue 21)
+
+
+def test_tokens_of_another_shape_name_the_identity(pipeline):
+    a = pipeline.predict([_photo()], OPTIONS)
+    other = torch.zeros(a.tokens.shape[0] + 8, a.tokens.shape[1])  # a bigger model's
+    with pytest.raises(ArgumentError, match="identity 2 of the mix: its tokens are") as caught:
+        pipeline.mix([a.tokens, other], [1, 1], MODEL)  # was torch.stack's RuntimeError
+    assert caught.value.field == "mix" and "another HyperLoRA model" in str(caught.value)
+    with pytest.raises(ArgumentError, match=r"'mix'.*bob: its tokens are \["):
+        pipeline.mix([a.tokens, other], [1, 1], MODEL, labels=["alice", "bob"])
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda t: torch.full_like(t, float("nan")), "hold NaN or infinite"),
+        (lambda t: t.tolist(), "are not a float tensor"),
+        (lambda t: t.to(torch.int64), "are not a float tensor"),
+        (lambda t: t[None], "are \\[1, "),
+    ],
+)
+def test_damaged_tokens_name_the_identity_not_the_model(pipeline, bad, match):
+    a = pipeline.predict([_photo()], OPTIONS)
+    with pytest.raises(ArgumentError, match=f"carol: its tokens {match}") as caught:
+        pipeline.mix([a.tokens, bad(a.tokens)], [1, 1], MODEL, labels=["alice", "carol"])
+    assert caught.value.field == "mix"
+
+
+def test_a_rewritten_sidecar_of_another_shape_is_named_in_the_mix(pipeline, tmp_path):
+    """The library path: a saved identity whose tokens file was rewritten (digest kept) with
+    tokens of another model's shape is refused by name, not as a torch.stack RuntimeError."""
+    from safetensors.torch import save_file
+
+    from hyperlora_ext.identities import IdentityStore
+
+    store = IdentityStore(tmp_path / "Lora")
+    for name, shift in (("alice", 0), ("bob", 60)):
+        result = pipeline.predict([_photo(shift)], OPTIONS)
+        store.save(name, result.lora, model=MODEL, photos=1, tokens=result.tokens)
+    digest = store.record("bob").digest
+    wider = torch.zeros(result.tokens.shape[0], result.tokens.shape[1] * 2)
+    save_file({"tokens": wider}, str(store.tokens_path("bob")), metadata={"lora_digest": digest})
+    names = ["alice", "bob"]
+    with pytest.raises(ArgumentError, match=r"bob: its tokens are .*save it again") as caught:
+        pipeline.mix([store.load_tokens(n) for n in names], [1, 1], MODEL, labels=names)
+    assert caught.value.field == "mix"
+
+
+def test_mix_labels_of_the_wrong_length_name_the_argument(pipeline):
+    a = pipeline.predict([_photo()], OPTIONS)
+    with pytest.raises(ArgumentError) as caught:
+        pipeline.mix([a.tokens, a.tokens], [1, 1], MODEL, labels=["only one"])
+    assert caught.value.field == "labels"

@@ -53,6 +53,37 @@ def check_weights(weights: Any, count: int, field: str = "photo_weights") -> lis
     return values
 
 
+def stack_tokens(
+    tokens: Sequence[Any],
+    shape: tuple[int, int],
+    model: str,
+    labels: Sequence[str] | None = None,
+    field: str = "mix",
+) -> torch.Tensor:
+    """(N, Q, H) float32 on the CPU: the identities' fused tokens, each checked to be the finite
+    (Q, H) ``shape`` of ``model`` (ArgumentError naming ``field`` and the identity otherwise)."""
+    if labels and len(labels) != len(tokens):
+        raise ArgumentError("labels", f"{len(labels)} label(s) given for {len(tokens)} identities")
+    rows = []
+    for number, value in enumerate(tokens, 1):
+        label = labels[number - 1] if labels else f"identity {number} of the mix"
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise ArgumentError(field, f"{label}: its tokens are not a float tensor: {value!r:.80}")
+        if tuple(value.shape) != tuple(shape):
+            raise ArgumentError(
+                field, f"{label}: its tokens are {list(value.shape)}, the HyperLoRA model "
+                f"{model!r} makes {list(shape)}: it was made with another HyperLoRA model, or "
+                "its tokens file was changed; save it again from its photos with this model"
+            )  # fmt: skip
+        if not torch.isfinite(value).all():
+            raise ArgumentError(
+                field, f"{label}: its tokens hold NaN or infinite values (damaged); save it "
+                "again from its photos"
+            )  # fmt: skip
+        rows.append(value.detach().to("cpu", torch.float32))
+    return torch.stack(rows)
+
+
 def weighted_mean(stack: torch.Tensor, weights: Sequence[float] | None = None) -> torch.Tensor:
     """Mean over axis 0 of ``stack`` (N, ...) with relative ``weights`` (checked beforehand).
 
