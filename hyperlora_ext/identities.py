@@ -287,7 +287,8 @@ class IdentityStore:
                 stat = path.stat()
             except FileNotFoundError:
                 raise self._not_found(name) from None
-            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            # ctime changes with every write, even one that restores the mtime (cp -p)
+            key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
             cached = self._cache.get(key)
             if cached is not None:
                 return cached

@@ -150,7 +150,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     HyperLoRAError for a zero or non-finite vector: its cosine is undefined (clamping the NaN it
     gives would report a perfect match).
     """
-    return max(-1.0, min(1.0, float(_unit(a) @ _unit(b))))
+    a, b = _unit(a), _unit(b)
+    if a.shape != b.shape:
+        raise HyperLoRAError(f"face embeddings of {a.size} and {b.size} numbers cannot be compared")
+    return max(-1.0, min(1.0, float(a @ b)))
 
 
 def _unit(vector: Any) -> np.ndarray:

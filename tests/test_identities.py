@@ -81,6 +81,20 @@ def test_load_is_cached_until_the_file_changes(store):
     assert store.load("alice").digest != first
 
 
+def test_another_store_replacing_the_file_with_the_same_size_and_mtime_is_seen(store, tmp_path):
+    """A save from another store (process) within the file system's timestamp tick, or a copy
+    that restores the old mtime, gives a file of the same size and mtime: not the cached one."""
+    import os
+
+    save(store)
+    first = store.load("alice").digest
+    stat = store.lora_path("alice").stat()
+    save(IdentityStore(tmp_path / "Lora"), seed=1, overwrite=True)
+    os.utime(store.lora_path("alice"), ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.lora_path("alice").stat().st_size == stat.st_size
+    assert store.load("alice").digest == lora_digest(tiny_lora(1)) != first
+
+
 def test_existing_name_needs_overwrite(store):
     save(store)
     with pytest.raises(ExportExistsError, match="already exists"):

@@ -104,6 +104,8 @@ def test_an_undefined_cosine_is_an_error_never_a_match(broken):
         with pytest.raises(HyperLoRAError, match=r"face recognition model .* damaged"):
             cosine(a, b)
     assert cosine(np.full(512, 1e300), reference) == pytest.approx(1.0)  # huge but finite
+    with pytest.raises(HyperLoRAError, match="512 and 1024 numbers"):
+        cosine(reference, np.ones((2, 512)))
 
 
 @pytest.mark.parametrize("value", [0.0, np.nan])
