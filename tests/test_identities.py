@@ -529,3 +529,56 @@ def test_an_identity_saved_before_references_says_so(store):
     save(store, "bob", reference_embedding=[1.0] * 512)
     assert store.likeness_reference("bob") == store.record("bob").reference_embedding
     assert len(store.likeness_reference("bob")) == 512
+
+
+WORKER = """
+import random, sys, torch
+from hyperlora_ext.identities import IdentityNotFoundError, IdentityStore
+from tests.test_identities import save
+
+worker, folder = int(sys.argv[1]), sys.argv[2]
+store, rng = IdentityStore(folder), random.Random(worker)
+for step in range(30):
+    name, seed = rng.choice("ab"), worker * 100 + step
+    try:
+        action = rng.choice(["save", "save", "delete", "read"])
+        if action == "save":
+            save(store, name, seed, overwrite=True, tokens=torch.full((4, 3), float(seed)))
+        elif action == "delete":
+            store.delete(name)
+        else:
+            store.load_tokens(name)
+    except IdentityNotFoundError:
+        pass
+    except Exception as error:
+        print(f"{type(error).__name__}: {error}")
+save(store, f"own {worker}", seed=worker, tokens=torch.full((4, 3), float(worker)))
+"""
+
+
+def test_two_processes_sharing_a_folder_lose_nothing(tmp_path):
+    """Two WebUIs (processes) on one Lora folder, each with its own store."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(worker), str(tmp_path / "Lora")],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for worker in (1, 2)
+    ]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    assert outputs == ["", ""]
+    store = IdentityStore(tmp_path / "Lora")
+    assert {"own 1", "own 2"} <= set(store.names())
+    for name in store.names():
+        seed = _consistent(store, name)
+        assert name[-1] == str(seed) if name.startswith("own") else seed >= 100
+    assert not [p for p in store.folder.iterdir() if p.name.startswith(".")]
