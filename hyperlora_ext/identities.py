@@ -10,6 +10,10 @@ Each identity ``NAME`` is these files in ``<Lora folder>/hyperlora/``:
   under a suffix no LoRA loader lists), what mixing identities needs. Identities saved before it
   existed lack it: they work as LoRAs, and a mix that names them says how to fix it.
 
+A save or delete holds ``.hyperlora.lock`` in the folder, so stores of several processes (two
+WebUIs on one folder, a script) never interleave their files; a read that meets a save half done
+reads again after it.
+
 Names are plain file stems: anything that could leave the folder is refused with
 :class:`InvalidNameError`. This module does not import the WebUI; the Lora folder is a parameter.
 """
@@ -439,21 +443,29 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     except OSError as exc:
         raise HyperLoRAError(f"cannot create the folder {folder} ({exc})") from exc
     path = folder / LOCK_NAME
+    refused_until = time.monotonic() + 1.0
     while True:
         try:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             break
         except FileExistsError:
             if _lock_age(path) > STALE_LOCK_SECONDS:
-                path.unlink(missing_ok=True)
-            else:
-                time.sleep(0.005)
+                # Two processes taking over one stale lock at once could both hold it; that
+                # needs a crash first and a tie within microseconds after it.
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+                continue
+        except PermissionError as exc:  # Windows, while another process deletes the lock
+            if time.monotonic() > refused_until:
+                raise HyperLoRAError(f"cannot write into {folder} ({exc})") from exc
         except OSError as exc:
             raise HyperLoRAError(f"cannot write into {folder} ({exc})") from exc
+        time.sleep(0.005)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _wait_unlocked(folder: Path) -> None:

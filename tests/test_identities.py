@@ -582,3 +582,21 @@ def test_two_processes_sharing_a_folder_lose_nothing(tmp_path):
         seed = _consistent(store, name)
         assert name[-1] == str(seed) if name.startswith("own") else seed >= 100
     assert not [p for p in store.folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_folder_that_refuses_the_lock_is_a_clear_error_not_a_hang(store, monkeypatch):
+    import os
+
+    from hyperlora_ext.identities import LOCK_NAME
+
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path).endswith(LOCK_NAME):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with pytest.raises(HyperLoRAError, match=r"cannot write into .*hyperlora.*Permission denied"):
+        save(store)
+    assert not store.exists("alice")
