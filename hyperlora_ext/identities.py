@@ -10,6 +10,10 @@ Each identity ``NAME`` is these files in ``<Lora folder>/hyperlora/``:
   under a suffix no LoRA loader lists), what mixing identities needs. Identities saved before it
   existed lack it: they work as LoRAs, and a mix that names them says how to fix it.
 
+A save or delete holds ``.hyperlora.lock`` in the folder, so stores of several processes (two
+WebUIs on one folder, a script) never interleave their files; a read that meets a save half done
+reads again after it.
+
 Names are plain file stems: anything that could leave the folder is refused with
 :class:`InvalidNameError`. This module does not import the WebUI; the Lora folder is a parameter.
 """
@@ -17,10 +21,12 @@ Names are plain file stems: anything that could leave the folder is refused with
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +51,9 @@ MAX_NAME_LENGTH = 100
 FILE_SUFFIXES = (".safetensors", ".json", ".preview.png", RECORD_SUFFIX, TOKENS_SUFFIX)
 # An identity named "x.hyperlora" or "x.preview" would share files with identity "x".
 RESERVED_SUFFIXES = (".hyperlora", ".preview")
+LOCK_NAME = ".hyperlora.lock"  # held by the store (of any process) saving or deleting
+STALE_LOCK_SECONDS = 30.0  # a save takes well under a second; older: left by a crashed process
+READS = 3  # a read meeting a save (of any process) between its files reads again after it
 
 
 class IdentityNotFoundError(HyperLoRAError):
@@ -53,6 +62,10 @@ class IdentityNotFoundError(HyperLoRAError):
 
 class NoTokensError(HyperLoRAError):
     """A saved identity has no (matching) tokens file, so it cannot take part in a mix."""
+
+
+class NoReferenceError(HyperLoRAError):
+    """A saved identity has no likeness reference to score images against."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +172,8 @@ class IdentityStore:
         return self.lora_path(name).is_file()
 
     def record(self, name: str) -> IdentityRecord:
-        """The record of ``name`` (a bare record for a LoRA file saved without one)."""
+        """The record of ``name``; without a readable one, a bare record with the model named in
+        the LoRA file (so a mix still uses the right model)."""
         if not self.exists(name):
             raise self._not_found(name)
         path = self._inside(name + RECORD_SUFFIX)
@@ -167,7 +181,41 @@ class IdentityStore:
             data = read_json(path) if path.is_file() else {}
         except (OSError, ValueError):
             data = {}  # a damaged record must not hide the identity itself
-        return IdentityRecord.from_dict(name, data if isinstance(data, Mapping) else {})
+        if not isinstance(data, Mapping) or not data.get("model"):
+            model = self._lora_metadata(name).get("hyperlora_model", "")
+            data = {**(data if isinstance(data, Mapping) else {}), "model": model}
+        return IdentityRecord.from_dict(name, data)
+
+    def likeness_reference(self, name: str) -> tuple[float, ...]:
+        """The identity's likeness reference (512 floats); NoReferenceError saying why it has
+        none."""
+        reference = self.record(name).reference_embedding
+        if reference:
+            return reference
+        if not self._made_here(name):
+            raise NoReferenceError(
+                f"{name!r} has no likeness reference: it is a LoRA file that was not made by "
+                "HyperLoRA (no record beside it). Score against reference photos instead"
+            )
+        raise NoReferenceError(
+            f"the saved identity {name!r} has no likeness reference (it was saved before "
+            "references were recorded): save it again from its photos, or score against "
+            "reference photos"
+        )
+
+    def _made_here(self, name: str) -> bool:
+        """Whether HyperLoRA saved ``name`` (its record, or our mark in the LoRA file)."""
+        return self._inside(name + RECORD_SUFFIX).is_file() or bool(
+            self._lora_metadata(name).get("hyperlora_digest")
+        )
+
+    def _lora_metadata(self, name: str) -> dict[str, str]:
+        """The LoRA file's safetensors metadata ({} when unreadable: reported where it is used)."""
+        try:
+            with safetensors_reader(self.lora_path(name)) as handle:
+                return dict(handle.metadata() or {})
+        except Exception:  # safetensors' own errors are no OSError subclasses
+            return {}
 
     def list(self) -> list[IdentityRecord]:
         return [self.record(name) for name in self.names()]
@@ -194,7 +242,7 @@ class IdentityStore:
 
         ``reference_embedding`` (512 numbers) lets images be scored against the identity.
         """
-        with self._changing:
+        with self._changing, _folder_lock(self.folder):
             record = self._save(
                 name, lora, model, photos, options, preview, overwrite, reference_embedding
             )
@@ -215,14 +263,14 @@ class IdentityStore:
                 f"an identity named {twin!r} exists; {name!r} differs only in letter case and "
                 "would be the same file on Windows and macOS. Use that name or another one"
             )
-        target = export_lora(
+        export_lora(
             dict(lora), self.folder, name, model=model, photos=photos, preview=preview,
             overwrite=overwrite,
         )  # fmt: skip
         record = IdentityRecord(
             name=name,
             model=model,
-            digest=_file_digest(target),
+            digest=lora_digest(dict(lora)),  # that of the file: export_lora keeps every tensor
             photos=photos,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             options=dict(options or {}),
@@ -235,20 +283,34 @@ class IdentityStore:
         return record
 
     def load(self, name: str) -> LoadedIdentity:
-        """The identity's LoRA tensors (as stored) and digest; cached until the file changes."""
+        """The identity's LoRA tensors (as stored), digest and record; cached until the file
+        changes. A LoRA and record met in the middle of a save are read again after it."""
+        path = self.lora_path(name)
+        for attempt in range(1, READS + 1):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                raise self._not_found(name) from None
+            # ctime changes with every write, even one that restores the mtime (cp -p)
+            key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+            loaded = self._read_lora(name, path)
+            if loaded.record.digest == loaded.digest or attempt == READS:
+                self._cache.put(key, loaded)  # a record deleted or left stale by hand stays so
+                return loaded
+            _wait_unlocked(self.folder)
+        raise AssertionError("unreachable")
+
+    def _read_lora(self, name: str, path: Path) -> LoadedIdentity:
         from safetensors import SafetensorError  # type: ignore[attr-defined]  # not in its stubs
         from safetensors.torch import load_file
 
-        path = self.lora_path(name)
-        if not path.is_file():
-            raise self._not_found(name)
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
         try:
             lora = load_file(str(path))
+        except FileNotFoundError:  # deleted by another store (process) just now
+            raise self._not_found(name) from None
         except (SafetensorError, OSError, ValueError) as exc:
             raise HyperLoRAError(
                 f"saved identity {name!r} ({path}) cannot be read ({exc}); delete it and save "
@@ -258,55 +320,75 @@ class IdentityStore:
             raise HyperLoRAError(
                 f"saved identity {name!r} ({path}) holds no tensors; delete it and save it again"
             )
-        loaded = LoadedIdentity(lora, lora_digest(lora), self.record(name))
-        self._cache.put(key, loaded)
-        return loaded
+        return LoadedIdentity(lora, lora_digest(lora), self.record(name))
 
     def load_tokens(self, name: str) -> torch.Tensor:
         """The identity's fused pre-normalisation tokens (Q, H) float32, for mixing.
 
-        NoTokensError when it was saved without them (before mixing existed) or its LoRA file was
-        replaced since.
+        NoTokensError when it has none (saved before mixing existed, or not made by HyperLoRA),
+        its tokens file is damaged, or its LoRA file was replaced since. Files met in the middle
+        of a save (by any store or process) are read again once the save is done.
         """
+        for attempt in range(1, READS + 1):
+            try:
+                return self._read_tokens(name)
+            except NoTokensError:
+                if attempt == READS:
+                    raise
+                _wait_unlocked(self.folder)
+        raise AssertionError("unreachable")
+
+    def _read_tokens(self, name: str) -> torch.Tensor:
         from safetensors import SafetensorError  # type: ignore[attr-defined]  # not in its stubs
 
         loaded = self.load(name)  # not found / unreadable LoRA: its own clear error
         path = self.tokens_path(name)
         if not path.is_file():
-            raise NoTokensError(
-                f"saved identity {name!r} cannot be mixed: it was saved before mixing existed "
-                f"(no {path.name} beside it). It still works as a LoRA; to mix it, save it again "
-                "from its photos"
-            )
+            raise NoTokensError(self._no_tokens(name, path))
         try:
             with safetensors_reader(path) as handle:
                 digest = (handle.metadata() or {}).get("lora_digest", "")
                 tokens = handle.get_tensor(TOKENS_KEY)
         except (SafetensorError, OSError, ValueError) as exc:
-            raise NoTokensError(
-                f"saved identity {name!r}: {path.name} cannot be read ({exc}); save it again "
-                "from its photos to mix it"
-            ) from exc
-        if digest != loaded.digest or tokens.dim() != 2 or not torch.isfinite(tokens).all():
+            raise NoTokensError(_damaged(name, path, f"it cannot be read: {exc}")) from exc
+        if tokens.dim() != 2 or not tokens.is_floating_point() or not torch.isfinite(tokens).all():
+            problem = f"it holds a {list(tokens.shape)} {tokens.dtype} tensor, not finite (Q, H)"
+            raise NoTokensError(_damaged(name, path, problem))
+        if digest != loaded.digest:
             raise NoTokensError(
                 f"saved identity {name!r}: {path.name} does not belong to its LoRA file (the "
                 "LoRA was replaced after saving); save it again from its photos to mix it"
             )
         return tokens.float()
 
+    def _no_tokens(self, name: str, path: Path) -> str:
+        if not self._made_here(name):
+            return (
+                f"{name!r} cannot be mixed: it is a LoRA file that was not made by HyperLoRA, "
+                "so it has no identity tokens. It still works as a LoRA in the prompt"
+            )
+        return (
+            f"saved identity {name!r} cannot be mixed: it was saved before mixing existed "
+            f"(no {path.name} beside it). It still works as a LoRA; to mix it, save it again "
+            "from its photos"
+        )
+
     def delete(self, name: str) -> builtins.list[Path]:
         """Remove the identity's files; returns those removed."""
-        with self._changing:
+        if not self.exists(name):
+            raise self._not_found(name)
+        with self._changing, _folder_lock(self.folder):
             return self._delete(name)
 
     def _delete(self, name: str) -> builtins.list[Path]:
-        if not self.exists(name):
+        if not self.exists(name):  # deleted by another store while this one waited
             raise self._not_found(name)
         removed = []
         for path in self._files(name):
             if path.is_file() or path.is_symlink():
-                path.unlink()
-                removed.append(path)
+                with contextlib.suppress(FileNotFoundError):  # removed by hand meanwhile
+                    path.unlink()
+                    removed.append(path)
         self._cache.clear()
         return removed
 
@@ -344,10 +426,57 @@ def _reference(value: Any) -> tuple[float, ...]:
     return () if vector is None else tuple(float(v) for v in vector)
 
 
-def _file_digest(path: Path) -> str:
-    """The digest stored in the file's metadata by export_lora (that of its stored tensors)."""
-    with safetensors_reader(path) as handle:
-        digest = (handle.metadata() or {}).get("hyperlora_digest")
-        if digest:
-            return digest
-        return lora_digest({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
+def _damaged(name: str, path: Path, problem: str) -> str:
+    return (
+        f"saved identity {name!r}: its tokens file {path.name} is damaged ({problem}); save the "
+        "identity again from its photos to mix it (it still works as a LoRA)"
+    )
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Held while a save or delete changes several files, by every store of every process:
+    exclusive creation of a lock file works on every OS and file system. A lock older than
+    STALE_LOCK_SECONDS was left by a crashed process and is taken over."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HyperLoRAError(f"cannot create the folder {folder} ({exc})") from exc
+    path = folder / LOCK_NAME
+    refused_until = time.monotonic() + 1.0
+    while True:
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            break
+        except FileExistsError:
+            if _lock_age(path) > STALE_LOCK_SECONDS:
+                # Two processes taking over one stale lock at once could both hold it; that
+                # needs a crash first and a tie within microseconds after it.
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+                continue
+        except PermissionError as exc:  # Windows, while another process deletes the lock
+            if time.monotonic() > refused_until:
+                raise HyperLoRAError(f"cannot write into {folder} ({exc})") from exc
+        except OSError as exc:
+            raise HyperLoRAError(f"cannot write into {folder} ({exc})") from exc
+        time.sleep(0.005)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _wait_unlocked(folder: Path) -> None:
+    """Return once no save or delete holds the folder's lock (or the lock is stale)."""
+    path = folder / LOCK_NAME
+    while path.exists() and _lock_age(path) <= STALE_LOCK_SECONDS:
+        time.sleep(0.005)
+
+
+def _lock_age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0  # released just now: try again

@@ -180,9 +180,9 @@ class IdentityPipeline:
             raise HyperLoRAError("no reference photo given: add at least one photo of the person")
         weights = check_weights(weights, len(images))
         start = time.perf_counter()
-        labels = list(labels) if labels else [f"image {i + 1}" for i in range(len(images))]
-        if len(labels) != len(images):
-            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        from .likeness import image_labels
+
+        labels = image_labels(images, labels)  # by default "image 2 (alice.jpg)"
         # Photos are decoded under the lock, one at a time, so concurrent requests never hold
         # more than one request's decoded photo; only their compact digests are kept.
         with self._lock:
@@ -211,11 +211,16 @@ class IdentityPipeline:
             return _result(cached, digests, labels, unreadable, hit, time.perf_counter() - start)
 
     def mix(
-        self, tokens: Sequence[torch.Tensor], weights: Sequence[float], model: str
+        self,
+        tokens: Sequence[torch.Tensor],
+        weights: Sequence[float],
+        model: str,
+        labels: Sequence[str] | None = None,
     ) -> IdentityResult:
         """The identity LoRA of several identities' fused ``tokens``, mixed by relative
-        ``weights`` (field ``mix``) the way photos are fused; ``model`` made all of them."""
-        from .engine.fusion import weighted_mean
+        ``weights`` (field ``mix``) the way photos are fused; ``model`` made all of them.
+        ``labels`` name the identities in errors (e.g. their saved names)."""
+        from .engine.fusion import stack_tokens, weighted_mean
 
         checked = check_weights(weights, len(tokens), field="mix")
         if not tokens:
@@ -225,7 +230,9 @@ class IdentityPipeline:
             model_dir = resolve_hyperlora(self.roots, model)
             engine = self._load_engine(model_dir)
             try:
-                stacked = torch.stack([t.detach().to("cpu", torch.float32) for t in tokens])
+                config = engine.resampler.config
+                shape = (config.num_queries, config.output_dim)
+                stacked = stack_tokens(tokens, shape, model, labels)
                 fused = weighted_mean(stacked, checked)
                 try:
                     lora = engine.lora_from_tokens(fused)

@@ -16,9 +16,13 @@ from typing import Any
 import numpy as np
 
 from hyperlora_ext.encoders.faces import FaceAnalyzer, choose_face
-from hyperlora_ext.errors import HyperLoRAError, NoFaceError
+from hyperlora_ext.errors import ArgumentError, HyperLoRAError, NoFaceError
 
 EMBEDDING_SIZE = 512
+DAMAGED_EMBEDDING = (
+    "{what} is zero or not a finite number, which no real face gives: the face recognition "
+    "model (antelopev2 glintr100.onnx) is damaged; re-download it (python -m hyperlora_ext doctor)"
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,13 @@ def reference_embedding(embeddings: Any, weights: Sequence[float] | None = None)
     rows = np.asarray(embeddings, np.float64).reshape(-1, EMBEDDING_SIZE)
     if not len(rows):
         raise NoFaceError("no face embedding to build the reference from: no usable photo")
-    share = np.ones(len(rows)) if weights is None else np.asarray(weights, np.float64)
+    if not np.isfinite(rows).all():
+        raise HyperLoRAError(DAMAGED_EMBEDDING.format(what="a photo's face embedding"))
+    from hyperlora_ext.engine.fusion import check_weights
+
+    checked = check_weights(weights, len(rows), field="weights")
+    share = np.ones(len(rows)) if checked is None else np.asarray(checked, np.float64)
+    share = share / share.max()  # relative weights: 5e-324 must not underflow to nothing
     mean = (rows * share[:, None]).sum(axis=0) / share.sum()
     norm = float(np.linalg.norm(mean))
     if not math.isfinite(norm) or norm == 0:
@@ -66,7 +76,12 @@ def check_reference(value: Any) -> np.ndarray | None:
 def score_image(image: Any, reference: np.ndarray, analyzer: FaceAnalyzer, label: str) -> Likeness:
     """The likeness of the largest face in ``image`` (anything ``load_image`` reads)."""
     faces, embedding = largest_face_embedding(image, analyzer, label)
-    return Likeness(label, faces, None if embedding is None else cosine(embedding, reference))
+    if embedding is None:
+        return Likeness(label, faces, None)
+    try:
+        return Likeness(label, faces, cosine(embedding, reference))
+    except HyperLoRAError as error:
+        raise HyperLoRAError(f"{label}: {error}") from None
 
 
 def score_images(
@@ -76,9 +91,7 @@ def score_images(
     labels: Sequence[str] | None = None,
 ) -> list[Likeness]:
     """One :class:`Likeness` per image, in order; an unreadable image raises ImageError."""
-    from hyperlora_ext.encoders.images import image_label
-
-    labels = labels or [image_label(i, image) for i, image in enumerate(images)]
+    labels = image_labels(images, labels)
     return [score_image(im, reference, analyzer, lb) for im, lb in zip(images, labels, strict=True)]
 
 
@@ -89,11 +102,9 @@ def reference_from_photos(
 
     A photo without a face is an error naming it: a reference must be what the user meant.
     """
-    from hyperlora_ext.encoders.images import image_label
-
     if not images:
         raise NoFaceError("no reference photo given: add at least one photo of the person")
-    labels = labels or [image_label(i, image) for i, image in enumerate(images)]
+    labels = image_labels(images, labels)
     embeddings = []
     for image, label in zip(images, labels, strict=True):
         _, found = largest_face_embedding(image, analyzer, label)
@@ -101,6 +112,22 @@ def reference_from_photos(
             raise NoFaceError(f"{label}: no face found in this reference photo; use another one")
         embeddings.append(found)
     return reference_embedding(np.stack(embeddings))
+
+
+def image_labels(images: Sequence[Any], labels: Sequence[str] | None = None) -> list[str]:
+    """``labels`` checked (one per image), or by default 'image 2 (alice.jpg)' style labels that
+    name the file where the image is a path; ArgumentError naming ``labels`` otherwise."""
+    from hyperlora_ext.encoders.images import image_label
+
+    if not labels:
+        return [image_label(i, image) for i, image in enumerate(images)]
+    if isinstance(labels, (str, bytes)) or len(labels) != len(images):
+        count = 1 if isinstance(labels, (str, bytes)) else len(labels)
+        raise ArgumentError(
+            "labels", f"{count} label(s) given for {len(images)} image(s): give one per image, "
+            "in the same order, or none"
+        )  # fmt: skip
+    return [str(label) for label in labels]
 
 
 def largest_face_embedding(
@@ -118,7 +145,21 @@ def largest_face_embedding(
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity in float64, clipped to [-1, 1] against rounding."""
-    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    value = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    return max(-1.0, min(1.0, value))
+    """Cosine similarity in float64, clipped to [-1, 1] against rounding.
+
+    HyperLoRAError for a zero or non-finite vector: its cosine is undefined (clamping the NaN it
+    gives would report a perfect match).
+    """
+    a, b = _unit(a), _unit(b)
+    if a.shape != b.shape:
+        raise HyperLoRAError(f"face embeddings of {a.size} and {b.size} numbers cannot be compared")
+    return max(-1.0, min(1.0, float(a @ b)))
+
+
+def _unit(vector: Any) -> np.ndarray:
+    values = np.asarray(vector, np.float64).reshape(-1)
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if not math.isfinite(peak) or peak == 0:  # NaN anywhere makes the peak NaN
+        raise HyperLoRAError(DAMAGED_EMBEDDING.format(what="a face embedding"))
+    values = values / peak  # first: the norm of huge values must not overflow
+    return values / np.linalg.norm(values)

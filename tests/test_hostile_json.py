@@ -64,4 +64,19 @@ def test_a_saved_identity_with_such_a_record_is_still_listed(tmp_path: Path):
     save(store, "bob")
     (store.folder / f"alice{RECORD_SUFFIX}").write_text(DEEP)
     assert [record.name for record in store.list()] == ["alice", "bob"]
-    assert store.record("alice").model == "" and store.record("bob").model == "fidelity"
+    assert store.record("alice").photos == 0 and store.record("bob").photos == 3
+    assert store.record("alice").model == "fidelity"  # from the LoRA file's metadata
+
+
+def test_a_tokens_file_with_such_a_header_is_damaged_tokens_by_name(tmp_path: Path):
+    import struct
+
+    from hyperlora_ext.identities import NoTokensError
+
+    store = IdentityStore(tmp_path / "Lora")
+    save(store, "alice", tokens=torch.ones(4, 3))
+    header = DEEP.encode()
+    store.tokens_path("alice").write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(NoTokensError, match=r"'alice'.*tokens file .* is damaged"):
+        store.load_tokens("alice")
+    assert store.load("alice").record.model == "fidelity"  # the identity itself still works

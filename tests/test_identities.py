@@ -81,6 +81,20 @@ def test_load_is_cached_until_the_file_changes(store):
     assert store.load("alice").digest != first
 
 
+def test_another_store_replacing_the_file_with_the_same_size_and_mtime_is_seen(store, tmp_path):
+    """A save from another store (process) within the file system's timestamp tick, or a copy
+    that restores the old mtime, gives a file of the same size and mtime: not the cached one."""
+    import os
+
+    save(store)
+    first = store.load("alice").digest
+    stat = store.lora_path("alice").stat()
+    save(IdentityStore(tmp_path / "Lora"), seed=1, overwrite=True)
+    os.utime(store.lora_path("alice"), ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.lora_path("alice").stat().st_size == stat.st_size
+    assert store.load("alice").digest == lora_digest(tiny_lora(1)) != first
+
+
 def test_existing_name_needs_overwrite(store):
     save(store)
     with pytest.raises(ExportExistsError, match="already exists"):
@@ -103,7 +117,9 @@ def test_a_lora_without_record_or_with_a_broken_one_is_still_listed(store):
     save(store, "bob")
     (store.folder / f"bob{RECORD_SUFFIX}").unlink()
     records = {r.name: r for r in store.list()}
-    assert records["alice"].model == "" and records["bob"].photos == 0
+    assert records["alice"].photos == records["bob"].photos == 0
+    # the model is still known (from the LoRA file), so a mix still picks the right one
+    assert records["alice"].model == records["bob"].model == "fidelity"
     assert store.load("bob").digest == lora_digest(load_file(store.folder / "bob.safetensors"))
 
 
@@ -281,7 +297,7 @@ def test_two_writers_past_the_existence_check_cannot_both_save(tmp_path, monkeyp
 
     import safetensors.torch
 
-    both_writing = threading.Barrier(2, timeout=5)
+    both_writing = threading.Barrier(2, timeout=1)
     real_save_file = safetensors.torch.save_file
 
     def save_file_in_step(*args, **kwargs):
@@ -339,3 +355,248 @@ def test_a_record_without_a_usable_reference_reads_as_none(store, stored):
     assert data["reference_embedding"] == []
     path.write_text(json.dumps({**data, "reference_embedding": stored}))
     assert store.record("alice").reference_embedding == ()
+
+
+# ------------------------------------------- store instances sharing a folder (issue 21)
+
+
+def _consistent(store, name):
+    """The identity's LoRA, record and tokens are of one save (the tokens encode the seed)."""
+    loaded = store.load(name)
+    tokens = store.load_tokens(name)
+    seed = int(tokens[0, 0])
+    assert loaded.digest == store.record(name).digest == lora_digest(tiny_lora(seed))
+    return seed
+
+
+def test_two_store_instances_racing_saves_and_deletes_lose_nothing(tmp_path):
+    """Two WebUI processes (or a script) sharing a folder: saves, deletes and reads of the same
+    names from two stores raise nothing but "not found", never mix one save's files with
+    another's, and every identity saved last is there whole."""
+    import random
+    import threading
+
+    stores = [IdentityStore(tmp_path / "Lora") for _ in range(2)]
+    unexpected: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        store, rng = stores[worker % 2], random.Random(worker)
+        for step in range(25):
+            name, seed = rng.choice(["a", "b"]), worker * 100 + step
+            try:
+                action = rng.choice(["save", "save", "delete", "read"])
+                if action == "save":
+                    tokens = torch.full((4, 3), float(seed))
+                    save(store, name, seed, overwrite=True, tokens=tokens)
+                elif action == "delete":
+                    store.delete(name)
+                else:  # what a generation and a mix read: each consistent in itself
+                    loaded = store.load(name)
+                    assert loaded.record.digest == loaded.digest
+                    store.load_tokens(name)
+            except IdentityNotFoundError:
+                pass
+            except Exception as error:  # the test's finding (AssertionError included)
+                unexpected.append(error)
+        save(store, f"own {worker}", seed=worker, tokens=torch.full((4, 3), float(worker)))
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert unexpected == [], [f"{type(e).__name__}: {e}" for e in unexpected[:3]]
+    for worker in range(4):
+        assert _consistent(stores[1 - worker % 2], f"own {worker}") == worker
+    for name in set(stores[0].names()) & {"a", "b"}:
+        _consistent(stores[1], name)
+    assert not [p for p in stores[0].folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_mix_read_during_another_stores_save_gets_the_new_tokens(tmp_path, overwrite):
+    """Another process's save is between its LoRA and its tokens file when the mix reads them:
+    the read waits for the save instead of calling the identity old or replaced."""
+    import threading
+
+    from hyperlora_ext import identities
+
+    writer, reader = IdentityStore(tmp_path / "Lora"), IdentityStore(tmp_path / "Lora")
+    if overwrite:
+        save(writer, "alice", seed=1, tokens=torch.full((4, 3), 1.0))
+    lora_written, reader_started = threading.Event(), threading.Event()
+    real_write_tokens = identities._write_tokens
+
+    def write_tokens_late(*args, **kwargs):
+        lora_written.set()
+        reader_started.wait(5)
+        threading.Event().wait(0.2)  # the reader has met the half-saved identity by now
+        real_write_tokens(*args, **kwargs)
+
+    identities._write_tokens = write_tokens_late
+    try:
+        saving = threading.Thread(
+            target=save,
+            args=(writer, "alice", 2),
+            kwargs={"overwrite": True, "tokens": torch.full((4, 3), 2.0)},
+        )
+        saving.start()
+        assert lora_written.wait(5)
+        reader_started.set()
+        tokens = reader.load_tokens("alice")
+        saving.join()
+    finally:
+        identities._write_tokens = real_write_tokens
+    assert int(tokens[0, 0]) == 2
+
+
+def test_a_save_waits_for_a_held_lock_and_takes_over_a_stale_one(store):
+    import os
+    import threading
+    import time
+
+    from hyperlora_ext.identities import LOCK_NAME, STALE_LOCK_SECONDS
+
+    store.folder.mkdir(parents=True)
+    lock = store.folder / LOCK_NAME
+    lock.touch()  # another process is saving
+    saving = threading.Thread(target=save, args=(store, "alice"))
+    saving.start()
+    saving.join(0.3)
+    assert saving.is_alive() and not store.exists("alice")
+    lock.unlink()
+    saving.join(5)
+    assert store.exists("alice") and not lock.exists()
+    lock.touch()  # left behind by a process that crashed while saving
+    old = time.time() - STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    save(store, "bob")
+    assert store.names() == ["alice", "bob"] and not lock.exists()
+
+
+# ---------------------------------------------------------- what the messages blame
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"not a safetensors file",
+        torch.full((4, 3), float("nan")),
+        torch.ones(12),
+        torch.ones(2, 2, 3),
+    ],
+)
+def test_damaged_tokens_are_called_damaged_not_a_replaced_lora(store, damage):
+    from safetensors.torch import save_file
+
+    from hyperlora_ext.identities import NoTokensError
+
+    record = save(store, tokens=torch.randn(4, 3))
+    path = store.tokens_path("alice")
+    if isinstance(damage, bytes):
+        path.write_bytes(damage)
+    else:
+        save_file({"tokens": damage}, str(path), metadata={"lora_digest": record.digest})
+    with pytest.raises(
+        NoTokensError, match=r"'alice'.*alice\.hyperlora\.tokens is damaged"
+    ) as info:
+        store.load_tokens("alice")
+    assert "replaced" not in str(info.value)
+
+
+def test_a_lora_placed_by_hand_says_it_was_not_made_by_hyperlora(store):
+    from safetensors.torch import save_file
+
+    from hyperlora_ext.identities import NoReferenceError, NoTokensError
+
+    store.folder.mkdir(parents=True)
+    save_file(tiny_lora(), str(store.folder / "civitai.safetensors"))
+    for read, error in (
+        (store.load_tokens, NoTokensError),
+        (store.likeness_reference, NoReferenceError),
+    ):
+        with pytest.raises(error, match=r"'civitai'.*not made by HyperLoRA") as info:
+            read("civitai")
+        assert "saved before" not in str(info.value)
+
+
+def test_an_identity_saved_before_references_says_so(store):
+    from hyperlora_ext.identities import NoReferenceError
+
+    save(store)
+    with pytest.raises(NoReferenceError, match=r"'alice'.*saved before references were recorded"):
+        store.likeness_reference("alice")
+    save(store, "bob", reference_embedding=[1.0] * 512)
+    assert store.likeness_reference("bob") == store.record("bob").reference_embedding
+    assert len(store.likeness_reference("bob")) == 512
+
+
+WORKER = """
+import random, sys, torch
+from hyperlora_ext.identities import IdentityNotFoundError, IdentityStore
+from tests.test_identities import save
+
+worker, folder = int(sys.argv[1]), sys.argv[2]
+store, rng = IdentityStore(folder), random.Random(worker)
+for step in range(30):
+    name, seed = rng.choice("ab"), worker * 100 + step
+    try:
+        action = rng.choice(["save", "save", "delete", "read"])
+        if action == "save":
+            save(store, name, seed, overwrite=True, tokens=torch.full((4, 3), float(seed)))
+        elif action == "delete":
+            store.delete(name)
+        else:
+            store.load_tokens(name)
+    except IdentityNotFoundError:
+        pass
+    except Exception as error:
+        print(f"{type(error).__name__}: {error}")
+save(store, f"own {worker}", seed=worker, tokens=torch.full((4, 3), float(worker)))
+"""
+
+
+def test_two_processes_sharing_a_folder_lose_nothing(tmp_path):
+    """Two WebUIs (processes) on one Lora folder, each with its own store."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(worker), str(tmp_path / "Lora")],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for worker in (1, 2)
+    ]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    assert outputs == ["", ""]
+    store = IdentityStore(tmp_path / "Lora")
+    assert {"own 1", "own 2"} <= set(store.names())
+    for name in store.names():
+        seed = _consistent(store, name)
+        assert name[-1] == str(seed) if name.startswith("own") else seed >= 100
+    assert not [p for p in store.folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_folder_that_refuses_the_lock_is_a_clear_error_not_a_hang(store, monkeypatch):
+    import os
+
+    from hyperlora_ext.identities import LOCK_NAME
+
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path).endswith(LOCK_NAME):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with pytest.raises(HyperLoRAError, match=r"cannot write into .*hyperlora.*Permission denied"):
+        save(store)
+    assert not store.exists("alice")

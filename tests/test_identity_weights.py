@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -56,11 +59,25 @@ def test_only_zero_weights_left_names_the_field(pipeline):
     assert caught.value.field == "photo_weights"
 
 
-@pytest.mark.parametrize("weights", [[1], [1, -2], [float("nan"), 1], [0, 0]])
+@pytest.mark.parametrize(
+    "weights", [[1], [1, -2], [float("nan"), 1], [0, 0], [10**400, 1], [1, Fraction(10**400, 3)]]
+)
 def test_bad_weights_are_refused_before_any_work(pipeline, weights, monkeypatch):
     monkeypatch.setattr(pipeline, "_compute", lambda *a: pytest.fail("computed"))
-    with pytest.raises(ArgumentError, match="photo_weights"):
+    with pytest.raises(ArgumentError, match="photo_weights") as caught:
         pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=weights)
+    assert caught.value.field == "photo_weights"
+
+
+@pytest.mark.parametrize("extreme", [[5e-324, 1e-323], [0.8e308, 1.6e308]])
+def test_extreme_valid_weights_weigh_like_their_ratio(pipeline, extreme):
+    """Weights are relative: 1:2 at the bottom or top of float's range is 1:2 (the tiny ones once
+    failed as "embeddings cancel out", the huge ones summed to infinity)."""
+    plain = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=[1, 2])
+    weighted = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=extreme)
+    for key in plain.lora:
+        torch.testing.assert_close(weighted.lora[key], plain.lora[key], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(weighted.reference_embedding, plain.reference_embedding, atol=1e-6)
 
 
 def test_result_keeps_the_pre_normalisation_tokens(pipeline):
@@ -88,3 +105,59 @@ def test_mix_errors_name_the_field(pipeline):
         pipeline.mix([a.tokens], [0], MODEL)
     with pytest.raises(ArgumentError, match=r"'mix'.*another HyperLoRA model"):
         pipeline.mix([torch.zeros(3, 4)], [1], MODEL)
+
+
+# ------------------------------------------- tokens that do not fit the model (issue 21)
+
+
+def test_tokens_of_another_shape_name_the_identity(pipeline):
+    a = pipeline.predict([_photo()], OPTIONS)
+    other = torch.zeros(a.tokens.shape[0] + 8, a.tokens.shape[1])  # a bigger model's
+    with pytest.raises(ArgumentError, match="identity 2 of the mix: its tokens are") as caught:
+        pipeline.mix([a.tokens, other], [1, 1], MODEL)  # was torch.stack's RuntimeError
+    assert caught.value.field == "mix" and "another HyperLoRA model" in str(caught.value)
+    with pytest.raises(ArgumentError, match=r"'mix'.*bob: its tokens are \["):
+        pipeline.mix([a.tokens, other], [1, 1], MODEL, labels=["alice", "bob"])
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda t: torch.full_like(t, float("nan")), "hold NaN or infinite"),
+        (lambda t: t.tolist(), "are not a float tensor"),
+        (lambda t: t.to(torch.int64), "are not a float tensor"),
+        (lambda t: t[None], "are \\[1, "),
+    ],
+)
+def test_damaged_tokens_name_the_identity_not_the_model(pipeline, bad, match):
+    a = pipeline.predict([_photo()], OPTIONS)
+    with pytest.raises(ArgumentError, match=f"carol: its tokens {match}") as caught:
+        pipeline.mix([a.tokens, bad(a.tokens)], [1, 1], MODEL, labels=["alice", "carol"])
+    assert caught.value.field == "mix"
+
+
+def test_a_rewritten_sidecar_of_another_shape_is_named_in_the_mix(pipeline, tmp_path):
+    """The library path: a saved identity whose tokens file was rewritten (digest kept) with
+    tokens of another model's shape is refused by name, not as a torch.stack RuntimeError."""
+    from safetensors.torch import save_file
+
+    from hyperlora_ext.identities import IdentityStore
+
+    store = IdentityStore(tmp_path / "Lora")
+    for name, shift in (("alice", 0), ("bob", 60)):
+        result = pipeline.predict([_photo(shift)], OPTIONS)
+        store.save(name, result.lora, model=MODEL, photos=1, tokens=result.tokens)
+    digest = store.record("bob").digest
+    wider = torch.zeros(result.tokens.shape[0], result.tokens.shape[1] * 2)
+    save_file({"tokens": wider}, str(store.tokens_path("bob")), metadata={"lora_digest": digest})
+    names = ["alice", "bob"]
+    with pytest.raises(ArgumentError, match=r"bob: its tokens are .*save it again") as caught:
+        pipeline.mix([store.load_tokens(n) for n in names], [1, 1], MODEL, labels=names)
+    assert caught.value.field == "mix"
+
+
+def test_mix_labels_of_the_wrong_length_name_the_argument(pipeline):
+    a = pipeline.predict([_photo()], OPTIONS)
+    with pytest.raises(ArgumentError) as caught:
+        pipeline.mix([a.tokens, a.tokens], [1, 1], MODEL, labels=["only one"])
+    assert caught.value.field == "labels"
