@@ -376,7 +376,9 @@ class IdentityPipeline:
 
         key = (str(model_dir), _folder_fingerprint(model_dir))
         if self._engine_key != key:
-            self._engine = None  # free the old 3 GB of bases before loading new ones
+            # Free the old 3 GB of bases first; no key until the new ones have loaded, so that
+            # a failed load is retried rather than leaving no engine under the old key.
+            self._engine = self._engine_key = None
             self._engine = load_hyperlora(
                 model_dir,
                 device="cpu",
@@ -396,7 +398,7 @@ class IdentityPipeline:
 
         key = (str(clip_path), _folder_fingerprint(clip_path), engine.dtype)
         if self._clip_key != key:
-            self._clip = None
+            self._clip = self._clip_key = None  # as in _load_engine
             self._clip = load_clip_vision(
                 clip_path,
                 device="cpu",
