@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from .cache import LruCache
+from .engine.cpu_dtype import dtype_name
 from .engine.fusion import check_weights
 from .errors import ArgumentError, CheckpointError, HyperLoRAError
 from .facts import DEVICES, check_face_choice, check_face_index
@@ -84,6 +85,8 @@ class IdentityResult:
     tokens: torch.Tensor | None = None
     # (512,) float32: normalised mean ArcFace embedding of the photos used (the likeness reference)
     reference_embedding: Any = None
+    # The encoders' dtype ("fp32", "bf16", "fp16"): it changes the LoRA's last bits (infotext/API)
+    dtype: str = ""
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -237,6 +240,7 @@ class IdentityPipeline:
         return IdentityResult(
             lora=_copy(lora), digest=lora_digest(lora), reports=[], model=model, photos_used=0,
             seconds=time.perf_counter() - start, tokens=fused.clone(),
+            dtype=dtype_name(engine.dtype),
         )  # fmt: skip
 
     def preload(self, options: IdentityOptions) -> threading.Thread | None:
@@ -355,6 +359,7 @@ class IdentityPipeline:
             reference=reference_embedding(features.id_embeds[rows].numpy(), used_weights),
             peak_rss_mb=peak_rss_mb(),
             peak_vram_mb=_peak_vram_mb(self.device),
+            dtype=dtype_name(engine.dtype),
         )
 
     def _face_analyzer(self):
@@ -472,6 +477,7 @@ class _Computed:
     reference: Any  # likeness reference embedding, (512,) float32
     peak_rss_mb: float | None
     peak_vram_mb: float | None
+    dtype: str = ""
 
 
 def _digests(images: Sequence[Any], labels: Sequence[str]) -> tuple[list[str | None], dict]:
@@ -517,6 +523,7 @@ def _result(
         warnings=[f"{r.label}: {r.reason}" for r in reports if not r.used],
         tokens=computed.tokens.clone(),
         reference_embedding=computed.reference.copy(),
+        dtype=computed.dtype,
     )
 
 
