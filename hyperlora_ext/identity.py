@@ -26,6 +26,7 @@ from .errors import ArgumentError, CheckpointError, HyperLoRAError
 from .facts import DEVICES, check_face_choice, check_face_index
 from .lora_format import lora_digest
 from .memory import peak_rss_mb, return_freed_memory
+from .model_files import folder_fingerprint
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
 _log = logging.getLogger(__name__)
@@ -121,8 +122,7 @@ def check_device(device: str | torch.device) -> torch.device:
 
 def _folder_fingerprint(folder: Path) -> tuple:
     """Changes when a file of a model folder is replaced, so stale cache entries are not reused."""
-    files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.is_file())
-    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return folder_fingerprint(folder)
 
 
 class IdentityPipeline:
@@ -337,6 +337,7 @@ class IdentityPipeline:
         report("loading the models")
         engine = self._load_engine(model_dir)
         clip = self._load_clip(clip_path, engine)
+        loaded = (self._engine_key[1], self._clip_key[1])  # type: ignore[index]
         try:
             report("encoding with CLIP")
             with torch.inference_mode(False), torch.no_grad():
@@ -350,6 +351,7 @@ class IdentityPipeline:
             if self.free_after_use:  # 16 GB machines: the RAM is worth more than a fast next face
                 self.unload()
         _require_finite(lora, model_dir, clip_path)
+        self._require_unchanged(loaded, model_dir, clip_path)
         return _Computed(
             lora=lora,  # fresh tensors, referenced nowhere else; callers get copies (_result)
             tokens=tokens.detach().to("cpu").clone(),
@@ -360,6 +362,18 @@ class IdentityPipeline:
             peak_rss_mb=peak_rss_mb(),
             peak_vram_mb=_peak_vram_mb(self.device),
             dtype=dtype_name(engine.dtype),
+        )
+
+    def _require_unchanged(self, loaded: tuple, model_dir: Path, clip_path: Path) -> None:
+        """A model file rewritten during the job may have given a half-old, half-new LoRA:
+        refuse it, and load the files again next time."""
+        if loaded == (_folder_fingerprint(model_dir), _folder_fingerprint(clip_path)):
+            return
+        self._engine = self._clip = self._engine_key = self._clip_key = None
+        raise CheckpointError(
+            f"the files of the HyperLoRA model {model_dir} or of the CLIP encoder {clip_path} "
+            "changed while this identity was computed; run it again. Replace model files only "
+            "while no generation runs (docs/model-files.md)."
         )
 
     def _face_analyzer(self):

@@ -36,6 +36,7 @@ from hyperlora_ext.facts import (
     FileSpec,
 )
 from hyperlora_ext.files import read_json, safetensors_reader
+from hyperlora_ext.model_files import truncation
 
 _ROOT_OPTIONS = (
     ("--hyper-lora-dir", "hyper_lora"),
@@ -138,6 +139,16 @@ def escaping_file(folder: Path, specs: Sequence[FileSpec]) -> str:
     return ""
 
 
+def damaged_file(folder: Path, specs: Sequence[FileSpec]) -> str:
+    """Why a safetensors file of ``folder`` is unusable (shorter than its header says), or ""."""
+    for spec in specs:
+        if spec.name.endswith(".safetensors"):
+            problem = truncation(folder / spec.name)
+            if problem:
+                return problem
+    return ""
+
+
 # ----------------------------------------------------------------- file checks
 def missing_files(folder: Path, specs: Sequence[FileSpec]) -> tuple[str, ...]:
     """Names of the files that are absent, not regular files, or empty."""
@@ -219,7 +230,7 @@ def _hyperlora_status(roots: ModelRoots, name: str) -> ModelStatus:
         folder = safe_child(roots.hyper_lora, name)
     except InvalidNameError as exc:
         return ModelStatus("hyperlora", name, roots.hyper_lora / name, problem=str(exc))
-    problem = escaping_file(folder, HYPERLORA_FILES)
+    problem = escaping_file(folder, HYPERLORA_FILES) or damaged_file(folder, HYPERLORA_FILES)
     return ModelStatus("hyperlora", name, folder, missing_files(folder, HYPERLORA_FILES), problem)
 
 
@@ -278,7 +289,8 @@ def inspect_clip(roots: ModelRoots) -> list[ModelStatus]:
             found.append(ModelStatus("clip", name, roots.clip_vit / name, problem=str(exc)))
             continue
         missing = missing_files(folder, CLIP_FILES)
-        found.append(ModelStatus("clip", name, folder, missing, escaping_file(folder, CLIP_FILES)))
+        problem = escaping_file(folder, CLIP_FILES) or damaged_file(folder, CLIP_FILES)
+        found.append(ModelStatus("clip", name, folder, missing, problem))
     files = roots.clip_vision_files
     if files is not None:
         for name in _entries(files, dirs=False):
@@ -290,7 +302,7 @@ def inspect_clip(roots: ModelRoots) -> list[ModelStatus]:
                 found.append(ModelStatus("clip", name, files / name, problem=str(exc)))
                 continue
             if is_clip_l14_file(path):  # clip_vision also holds ViT-H/bigG files for IP-Adapter
-                found.append(ModelStatus("clip", name, path))
+                found.append(ModelStatus("clip", name, path, problem=truncation(path)))
     return found
 
 
