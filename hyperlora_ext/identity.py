@@ -344,6 +344,7 @@ class IdentityPipeline:
                 pixels = features.pixel_values[rows].to(clip.device, clip.dtype)
                 hidden = clip.encode(pixels)
                 report("predicting the LoRA")
+                self._require_unchanged(loaded, model_dir, clip_path)  # before the mapped bases
                 tokens = engine.predict_tokens(features.id_embeds[rows], hidden, used_weights)
                 lora = engine.lora_from_tokens(tokens)
         finally:

@@ -107,3 +107,40 @@ def test_a_model_rewritten_during_a_job_is_refused_then_reloaded(roots):
     for name in ("resampler.safetensors", "id_projector.safetensors"):
         _overwrite_in_place(roots.hyper_lora / "b" / name, roots.hyper_lora / "a" / name)
     assert pipeline.predict([photo], options).digest == expected_b
+
+
+TRUNCATE_DURING_JOB = """
+import os, sys
+import torch
+from hyperlora_ext.errors import CheckpointError
+from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
+from hyperlora_ext.models import ModelRoots
+from tests.encoders._photos import face_photo
+
+roots = ModelRoots.from_models_dir(sys.argv[1])
+bases = roots.hyper_lora / "a" / "hyper_lora_modules.safetensors"
+
+def truncate(stage):  # what `cp new old` does first, while the bases are mapped
+    if stage == "predicting the LoRA":
+        os.truncate(bases, 100)
+
+pipeline = IdentityPipeline(roots, dtype=torch.float32)  # mapped bases on the CPU
+try:
+    pipeline.predict([face_photo()], IdentityOptions("a"), progress=truncate)
+except CheckpointError as error:
+    print("refused:", error)
+"""
+
+
+def test_a_bases_file_cut_during_a_job_is_refused_not_a_bus_error(roots):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", TRUNCATE_DURING_JOB, str(roots.models_dir)],
+        env=dict(os.environ, PYTHONPATH=str(root)), cwd=root, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "refused:" in done.stdout and "changed while" in done.stdout
