@@ -362,8 +362,9 @@ def _default_clip(roots: ModelRoots) -> Path:
             return status.path
     if usable:
         return usable[0].path
-    incomplete = [s for s in inspect_clip(roots) if s.missing]
-    detail = "".join(f" {s.path} lacks {', '.join(s.missing)}." for s in incomplete)
+    statuses = inspect_clip(roots)
+    detail = "".join(f" {s.path} lacks {', '.join(s.missing)}." for s in statuses if s.missing)
+    detail += "".join(f" {s.problem}." for s in statuses if s.problem and not s.missing)
     raise ModelNotFoundError(f"no CLIP ViT-L/14 vision encoder found.{detail} {_clip_help(roots)}")
 
 

@@ -144,3 +144,14 @@ def test_a_bases_file_cut_during_a_job_is_refused_not_a_bus_error(roots):
     )  # fmt: skip
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert "refused:" in done.stdout and "changed while" in done.stdout
+
+
+def test_a_truncated_clip_is_named_when_no_other_is_usable(roots):
+    from hyperlora_ext.errors import ModelNotFoundError
+    from hyperlora_ext.models import resolve_clip
+
+    weights = roots.clip_vit / "clip-vit-large-patch14" / "model.safetensors"
+    _cut(weights, weights.stat().st_size // 2)
+    with pytest.raises(ModelNotFoundError, match="truncated") as info:
+        resolve_clip(roots)
+    assert str(weights) in str(info.value)
