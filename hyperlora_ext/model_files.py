@@ -67,13 +67,16 @@ def fingerprint(path: Path) -> tuple:
 
 def _sample_hash(path: Path, size: int) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
-        digest.update(file.read(HEAD_BYTES))
-        for index in range(1, SAMPLES + 1):
-            file.seek(size * index // (SAMPLES + 1))
+    try:
+        with open(path, "rb") as file:
+            digest.update(file.read(HEAD_BYTES))
+            for index in range(1, SAMPLES + 1):
+                file.seek(size * index // (SAMPLES + 1))
+                digest.update(file.read(SAMPLE_BYTES))
+            file.seek(max(0, size - SAMPLE_BYTES))
             digest.update(file.read(SAMPLE_BYTES))
-        file.seek(max(0, size - SAMPLE_BYTES))
-        digest.update(file.read(SAMPLE_BYTES))
+    except OSError as error:  # unreadable: the loader says so if the file is one it needs
+        return f"unreadable: {error.errno}"
     return digest.hexdigest()
 
 

@@ -155,3 +155,16 @@ def test_a_truncated_clip_is_named_when_no_other_is_usable(roots):
     with pytest.raises(ModelNotFoundError, match="truncated") as info:
         resolve_clip(roots)
     assert str(weights) in str(info.value)
+
+
+def test_an_unreadable_file_has_a_fingerprint(tmp_path, monkeypatch):
+    from hyperlora_ext import model_files
+
+    path = tmp_path / "notes.txt"
+    path.write_text("not a model file")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(model_files, "open", denied, raising=False)
+    assert fingerprint(path)[-1] == "unreadable: 13"
