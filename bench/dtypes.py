@@ -6,7 +6,7 @@
 dtypes at once and timed round by round in turn. The HyperLoRA network is timed the way it was
 when its bases were copied per dtype (three copies needed 12.5 GB): each other dtype in turn with
 the automatic one, compared with it in the same phase. Medians; the last column is each dtype's
-time over the fastest one's (1.00 = fastest). The probe's own estimate is printed for comparison.
+time over the fastest one's (1.00 = fastest). "auto" is the rule of engine/cpu_dtype.py.
 """
 
 from __future__ import annotations
@@ -87,14 +87,11 @@ def main() -> None:
     args = parser.parse_args()
     roots = ModelRoots.from_models_dir(args.models_dir)
     auto = cpu_dtype.cpu_dtype()
-    estimate = cpu_dtype.probe()
     clip = clip_times(roots, args.repeats)
     gc.collect()
     predict = predict_times(roots, auto, args.repeats)
     print(describe())
-    seconds = ", ".join(f"{NAMES[d]} {s:.2f}" for d, s in estimate.seconds.items())
-    print(f"probe estimate (s): {seconds}; fp16 mixing faster: {estimate.fp16_mixing_faster}")
-    print(f"recorded choice: {cpu_dtype.cpu_choice()}")
+    print(f"CPU features: {cpu_dtype.CpuFeatures.detect()}; rule: {cpu_dtype.cpu_choice()}")
     table("CLIP ViT-L/14 encode, 1 image", clip, auto)
     table("predict_lora, 1 photo (each dtype timed against auto in its own phase)", predict, auto)
 

@@ -288,7 +288,7 @@ def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="auto: on CPU the dtype measured fastest on this machine, fp16 on CUDA",
+        help="auto: on CPU bf16 where it has AMX or AVX512-BF16, else fp32; fp16 on CUDA",
     )
     add_roots_arguments(lora)
     lora.set_defaults(func=cmd_lora)

@@ -24,6 +24,7 @@ from hyperlora_ext.models import (
     ModelRoots,
     ModelStatus,
     check_file,
+    escaping_file,
     inspect_antelopev2,
     inspect_clip,
     inspect_hyperlora,
@@ -216,8 +217,10 @@ def _clip_checks(roots: ModelRoots) -> list[Check]:
 
 def _status_check(kind: str, status: ModelStatus, specs, roots: ModelRoots) -> Check:
     name = f"{kind} {status.name}"
-    if status.problem:
-        return Check(name, ERROR, status.problem)
+    fix = f"delete the broken file(s), then {roots.download_hint()}"
+    if status.problem:  # a bad name, a link leaving its root, or a truncated file
+        damaged = status.path.is_dir() and not escaping_file(status.path, specs)
+        return Check(name, ERROR, status.problem, fix if damaged else "")
     if status.missing:
         return Check(
             name,
@@ -231,7 +234,6 @@ def _status_check(kind: str, status: ModelStatus, specs, roots: ModelRoots) -> C
             found = [_files_together(status.path)]
         problems = [p for p in found if p]
         if problems:
-            fix = f"delete the broken file(s), then {roots.download_hint()}"
             return Check(name, ERROR, "; ".join(problems), fix)
     return Check(name, OK, str(status.path))
 

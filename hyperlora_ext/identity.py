@@ -20,11 +20,13 @@ from typing import Any, Protocol
 import torch
 
 from .cache import LruCache
+from .engine.cpu_dtype import dtype_name
 from .engine.fusion import check_weights
 from .errors import ArgumentError, CheckpointError, HyperLoRAError
 from .facts import DEVICES, check_face_choice, check_face_index
 from .lora_format import lora_digest
 from .memory import peak_rss_mb, return_freed_memory
+from .model_files import folder_fingerprint
 from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
 
 _log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class IdentityResult:
     tokens: torch.Tensor | None = None
     # (512,) float32: normalised mean ArcFace embedding of the photos used (the likeness reference)
     reference_embedding: Any = None
+    # The encoders' dtype ("fp32", "bf16", "fp16"): it changes the LoRA's last bits (infotext/API)
+    dtype: str = ""
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -118,8 +122,7 @@ def check_device(device: str | torch.device) -> torch.device:
 
 def _folder_fingerprint(folder: Path) -> tuple:
     """Changes when a file of a model folder is replaced, so stale cache entries are not reused."""
-    files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.is_file())
-    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return folder_fingerprint(folder)
 
 
 class IdentityPipeline:
@@ -244,6 +247,7 @@ class IdentityPipeline:
         return IdentityResult(
             lora=_copy(lora), digest=lora_digest(lora), reports=[], model=model, photos_used=0,
             seconds=time.perf_counter() - start, tokens=fused.clone(),
+            dtype=dtype_name(engine.dtype),
         )  # fmt: skip
 
     def preload(self, options: IdentityOptions) -> threading.Thread | None:
@@ -340,12 +344,14 @@ class IdentityPipeline:
         report("loading the models")
         engine = self._load_engine(model_dir)
         clip = self._load_clip(clip_path, engine)
+        loaded = (self._engine_key[1], self._clip_key[1])  # type: ignore[index]
         try:
             report("encoding with CLIP")
             with torch.inference_mode(False), torch.no_grad():
                 pixels = features.pixel_values[rows].to(clip.device, clip.dtype)
                 hidden = clip.encode(pixels)
                 report("predicting the LoRA")
+                self._require_unchanged(loaded, model_dir, clip_path)  # before the mapped bases
                 tokens = engine.predict_tokens(features.id_embeds[rows], hidden, used_weights)
                 lora = engine.lora_from_tokens(tokens)
         finally:
@@ -353,6 +359,7 @@ class IdentityPipeline:
             if self.free_after_use:  # 16 GB machines: the RAM is worth more than a fast next face
                 self.unload()
         _require_finite(lora, model_dir, clip_path)
+        self._require_unchanged(loaded, model_dir, clip_path)
         return _Computed(
             lora=lora,  # fresh tensors, referenced nowhere else; callers get copies (_result)
             tokens=tokens.detach().to("cpu").clone(),
@@ -362,6 +369,19 @@ class IdentityPipeline:
             reference=reference_embedding(features.id_embeds[rows].numpy(), used_weights),
             peak_rss_mb=peak_rss_mb(),
             peak_vram_mb=_peak_vram_mb(self.device),
+            dtype=dtype_name(engine.dtype),
+        )
+
+    def _require_unchanged(self, loaded: tuple, model_dir: Path, clip_path: Path) -> None:
+        """A model file rewritten during the job may have given a half-old, half-new LoRA:
+        refuse it, and load the files again next time."""
+        if loaded == (_folder_fingerprint(model_dir), _folder_fingerprint(clip_path)):
+            return
+        self._engine = self._clip = self._engine_key = self._clip_key = None
+        raise CheckpointError(
+            f"the files of the HyperLoRA model {model_dir} or of the CLIP encoder {clip_path} "
+            "changed while this identity was computed; run it again. Replace model files only "
+            "while no generation runs (docs/model-files.md)."
         )
 
     def _face_analyzer(self):
@@ -383,7 +403,9 @@ class IdentityPipeline:
 
         key = (str(model_dir), _folder_fingerprint(model_dir))
         if self._engine_key != key:
-            self._engine = None  # free the old 3 GB of bases before loading new ones
+            # Free the old 3 GB of bases first; no key until the new ones have loaded, so that
+            # a failed load is retried rather than leaving no engine under the old key.
+            self._engine = self._engine_key = None
             self._engine = load_hyperlora(
                 model_dir,
                 device="cpu",
@@ -403,7 +425,7 @@ class IdentityPipeline:
 
         key = (str(clip_path), _folder_fingerprint(clip_path), engine.dtype)
         if self._clip_key != key:
-            self._clip = None
+            self._clip = self._clip_key = None  # as in _load_engine
             self._clip = load_clip_vision(
                 clip_path,
                 device="cpu",
@@ -477,6 +499,7 @@ class _Computed:
     reference: Any  # likeness reference embedding, (512,) float32
     peak_rss_mb: float | None
     peak_vram_mb: float | None
+    dtype: str = ""
 
 
 def _digests(images: Sequence[Any], labels: Sequence[str]) -> tuple[list[str | None], dict]:
@@ -522,6 +545,7 @@ def _result(
         warnings=[f"{r.label}: {r.reason}" for r in reports if not r.used],
         tokens=computed.tokens.clone(),
         reference_embedding=computed.reference.copy(),
+        dtype=computed.dtype,
     )
 
 

@@ -38,6 +38,7 @@ from hyperlora_ext.facts import (
     FileSpec,
 )
 from hyperlora_ext.files import read_json, safetensors_reader
+from hyperlora_ext.model_files import truncation
 
 _ROOT_OPTIONS = (
     ("--hyper-lora-dir", "hyper_lora"),
@@ -140,6 +141,16 @@ def escaping_file(folder: Path, specs: Sequence[FileSpec]) -> str:
     return ""
 
 
+def damaged_file(folder: Path, specs: Sequence[FileSpec]) -> str:
+    """Why a safetensors file of ``folder`` is unusable (shorter than its header says), or ""."""
+    for spec in specs:
+        if spec.name.endswith(".safetensors"):
+            problem = truncation(folder / spec.name)
+            if problem:
+                return problem
+    return ""
+
+
 # ----------------------------------------------------------------- file checks
 def missing_files(folder: Path, specs: Sequence[FileSpec]) -> tuple[str, ...]:
     """Names of the files that are absent, not regular files, or empty."""
@@ -221,7 +232,7 @@ def _hyperlora_status(roots: ModelRoots, name: str) -> ModelStatus:
         folder = safe_child(roots.hyper_lora, name)
     except InvalidNameError as exc:
         return ModelStatus("hyperlora", name, roots.hyper_lora / name, problem=str(exc))
-    problem = escaping_file(folder, HYPERLORA_FILES)
+    problem = escaping_file(folder, HYPERLORA_FILES) or damaged_file(folder, HYPERLORA_FILES)
     return ModelStatus("hyperlora", name, folder, missing_files(folder, HYPERLORA_FILES), problem)
 
 
@@ -295,7 +306,8 @@ def inspect_clip(roots: ModelRoots) -> list[ModelStatus]:
             found.append(ModelStatus("clip", name, roots.clip_vit / name, problem=str(exc)))
             continue
         missing = missing_files(folder, CLIP_FILES)
-        found.append(ModelStatus("clip", name, folder, missing, escaping_file(folder, CLIP_FILES)))
+        problem = escaping_file(folder, CLIP_FILES) or damaged_file(folder, CLIP_FILES)
+        found.append(ModelStatus("clip", name, folder, missing, problem))
     files = roots.clip_vision_files
     if files is not None:
         for name in _entries(files, dirs=False):
@@ -307,7 +319,7 @@ def inspect_clip(roots: ModelRoots) -> list[ModelStatus]:
                 found.append(ModelStatus("clip", name, files / name, problem=str(exc)))
                 continue
             if is_clip_l14_file(path):  # clip_vision also holds ViT-H/bigG files for IP-Adapter
-                found.append(ModelStatus("clip", name, path))
+                found.append(ModelStatus("clip", name, path, problem=truncation(path)))
     return found
 
 
@@ -367,8 +379,9 @@ def _default_clip(roots: ModelRoots) -> Path:
             return status.path
     if usable:
         return usable[0].path
-    incomplete = [s for s in inspect_clip(roots) if s.missing]
-    detail = "".join(f" {s.path} lacks {', '.join(s.missing)}." for s in incomplete)
+    statuses = inspect_clip(roots)
+    detail = "".join(f" {s.path} lacks {', '.join(s.missing)}." for s in statuses if s.missing)
+    detail += "".join(f" {s.problem}." for s in statuses if s.problem and not s.missing)
     raise ModelNotFoundError(f"no CLIP ViT-L/14 vision encoder found.{detail} {_clip_help(roots)}")
 
 

@@ -11,7 +11,7 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# the measured CPU dtype is recorded here, never in the user's cache folder
+# nothing a test writes goes to the user's cache folder
 os.environ.setdefault("HYPERLORA_CACHE_DIR", tempfile.mkdtemp(prefix="hyperlora-cache-"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -407,3 +407,27 @@ def test_bases_are_mapped_on_a_cpu_and_stacked_for_other_devices(roots, device, 
     assert engine.device.type == device
     assert all(group.stacked != mapped for group in engine.bank.groups)
     assert (engine.mapped_nbytes() > 0) == mapped
+
+
+def _truncated_copy(roots: ModelRoots, tmp_path, name: str, file: str) -> ModelRoots:
+    """Roots beside ``roots`` holding MODEL and a copy of it named ``name`` with ``file`` cut."""
+    import shutil
+
+    copy = ModelRoots.from_models_dir(tmp_path)
+    shutil.copytree(roots.hyper_lora / MODEL, copy.hyper_lora / MODEL)
+    shutil.copytree(roots.hyper_lora / MODEL, copy.hyper_lora / name)
+    shutil.copytree(roots.clip_vit, copy.clip_vit)
+    shutil.copytree(roots.insightface, copy.insightface)
+    path = copy.hyper_lora / name / file
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return copy
+
+
+def test_a_bad_model_does_not_break_later_new_faces_on_a_working_model(tmp_path, roots):
+    copy = _truncated_copy(roots, tmp_path, "cut", "hyper_lora_modules.safetensors")
+    pipeline = IdentityPipeline(copy, dtype=torch.float32, free_after_use=False)
+    pipeline.predict([_photo()], IdentityOptions(MODEL))  # the working model is loaded
+    with pytest.raises(CheckpointError, match="truncated"):
+        pipeline.predict([_photo(5)], IdentityOptions("cut"))
+    result = pipeline.predict([_photo(10)], IdentityOptions(MODEL))  # a new face: no cache hit
+    assert not result.cache_hit and result.photos_used == 1

@@ -31,6 +31,11 @@ MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs, absurd sca
 # Photos are analysed at most this large: ordinary photos (up to 16 MP) keep every pixel, larger
 # ones are reduced while decoding, so one photo never holds more than ~50 MB of pixels.
 WORK_SIDE = 4096
+# A JPEG larger than WORK_SIDE is decoded at a DCT scale (1/2, 1/4, 1/8: nearly free) whose
+# result may fall to this share of WORK_SIDE instead of being decoded in full and resized: an
+# 8000 px photo becomes 4000 px while decoding, not 64 MP resized to 4096. The faces need far less
+# (detection at 640 px, crops ending at 112-512 px).
+DRAFT_FLOOR = 0.75
 BACKGROUND = (127, 127, 127)  # neutral grey behind transparent pixels (the reference's fill colour)
 # Text that starts or ends like a file path or an address. Base64 can look like that too (JPEG
 # base64 starts "/9j/"), so it counts only for text that does not decode to an image.
@@ -63,8 +68,9 @@ def image_label(index: int, source: Any) -> str:
 def load_image(source: Any, label: str, max_side: int | None = None) -> Image.Image:
     """Decode ``source`` into a fully loaded RGB image (EXIF orientation applied).
 
-    With ``max_side``, larger photos come back reduced to it (JPEGs are decoded reduced, so the
-    full-size pixels never exist); ``image.info["scale"]`` is then original size / returned size.
+    With ``max_side``, larger photos come back reduced to it (JPEGs are decoded reduced, down to
+    ``DRAFT_FLOOR`` of it, so the full-size pixels never exist); ``image.info["scale"]`` is then
+    original size / returned size.
     """
     image = _open(source, label)
     _check_size(image, label)
@@ -75,7 +81,7 @@ def load_image(source: Any, label: str, max_side: int | None = None) -> Image.Im
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # our own limit applies, see _check_size
             if max_side and original > max_side and image.format == "JPEG":
-                factor = max_side / original
+                factor = max_side * DRAFT_FLOOR / original
                 image.draft("RGB", (round(image.width * factor), round(image.height * factor)))
             image.load()
             image = ImageOps.exif_transpose(image)

@@ -11,8 +11,8 @@ resampler token. The bases are kept in one of two ways:
   the operating system's file cache, which it can reclaim. When the file's dtype is not the
   model's, each basis is converted into a small float32 staging buffer just before its GEMV (the
   mixing is then float32: as exact as the reference's float32, better than its bf16 / fp16), or,
-  for a bf16 model on a CPU measured to run fp16 GEMVs faster (cpu_dtype.py), mixed straight in
-  fp16 (still more precise than bf16).
+  for a bf16 model on a CPU with fast fp16 GEMVs (AMX Xeons, see cpu_dtype.py), mixed straight
+  in fp16 (still more precise than bf16).
   The file must not change while it is mapped: the pipeline compares the folder's fingerprint
   before every new identity and loads a changed model again (Windows refuses to replace a mapped
   file; on Linux a file overwritten in place during a mixing could fault);
@@ -153,7 +153,7 @@ class BasisBank(nn.Module):
 
 class _Staging:
     """GEMVs of mapped bases: in the file's dtype when it is one of ``direct`` (the model's,
-    float32, or fp16 where measured faster), else in float32 through one reused buffer
+    float32, or fp16 where cpu_dtype says so), else in float32 through one reused buffer
     (converting a whole basis into fresh memory would cost more than the GEMV; half-to-half
     conversions are slow kernels on CPUs)."""
 

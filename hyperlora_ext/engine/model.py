@@ -37,8 +37,8 @@ from .resampler import DEFAULT_DIM_HEAD, Resampler, ResamplerConfig
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """The fastest dtype that keeps quality for ``device``.
 
-    GPUs: float16 (the reference's default). CPUs: whichever of float32 / bfloat16 / float16 a
-    short probe measured fastest on this machine (recorded once per machine, see cpu_dtype).
+    GPUs: float16 (the reference's default). CPUs: bfloat16 where the CPU has AMX-BF16 or
+    AVX512-BF16 and torch has oneDNN, else float32 (a fixed rule, see cpu_dtype).
     """
     if torch.device(device).type != "cpu":
         return torch.float16

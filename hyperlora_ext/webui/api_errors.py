@@ -1,7 +1,8 @@
 """How the ``/hyperlora/v1`` routes answer errors: ``{"error", "detail", "field"}`` JSON.
 
-The status follows the error's type (4xx for what the client can fix; 500 only for faults of the
-server: broken model files, bugs); ``field`` names the request field at fault, or is null.
+The status follows the error's type (4xx for what the client can fix; 503 for a damaged model
+file, whose message names it; 500 only for bugs); ``field`` names the request field at fault, or
+is null.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def describe(error: Exception) -> tuple[int, str, str | None]:
         (ImageTooLargeError, 413, "images"),
         (ImageError, 400, "images"),
         (NoFaceError, 422, "images"),
-        (CheckpointError, 500, None),
+        (CheckpointError, 503, "model"),  # a damaged model file: the server can't until fixed
     )
     status, field_name = next(
         ((code, name) for kind, code, name in statuses if isinstance(error, kind)), (422, None)

@@ -255,6 +255,23 @@ def test_large_photos_are_reduced_while_decoding():
     assert small.size == (40, 30) and "scale" not in small.info
 
 
+def test_a_huge_jpeg_is_decoded_at_a_dct_scale_not_in_full():
+    """8000 px: decoded at 1/2 (4000 px) instead of all 32 MP being decoded, then resized."""
+    big = _gradient((8000, 4000))
+    out = load_image(_encode(big, "JPEG", quality=90), LABEL, max_side=images.WORK_SIDE)
+    assert out.size == (4000, 2000) and out.info["scale"] == 2.0
+    reference = big.resize(out.size, Image.BICUBIC)  # the same content at the same size
+    difference = np.abs(np.asarray(out, np.int16) - np.asarray(reference, np.int16))
+    assert difference.mean() < 2.0
+    assert load_image(_encode(big, "PNG"), LABEL, max_side=images.WORK_SIDE).size == (4096, 2048)
+
+
+def test_a_jpeg_within_the_work_side_is_decoded_as_it_is():
+    data = _encode(_gradient((4096, 3000)), "JPEG", quality=90)
+    out = load_image(data, LABEL, max_side=images.WORK_SIDE)
+    assert np.array_equal(np.asarray(out), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
 def test_one_data_url_pattern_for_every_decoder():
     data = _encode(_gradient(), "PNG")
     url = "data:image/png;base64," + base64.b64encode(data).decode()
