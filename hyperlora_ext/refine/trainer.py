@@ -154,8 +154,13 @@ class Trainer:
         start = time.perf_counter()
         interrupted = False
         checkpointing = self.settings.gradient_checkpointing
-        with training_session(
-            self.model.unet, self.lora, self.layers, gradient_checkpointing=checkpointing
+        # Callers may sit in no_grad or inference mode (WebUI request handlers do).
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            training_session(
+                self.model.unet, self.lora, self.layers, gradient_checkpointing=checkpointing
+            ),
         ):
             for step in range(self.settings.steps):
                 try:

@@ -279,3 +279,33 @@ def test_bad_settings_are_refused_with_the_field():
     sd_model, model = tiny_model()
     with pytest.raises(Exception, match="steps must be at least 1"):
         refine(model, identity(sd_model), crops(), CAPTION, RefineSettings(steps=0))
+
+
+def test_training_works_when_called_under_no_grad():
+    sd_model, model = tiny_model()
+    lora = identity(sd_model)
+    with torch.no_grad():
+        result = refine(model, lora, crops(), CAPTION, RefineSettings(steps=1, learning_rate=1e-2))
+    assert any(not torch.equal(result.lora[k], lora[k]) for k in lora)
+
+
+def test_the_result_is_saved_as_a_refined_identity(tmp_path):
+    import json
+
+    from hyperlora_ext.identities import IdentityStore
+    from hyperlora_ext.refine.save import save_refined
+
+    sd_model, model = tiny_model()
+    lora = identity(sd_model)
+    store = IdentityStore(tmp_path)
+    store.save("alice", lora, model="m", photos=2, reference_embedding=[0.5] * 512)
+    result = refine(model, lora, crops(), CAPTION, RefineSettings(steps=2, learning_rate=1e-2))
+    record = save_refined(store, "alice", result)
+    assert record.name == "alice-refined" and record.photos == 2 and record.model == "m"
+    assert record.reference_embedding == store.record("alice").reference_embedding != ()
+    assert record.options["refine"]["loss_curve"] == [round(v, 6) for v in result.losses]
+    loaded = store.load("alice-refined").lora
+    for key, value in result.lora.items():
+        torch.testing.assert_close(loaded[key].float(), value, rtol=1e-3, atol=1e-5)
+    on_disk = json.loads((tmp_path / "hyperlora" / "alice-refined.hyperlora.json").read_text())
+    assert on_disk["options"]["refined_from"] == "alice"
