@@ -80,7 +80,12 @@ def _prompts(prompts: list[str], size: int) -> Any:
 def _encoders(sd_model: Any, size: int) -> dict[str, Any]:
     """The VAE encoder and text conditioning, the same calls generation uses."""
 
+    vae = getattr(sd_model, "first_stage_model", None)  # A1111; Forge's VAE casts by itself
+
     def encode_images(pixels: torch.Tensor) -> torch.Tensor:
+        if isinstance(vae, torch.nn.Module):
+            weight = next(vae.parameters())
+            pixels = pixels.to(weight.device, weight.dtype)  # e.g. an fp32 VAE (--no-half-vae)
         return sd_model.get_first_stage_encoding(sd_model.encode_first_stage(pixels))
 
     def encode_prompts(prompts: list[str]) -> Cond:
@@ -200,18 +205,23 @@ def networks_unmerged(sd_model: Any) -> Iterator[None]:
 @contextmanager
 def offloaded(modules: Sequence[Any], device: torch.device) -> Iterator[None]:
     """Move the encoders to the CPU while training on a GPU (values are unchanged by moving)."""
-    movable = [m for m in modules if isinstance(m, torch.nn.Module)]
+    movable = [
+        m
+        for m in modules
+        if isinstance(m, torch.nn.Module) and next(m.parameters(), None) is not None
+    ]
     if device.type != "cuda" or not movable:
         yield
         return
+    homes = [next(m.parameters()).device for m in movable]
     for module in movable:
         module.to("cpu")
     torch.cuda.empty_cache()
     try:
         yield
     finally:
-        for module in movable:
-            module.to(device)
+        for module, home in zip(movable, homes, strict=True):
+            module.to(home)
 
 
 # --------------------------------------------------------------- the WebUI's job state
