@@ -187,6 +187,7 @@ class Trainer:
 
     def _step(self, draw, stop: Callable[[], bool]) -> float:
         while True:
+            out_of_memory = False
             try:
                 loss = self._accumulate(draw, stop)
             except _Stopped:
@@ -196,7 +197,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 if not _is_oom(exc):
                     raise
-                del exc  # its traceback holds the activations
+                out_of_memory = True
+            if out_of_memory:  # outside the handler: its traceback held the activations
                 self._shrink()
                 continue
             self.scaler.step(self.optimizer)
