@@ -28,8 +28,10 @@ import torch
 
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import TRIGGER_WORDS
+from hyperlora_ext.identities import IdentityStore
 from hyperlora_ext.refine.crops import FacePhoto, make_crops
 from hyperlora_ext.refine.host import Cond, RefineModel
+from hyperlora_ext.refine.save import refine_record, refined_name, save_refined
 from hyperlora_ext.refine.schedule import Prediction
 from hyperlora_ext.refine.trainer import RefineResult, RefineSettings, Trainer, encode_crops
 from hyperlora_ext.webui.adapter import unsupported_reason
@@ -299,3 +301,47 @@ def refine_in_webui(
             with offloaded(encoders, model.device):
                 trainer = Trainer(model, lora, data, trainer_settings)
                 return trainer.run(progress, should_stop)
+
+
+@dataclass(frozen=True)
+class RefineOutcome:
+    """What the API answers and the accordion shows. ``saved`` is None when nothing was saved
+    (interrupted: the user stopped it, so the half-trained LoRA is not kept)."""
+
+    saved: str | None
+    result: RefineResult
+
+    def response(self) -> dict[str, Any]:
+        record = refine_record(self.result)
+        return {
+            "name": self.saved, "steps": self.result.steps_done, "loss": record["loss_curve"],
+            "interrupted": self.result.interrupted, "seconds": record["seconds"],
+            "micro_batch": self.result.micro_batch,
+        }  # fmt: skip
+
+
+def refine_saved_identity(
+    sd_model: Any,
+    store: IdentityStore,
+    name: str,
+    photos: Sequence[FacePhoto],
+    settings: WebUIRefineSettings | None = None,
+    *,
+    save_name: str | None = None,
+    overwrite: bool = False,
+    hold_queue_lock: bool = True,
+) -> RefineOutcome:
+    """Refine saved identity ``name`` from ``photos`` and save it as ``save_name``
+    (default ``NAME-refined``). The target name is checked before the training starts."""
+    target = save_name or refined_name(name)
+    if store.exists(target) and not overwrite:
+        raise HyperLoRAError(
+            f"an identity named {target!r} exists; choose another save name or allow overwriting"
+        )
+    lora = store.load(name).lora
+    result = refine_in_webui(sd_model, lora, photos, settings, hold_queue_lock=hold_queue_lock)
+    if result.interrupted:
+        return RefineOutcome(None, result)
+    return RefineOutcome(
+        save_refined(store, name, result, target, overwrite=overwrite).name, result
+    )

@@ -178,3 +178,18 @@ def test_lowvram_is_refused_with_how_to_fix(webui, monkeypatch):
     monkeypatch.setattr(lowvram, "is_enabled", lambda sd_model: True)
     with pytest.raises(HyperLoRAError, match="--lowvram or --medvram"):
         refine_in_webui(model, _identity(model), photos(), SMALL)
+
+
+def test_a_saved_identity_is_refined_and_saved_as_name_refined(webui):
+    from hyperlora_ext.identities import IdentityStore
+
+    model = webui.load_model()
+    store = IdentityStore(webui.lora_dir)
+    store.save("alice", _identity(model), model="m", photos=2)
+    outcome = refine_host.refine_saved_identity(model, store, "alice", photos(), SMALL)
+    body = outcome.response()
+    assert body["name"] == "alice-refined" and body["steps"] == 3 and len(body["loss"]) == 3
+    assert store.record("alice-refined").options["refine"]["steps"] == 3
+    with pytest.raises(HyperLoRAError, match="'alice-refined' exists"):
+        refine_host.refine_saved_identity(model, store, "alice", photos(), SMALL)
+    assert webui.shared.state.ended == 1  # refused before any training started
