@@ -1,8 +1,11 @@
 """Train on a frozen UNet and give it back exactly as it was, whatever happens.
 
 While training: every UNet parameter has ``requires_grad=False``, the LoRA's forward hooks sit on
-the target Linears and (optionally) each transformer block's forward is wrapped in activation
-checkpointing. On leaving (success, interrupt, error, out-of-memory) all three are undone. No
+the target Linears, the model's own checkpoint flags are off and (optionally) each transformer
+block's forward is wrapped in non-reentrant activation checkpointing. sgm's SDXL config sets
+``use_checkpoint``; its checkpoint functions differentiate only the block's own (frozen)
+parameters and inputs, so they would fail on, or silently drop, the LoRA's gradients. On leaving
+(success, interrupt, error, out-of-memory) all of it is undone. No
 weight is ever written; the tensors' version counters prove it, and a change raises.
 """
 
@@ -19,6 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.refine.lora_path import TrainableLoRA
+
+CHECKPOINT_FLAGS = ("checkpoint", "use_checkpoint")  # sgm/ldm blocks' own checkpointing switches
 
 
 class UNetChangedError(HyperLoRAError):
@@ -54,9 +59,15 @@ def training_session(
     versions = _versions(unet)
     handles: list[Any] = []
     wrapped: list[tuple[nn.Module, Any]] = []  # (block, its own instance-level forward or None)
+    switched: list[tuple[nn.Module, str]] = []  # model checkpoint flags turned off
     try:
         for parameter, _ in flags:
             parameter.requires_grad_(False)
+        for module in unet.modules():
+            for flag in CHECKPOINT_FLAGS:
+                if module.__dict__.get(flag) is True:
+                    switched.append((module, flag))
+                    setattr(module, flag, False)
         handles = lora.attach(layers)
         if gradient_checkpointing:
             for block in transformer_blocks(unet):
@@ -71,8 +82,10 @@ def training_session(
                 del block.forward
             else:
                 block.forward = own
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
+        for module, flag in switched:
+            setattr(module, flag, True)
+        for parameter, required in flags:
+            parameter.requires_grad_(required)
         _check_unchanged(unet, versions)
 
 

@@ -309,3 +309,25 @@ def test_the_result_is_saved_as_a_refined_identity(tmp_path):
         torch.testing.assert_close(loaded[key].float(), value, rtol=1e-3, atol=1e-5)
     on_disk = json.loads((tmp_path / "hyperlora" / "alice-refined.hyperlora.json").read_text())
     assert on_disk["options"]["refined_from"] == "alice"
+
+
+def test_the_models_own_checkpoint_flags_are_off_while_training_and_back_after():
+    """sgm's SDXL config sets use_checkpoint: its checkpoint would drop the LoRA's gradients."""
+    sd_model, model = tiny_model()
+    blocks = [m for m in model.unet.modules() if hasattr(m, "attn1")]
+    for block in blocks:
+        block.checkpoint = True
+    model.unet.middle_block[1].use_checkpoint = True
+    model.unet.input_blocks[4][1].checkpoint = 1  # not a bool switch: left alone
+    denoise, seen = model.denoise, []
+
+    def spy(x_t, t, cond):
+        seen.append({b.checkpoint for b in blocks} | {model.unet.middle_block[1].use_checkpoint})
+        return denoise(x_t, t, cond)
+
+    model.denoise = spy
+    refine(model, identity(sd_model), crops(), CAPTION, RefineSettings(steps=1))
+    assert seen and all(flags == {False} for flags in seen)
+    assert all(b.checkpoint is True for b in blocks)
+    assert model.unet.middle_block[1].use_checkpoint is True
+    assert model.unet.input_blocks[4][1].checkpoint == 1
