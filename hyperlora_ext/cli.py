@@ -155,6 +155,31 @@ def cmd_likeness(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_kit(args: argparse.Namespace) -> int:
+    """Photos + identity LoRA -> a kohya sd-scripts training kit folder."""
+    from hyperlora_ext.encoders.faces import FaceAnalyzer
+    from hyperlora_ext.encoders.images import load_image
+    from hyperlora_ext.files import safetensors_reader
+    from hyperlora_ext.models import resolve_antelopev2
+    from hyperlora_ext.refine.kit import KitSettings, write_kit
+    from hyperlora_ext.refine.photos import face_photos
+
+    with safetensors_reader(args.lora) as handle:
+        lora = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    labels = [f"--ref {ref}" for ref in args.ref]
+    images = [load_image(Path(ref), label) for ref, label in zip(args.ref, labels, strict=True)]
+    analyzer = FaceAnalyzer(resolve_antelopev2(roots_from_args(args)), ["CPUExecutionProvider"])
+    photos = face_photos(analyzer, images, labels, args.weight)
+    settings = KitSettings(
+        resolution=args.resolution, jitters=args.jitters, base_checkpoint=args.base_checkpoint
+    )
+    name = args.name or args.lora.stem
+    kit = write_kit(args.out, name, lora, photos, settings, overwrite=args.overwrite)
+    print(f"wrote {kit.images} training image(s) and {kit.lora} into {kit.folder}")
+    print(f"train with (from the sd-scripts folder): {kit.folder / 'train.sh'}")
+    return EXIT_OK
+
+
 def likeness_table(scores: Sequence) -> str:
     """Aligned columns: file, faces, likeness (``no face`` when none was found)."""
     rows = [("file", "faces", "likeness")]
@@ -220,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(func=cmd_download)
     _add_lora_parser(commands, common)
     _add_likeness_parser(commands, common)
+    _add_kit_parser(commands, common)
     return parser
 
 
@@ -292,6 +318,30 @@ def _add_lora_parser(commands, common: argparse.ArgumentParser) -> None:
     )
     add_roots_arguments(lora)
     lora.set_defaults(func=cmd_lora)
+
+
+def _add_kit_parser(commands, common: argparse.ArgumentParser) -> None:
+    kit = _photo_command(
+        commands,
+        common,
+        "kit",
+        "write a kohya sd-scripts training kit to refine an identity LoRA",
+        "Write the identity LoRA with sd-scripts' SDXL key names, 2x-face crops with captions and "
+        "loss masks, dataset.toml and the authors' recipe (train.sh / train.bat: 50 steps, lr "
+        "1e-4, batch 4, CLIP skip 2, UNet only, masked loss) into --out.",
+    )
+    kit.add_argument("--lora", required=True, type=user_path, help="the identity LoRA file")
+    kit.add_argument("--out", required=True, type=user_path, help="the kit folder (new or empty)")
+    kit.add_argument("--name", help="identity name (default: the LoRA file's name)")
+    kit.add_argument(
+        "--weight", action="append", type=float, help="photo weight, one per --ref (default 1)"
+    )
+    kit.add_argument("--resolution", type=int, default=768, help="crop size (default 768)")
+    kit.add_argument("--jitters", type=int, default=2, help="extra jittered crops per photo")
+    kit.add_argument("--base-checkpoint", default="", help="SDXL checkpoint to put in train.sh")
+    kit.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    add_roots_arguments(kit)
+    kit.set_defaults(func=cmd_kit)
 
 
 def _out_file(text: str) -> Path:

@@ -30,6 +30,7 @@ Install it with ``install(monkeypatch)``; it puts the modules into ``sys.modules
 from __future__ import annotations
 
 import copy
+import enum
 import re
 import sys
 import types
@@ -188,6 +189,16 @@ class ModelConfig:
     huggingface_repo: str = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
+class Prediction(nn.Module):
+    """``backend.modules.k_prediction.Prediction``: SDXL's scaled-linear schedule."""
+
+    def __init__(self, prediction_type: str = "epsilon") -> None:
+        super().__init__()
+        self.prediction_type = prediction_type
+        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float())
+
+
 class KModel(nn.Module):
     """Stand-in for ``backend.modules.k_model.KModel``: wraps the UNet as ``diffusion_model``."""
 
@@ -198,6 +209,7 @@ class KModel(nn.Module):
         first = next(unet.parameters())
         self.storage_dtype = first.dtype if storage_dtype is None else storage_dtype
         self.computation_dtype = first.dtype
+        self.predictor = Prediction()
 
 
 # --------------------------------------------------------------------------- backend.utils
@@ -428,6 +440,15 @@ class UnetPatcher(ModelPatcher):
 # --------------------------------------------------------------------------- memory management
 
 
+class VRAMState(enum.Enum):
+    DISABLED = 0
+    NO_VRAM = 1
+    LOW_VRAM = 2
+    NORMAL_VRAM = 3
+    HIGH_VRAM = 4
+    SHARED = 5
+
+
 class LoadedModel:
     """memory_management.LoadedModel: wraps a patcher; equal when the patcher is the same object."""
 
@@ -603,6 +624,8 @@ def install(monkeypatch) -> MemoryManagement:
     mm = module(
         "backend.memory_management",
         cpu=CPU,
+        VRAMState=VRAMState,
+        vram_state=VRAMState.NORMAL_VRAM,
         current_loaded_models=memory.current_loaded_models,
         **{name: getattr(memory, name) for name in mm_functions},
     )

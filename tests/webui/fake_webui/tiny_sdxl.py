@@ -92,10 +92,28 @@ class UNetModel(nn.Module):
     def forward(self, x, context):
         """``x``: (batch, tokens, w640). Every attention block sees x widened to its width."""
         out = torch.zeros_like(x)
+        dtype = self.proj_dtype()
         for block, width in self.attention_blocks():
             h = x.repeat(1, 1, width // self.w640)
-            out = out + block(h.to(torch.float16), context)[..., : self.w640].float()
+            out = out + block(h.to(dtype), context.to(dtype))[..., : self.w640].float()
         return out / 100.0
+
+    def proj_dtype(self):
+        return self.output_blocks[5][1].proj_in.weight.dtype
+
+    def denoise(self, x, t, context):
+        """Latents (B, C, h, w) and timesteps (B,) -> a prediction shaped like ``x`` (float32).
+
+        Each latent pixel is a token (its channels repeated to w640) plus a sinusoidal
+        timestep embedding; no parameters besides the attention blocks'.
+        """
+        b, c, h, w = x.shape
+        tokens = x.float().flatten(2).transpose(1, 2).repeat(1, 1, -(-self.w640 // c))
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(self.w640 // 2) / (self.w640 // 2))
+        angles = t.float()[:, None].cpu() * freqs[None]
+        embedding = torch.cat([angles.sin(), angles.cos()], -1).to(x.device)
+        out = self(tokens[..., : self.w640] + embedding[:, None], context)
+        return (100.0 * out[..., :c]).transpose(1, 2).reshape(b, c, h, w)
 
 
 class TextEncoder(nn.Module):
@@ -153,6 +171,24 @@ class TinySDXL(nn.Module):
         self.is_ssd = kind == "ssd"
         self.sd_checkpoint_info = type("CheckpointInfo", (), {"name_for_extra": f"tiny_{kind}"})()
         self.sd_model_hash = f"{kind}0000"
+        # sgm's DiffusionEngine: SDXL's scaled-linear schedule, eps prediction, VAE scale factor.
+        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+        self.alphas_cumprod = torch.cumprod(1 - betas, 0).float()
+        self.parameterization = "eps"
+        self.scale_factor = 0.13025
+
+    def apply_model(self, x, t, cond):
+        """sgm's ``apply_model``: the UNet's raw output (eps or v) for noisy latents ``x``."""
+        context = cond["crossattn"] if isinstance(cond, dict) else cond
+        return self.model.diffusion_model.denoise(x, t, context)
+
+    def encode_first_stage(self, x):
+        """sgm encodes and scales at once: pixels (B, 3, H, W) in [-1, 1] -> (B, 4, H/8, W/8)."""
+        z = torch.nn.functional.avg_pool2d(x.float(), 8)
+        return torch.cat([z, z.mean(1, keepdim=True)], 1) * (self.scale_factor / 0.13025)
+
+    def get_first_stage_encoding(self, x):
+        return x  # A1111's sd_models_xl: encode_first_stage already did everything
 
     def ema_scope(self):
         return contextlib.nullcontext()

@@ -143,7 +143,11 @@ class State:
         self.stopping_generation = False
         self.job = ""
         self.job_count = -1
+        self.job_no = 0
+        self.sampling_step = 0
+        self.sampling_steps = 0
         self.textinfo = None
+        self.ended = 0  # how often end() ran (the double's record)
 
     def skip(self):
         self.skipped = True
@@ -156,8 +160,16 @@ class State:
         self.skipped = False
         self.stopping_generation = False
         self.job_count = -1
+        self.job_no = 0
+        self.sampling_step = 0
+        self.sampling_steps = 0
         self.textinfo = None  # the progress text the UI shows under the bar
         self.job = job
+
+    def end(self):
+        self.job = ""
+        self.job_count = 0
+        self.ended += 1
 
 
 state = State()
