@@ -13,6 +13,10 @@ class ImageError(HyperLoRAError):
     """A reference photo could not be decoded or is unusable."""
 
 
+class ImageTooLargeError(ImageError):
+    """A photo is over a size limit."""
+
+
 class NoFaceError(HyperLoRAError):
     """No usable face was found in a reference photo."""
 

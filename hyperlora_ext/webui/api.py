@@ -433,6 +433,7 @@ def _mix(backend: Backend, args: HyperLoRAArgs) -> Any:
     return IdentityResult(
         lora=mixed.lora, digest=mixed.digest, reports=[], model=mixed.model,
         photos_used=mixed.photos, seconds=mixed.seconds, tokens=mixed.tokens,
+        reference_embedding=mixed.reference,
     )  # fmt: skip
 
 

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hyperlora_ext.encoders.images import ImageTooLargeError
 from hyperlora_ext.errors import (
     ArgumentError,
     CheckpointError,
     HyperLoRAError,
     ImageError,
+    ImageTooLargeError,
     InvalidNameError,
     ModelNotFoundError,
     NoFaceError,

@@ -100,15 +100,23 @@ def photos_identity(
     field: str,
 ) -> Identity:
     if ctx.is_api:  # API photos are base64 only: never let a client name a path
-        from hyperlora_ext.encoders.images import api_images
-
-        images = _about(field, api_images, images)
+        images = _api_images(images, field)
     result = ctx.predict(list(images), list(weights) or None, args)
     preview = next((r.preview for r in result.reports if r.preview is not None), None)
     return Identity(
         result.lora, result.digest, args.model, result.tokens, result.seconds,
         result.cache_hit, result.photos_used, preview, result.reference_embedding,
     )  # fmt: skip
+
+
+def _api_images(images: Sequence[Any], field: str) -> list[bytes]:
+    from hyperlora_ext.encoders.images import api_images
+    from hyperlora_ext.errors import ImageTooLargeError
+
+    try:
+        return _about(field, api_images, images)
+    except ImageTooLargeError as error:  # a limit of the request's argument, like their count
+        raise ArgumentError(field, str(error)) from None
 
 
 def saved_identity(name: str, model: str, ctx: Context) -> Identity:

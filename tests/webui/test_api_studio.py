@@ -69,3 +69,30 @@ def test_mix_errors_name_the_field(client, host):  # noqa: F811
     assert expect_error(response, 422, "ArgumentError")["field"] == "mix.1.weight"
     response = client.post(URL, json={"mix": [{"images": ["/etc/passwd"], "weight": 1}]})
     assert expect_error(response, 400, "ImageError", "path")["field"] == "mix.images"
+
+
+def test_a_mix_saved_through_the_api_keeps_its_likeness_reference(client, host):  # noqa: F811
+    """Regression: /encode saved a mix without its likeness reference, so /likeness answered
+    422 "saved before this version" for it (saving the same mix from the accordion kept it)."""
+    encode(client, images=[FACE], save_as="alice")
+    encode(client, images=[OTHER_FACE], save_as="bob")
+    mixed = encode(client, mix="alice:0.7, bob:0.3", save_as="alice_bob")
+    assert mixed["saved"]["likeness_reference"] is True
+    response = client.post(
+        "/hyperlora/v1/likeness", json={"images": [FACE], "identity": "alice_bob"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["images"][0]["likeness"] is not None
+
+
+def test_a_large_server_file_named_in_a_request_is_refused_as_a_path(client, tmp_path):  # noqa: F811
+    """Regression: the argument model looked up the size of any path a client sent, so a large
+    server file got 422 "too large" while a missing one got 400: the answer told them apart."""
+    from hyperlora_ext.facts import MAX_IMAGE_BYTES
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
+    for path in (str(big), str(tmp_path / "missing.png")):
+        response = client.post(URL, json={"mix": [{"images": [path], "weight": 1}]})
+        body = expect_error(response, 400, "ImageError", "paths and URLs are not accepted")
+        assert body["field"] == "mix.images"
