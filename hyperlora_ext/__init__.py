@@ -31,7 +31,7 @@ _EXPORTS = {
     "PhotoReport": "hyperlora_ext.encoders.features",
     "IdentityPipeline": "hyperlora_ext.identity",
     "IdentityOptions": "hyperlora_ext.identity",
-    "IdentityResult": "hyperlora_ext.identity",
+    "Identity": "hyperlora_ext.identity_value",
     "ModelRoots": "hyperlora_ext.models",
     "IdentityStore": "hyperlora_ext.identities",
     "Likeness": "hyperlora_ext.likeness",

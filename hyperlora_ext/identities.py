@@ -34,6 +34,7 @@ from hyperlora_ext.cache import LruCache
 from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
 from hyperlora_ext.export import RECOMMENDED_WEIGHT, export_lora
 from hyperlora_ext.files import read_json, safetensors_reader, write_atomically
+from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.lora_format import lora_digest
 
 SUBFOLDER = "hyperlora"
@@ -93,13 +94,6 @@ class IdentityRecord:
         return f"<lora:{self.name}:{RECOMMENDED_WEIGHT:g}>"
 
 
-@dataclass(frozen=True)
-class LoadedIdentity:
-    lora: dict[str, torch.Tensor]
-    digest: str
-    record: IdentityRecord
-
-
 def check_name(name: Any) -> str:
     """Return ``name`` if it is a usable identity name, else raise InvalidNameError.
 
@@ -122,7 +116,7 @@ class IdentityStore:
 
     def __init__(self, lora_dir: str | Path, *, cache_entries: int = 4) -> None:
         self.folder = Path(lora_dir) / SUBFOLDER
-        self._cache: LruCache[LoadedIdentity] = LruCache(cache_entries)
+        self._cache: LruCache[Identity] = LruCache(cache_entries)
         self._changing = threading.Lock()  # a save or delete writes several files
 
     # ---------------------------------------------------------------- paths
@@ -234,8 +228,9 @@ class IdentityStore:
         )
         return record
 
-    def load(self, name: str) -> LoadedIdentity:
-        """The identity's LoRA tensors (as stored) and digest; cached until the file changes."""
+    def load(self, name: str) -> Identity:
+        """The identity (its LoRA tensors as stored, digest and record's facts); cached until the
+        file changes."""
         from safetensors import SafetensorError  # type: ignore[attr-defined]  # not in its stubs
         from safetensors.torch import load_file
 
@@ -258,7 +253,11 @@ class IdentityStore:
             raise HyperLoRAError(
                 f"saved identity {name!r} ({path}) holds no tensors; delete it and save it again"
             )
-        loaded = LoadedIdentity(lora, lora_digest(lora), self.record(name))
+        record = self.record(name)
+        loaded = Identity(
+            lora=lora, digest=lora_digest(lora), model=record.model, name=name,
+            photos=record.photos, likeness_reference=record.reference_embedding or None,
+        )  # fmt: skip
         self._cache.put(key, loaded)
         return loaded
 

@@ -69,7 +69,7 @@ def test_load_returns_the_stored_tensors_and_their_digest(store):
     down = f"{PREFIX}.lora_down.weight"
     assert torch.allclose(loaded.lora[down].float(), original[down], atol=1e-2)
     assert loaded.digest == record.digest == lora_digest(loaded.lora)
-    assert loaded.record.model == "fidelity"
+    assert loaded.model == "fidelity"
     assert get_store(store.folder.parent).load("alice").digest == record.digest
 
 
@@ -326,9 +326,7 @@ def test_the_likeness_reference_is_stored_in_the_record_exactly(store):
     assert len(on_disk["reference_embedding"]) == 512
     again = np.asarray(store.record("alice").reference_embedding, np.float32)
     np.testing.assert_allclose(again, reference, rtol=0, atol=1e-7)
-    assert (
-        store.load("alice").record.reference_embedding == store.record("alice").reference_embedding
-    )
+    assert store.load("alice").likeness_reference == store.record("alice").reference_embedding
 
 
 @pytest.mark.parametrize("stored", [None, [0.5] * 3, "text", [[1.0] * 512] * 2, [0.0] * 512])

@@ -53,7 +53,7 @@ def test_predicts_a_kohya_lora_for_every_module(pipeline):
             rank = result.lora[f"{name}_{part}.lora_down.weight"].shape[0]
             assert result.lora[f"{name}_{part}.lora_up.weight"].shape[1] == rank
             assert result.lora[f"{name}_{part}.alpha"].item() == rank / 2
-    assert result.photos_used == 1 and not result.cache_hit
+    assert result.photos == 1 and not result.cache_hit
     assert [r.used for r in result.reports] == [True]
     assert result.peak_rss_mb > 0 and len(result.digest) == 12
 
@@ -96,7 +96,7 @@ def test_two_identical_photos_give_the_same_lora_as_one(pipeline):
 def test_faceless_photo_is_reported_and_the_rest_is_used(pipeline):
     dark = Image.new("RGB", (320, 240), (20, 20, 20))
     result = pipeline.predict([_photo(), dark], IdentityOptions(MODEL))
-    assert result.photos_used == 1
+    assert result.photos == 1
     assert [r.used for r in result.reports] == [True, False]
     assert result.warnings and "image 2" in result.warnings[0]
 
@@ -110,7 +110,7 @@ def test_no_usable_photo_raises_with_each_reason(pipeline):
 def test_an_unreadable_photo_is_skipped_and_reported_by_name(pipeline):
     labels = ["image 1 (alice.jpg)", "image 2 (broken.jpg)"]
     result = pipeline.predict([_photo(), b"not an image"], IdentityOptions(MODEL), labels=labels)
-    assert result.photos_used == 1
+    assert result.photos == 1
     assert [r.used for r in result.reports] == [True, False]
     assert result.warnings == ["image 2 (broken.jpg): not a recognised image format. Use a JPEG, "
                                "PNG, WebP, BMP, GIF or TIFF file."]  # fmt: skip
@@ -290,7 +290,7 @@ def test_photos_are_decoded_one_at_a_time_across_requests(roots, monkeypatch):
     def request(shift):
         photos = [_png(_photo(shift + 7 * i)) for i in range(3)]
         start.wait()
-        results.append(pipeline.predict(photos, IdentityOptions(MODEL)).photos_used)
+        results.append(pipeline.predict(photos, IdentityOptions(MODEL)).photos)
 
     threads = [threading.Thread(target=request, args=(shift,)) for shift in (3, 50)]
     for thread in threads:
@@ -312,7 +312,7 @@ def test_preload_loads_every_encoder_and_a_job_then_loads_nothing(pipeline, monk
         raise AssertionError("the preloaded models must be used")
 
     monkeypatch.setattr(model, "load_hyperlora", no_load)
-    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos == 1
 
 
 def test_a_job_waits_for_a_running_preload(pipeline, monkeypatch):
@@ -330,7 +330,7 @@ def test_a_job_waits_for_a_running_preload(pipeline, monkeypatch):
     thread = pipeline.preload(IdentityOptions(MODEL))
     assert pipeline.preload(IdentityOptions(MODEL)) is None  # one at a time
     threading.Timer(0.3, release.set).start()
-    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos == 1
     thread.join(timeout=60)
     assert loads == [1]
 
@@ -352,7 +352,7 @@ def test_a_preload_error_is_not_lost_when_the_next_job_would_load_fine(pipeline,
     monkeypatch.undo()
     with pytest.raises(ZeroDivisionError):
         pipeline.predict([_photo()], IdentityOptions(MODEL))
-    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos == 1
 
 
 def test_free_after_use_unloads_the_encoders_but_keeps_the_cache(roots):

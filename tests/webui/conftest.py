@@ -28,11 +28,10 @@ def no_hook_exception_escapes(request):
 
 
 def _reset_adapters() -> None:
-    from hyperlora_ext import identity
-    from hyperlora_ext.webui import host
+    from hyperlora_ext.webui import host, services
 
     host._adapters.clear()
-    identity._pipeline_key = None  # a pipeline left by an earlier test is adopted as it is
+    services._pipeline = services._pipeline_key = None  # each test starts like a fresh process
 
 
 @pytest.fixture

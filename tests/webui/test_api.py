@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
@@ -23,8 +24,10 @@ from hyperlora_ext import identity
 from hyperlora_ext.encoders.faces import FaceAnalyzer
 from hyperlora_ext.lora_format import lora_digest
 from hyperlora_ext.models import ModelRoots
-from hyperlora_ext.webui import api, fail_mode
+from hyperlora_ext.webui import api, fail_mode, services
 from hyperlora_ext.webui import api_models as m
+from hyperlora_ext.webui import host as host_module
+from hyperlora_ext.webui.services import Services
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
 from tests.factories import write_tiny_clip, write_tiny_hyperlora
@@ -63,9 +66,11 @@ def point_webui_at(models: Path, pipeline, monkeypatch) -> None:
     """The double's models folder -> the tiny models; the process-wide pipeline -> the warm one."""
     import modules.paths
 
+    from hyperlora_ext.webui import host, services
+
     monkeypatch.setattr(modules.paths, "models_path", str(models))
-    monkeypatch.setattr(identity, "_pipeline", pipeline)
-    monkeypatch.setattr(identity, "_pipeline_key", None)  # adopted by host.pipeline()
+    monkeypatch.setattr(services, "_pipeline", pipeline)
+    monkeypatch.setattr(services, "_pipeline_key", host.pipeline_config())
 
 
 @pytest.fixture
@@ -151,8 +156,10 @@ def test_detect_returns_boxes_scores_and_crops(client):
 def test_detect_orders_faces_as_face_index_counts(host, tmp_path):
     split_root = tmp_path / "split"
     fake_antelopev2.build(split_root / "models" / "antelopev2", split=True)
-    backend = api.webui_backend()
-    backend.face_analyzer = lambda: FaceAnalyzer(split_root, providers=["CPUExecutionProvider"])
+    backend = replace(
+        host_module.services(),
+        face_analyzer=lambda: FaceAnalyzer(split_root, providers=["CPUExecutionProvider"]),
+    )
     client = make_client(backend)
     wide = png_b64(face_photo((640, 320), ((40, 60, 200, 260), (420, 40, 620, 300))))
     body = client.post("/hyperlora/v1/detect", json={"images": [wide], "crops": False}).json()
@@ -557,14 +564,14 @@ def test_responses_match_their_published_models(client, host):
 
 
 # ------------------------------------------------------------------ preload on first use
-def _counting_backend(calls: list, fail: bool = False) -> api.Backend:
+def _counting_backend(calls: list, fail: bool = False) -> Services:
     def preload() -> None:
         calls.append(1)
         if fail:
             raise RuntimeError("disk on fire")
 
-    return api.Backend(
-        roots=lambda: None, pipeline=lambda: None, identities=lambda: SimpleNamespace(list=list),
+    return Services(
+        roots=lambda: None, pipeline=lambda: None, store=lambda: SimpleNamespace(list=list),
         face_analyzer=lambda: None, preload=preload,
     )  # fmt: skip
 
@@ -600,7 +607,7 @@ def test_the_webui_preload_loads_the_encoders_in_the_background(host, tmp_path_f
 
     models, _ = tiny_models(tmp_path_factory)
     fresh = identity.IdentityPipeline(ModelRoots.from_models_dir(models))
-    identity._pipeline = fresh
+    services._pipeline, services._pipeline_key = fresh, webui_host.pipeline_config()
     webui_host.preload("not installed")  # falls back to the installed model
     fresh._preloading.join(timeout=120)
     assert fresh._engine is not None and fresh._clip is not None and fresh._faces.loaded

@@ -13,6 +13,7 @@ import pytest
 from hyperlora_ext.facts import CLIP_FILES, HYPERLORA_FILES, HYPERLORA_MODELS
 from hyperlora_ext.models import ModelRoots, list_hyperlora_models
 from hyperlora_ext.webui import first_run, host, ui
+from hyperlora_ext.webui.services import Services
 from tests.test_download import FakeHub
 from tests.test_models import make_antelopev2, write_model_files
 
@@ -140,7 +141,7 @@ def output_ids(demo, function) -> list[int]:
 
 
 def build_panel(webui, monkeypatch):
-    monkeypatch.setattr(host, "predict", lambda *a, **k: pytest.fail("ui() must not predict"))
+    monkeypatch.setattr(host, "pipeline", lambda: pytest.fail("ui() must not predict"))
     script = webui.load_script()()
     script.is_img2img = False
     with gr.Blocks() as demo:
@@ -250,8 +251,8 @@ def test_any_complete_model_folder_counts_like_the_models_route(webui, monkeypat
     install_all(roots, models=())
     write_model_files(roots.hyper_lora / "my_renamed_fidelity", HYPERLORA_FILES)
     app = FastAPI()
-    api.register_routes(app, api.Backend(roots=lambda: roots, pipeline=None, identities=None,
-                                         face_analyzer=None))  # fmt: skip
+    services = Services(roots=lambda: roots, pipeline=None, store=None)  # type: ignore[arg-type]
+    api.register_routes(app, services)
     assert TestClient(app).get("/hyperlora/v1/models").json()["ready"] is True
     assert first_run.ready(roots)
     items = {item.label: item for item in first_run.checklist(roots)}
