@@ -18,6 +18,7 @@ from typing import Any
 from hyperlora_ext.errors import ArgumentError
 from hyperlora_ext.facts import (
     MAX_IMAGES,
+    PHOTOS,
     RECOMMENDED_WEIGHT,
     SLIDER_RANGE,
     TRIGGER_WORDS,
@@ -28,8 +29,6 @@ from hyperlora_ext.facts import (
 )
 
 __all__ = ["HyperLoRAArgs", "add_trigger_words"]
-
-PHOTOS = "@photos"  # in a mix written as text: the generation's own photos
 
 
 @dataclass(frozen=True)

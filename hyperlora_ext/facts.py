@@ -25,6 +25,9 @@ MAX_FACE_INDEX = 63  # faces are counted from the left (0 = leftmost); no group 
 WEIGHT_RANGE = (-1.5, 1.5)  # the LoRA strength a user may set
 SLIDER_RANGE = (-3.0, 3.0)  # the strength of a slider LoRA
 RECOMMENDED_WEIGHT = 0.8
+PHOTOS = "@photos"  # in a mix or slider written as text: the generation's own photos
+ERROR_LABEL = "HyperLoRA error"  # the infotext key, and how console lines and messages start
+LORA_SUFFIX = ".safetensors"  # an identity's LoRA file (the Lora tab lists it)
 # The words the HyperLoRA models were trained with; prompts get them prepended.
 TRIGGER_WORDS = "fcsks fxhks fhyks"
 

@@ -31,7 +31,12 @@ from PIL import Image
 
 from hyperlora_ext import names
 from hyperlora_ext.cache import LruCache
-from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
+from hyperlora_ext.errors import (
+    HyperLoRAError,
+    IdentityNotFoundError,
+    InvalidNameError,
+    NoTokensError,
+)
 from hyperlora_ext.export import RECOMMENDED_WEIGHT, export_lora
 from hyperlora_ext.files import read_json, safetensors_reader, write_atomically
 from hyperlora_ext.identity_value import Identity
@@ -46,14 +51,6 @@ MAX_NAME_LENGTH = 100
 FILE_SUFFIXES = (".safetensors", ".json", ".preview.png", RECORD_SUFFIX, TOKENS_SUFFIX)
 # An identity named "x.hyperlora" or "x.preview" would share files with identity "x".
 RESERVED_SUFFIXES = (".hyperlora", ".preview")
-
-
-class IdentityNotFoundError(HyperLoRAError):
-    """No saved identity of that name exists."""
-
-
-class NoTokensError(HyperLoRAError):
-    """A saved identity has no (matching) tokens file, so it cannot take part in a mix."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
-from hyperlora_ext.export import ExportExistsError
+from hyperlora_ext.errors import ExportExistsError, HyperLoRAError, InvalidNameError
 from hyperlora_ext.identities import (
     RECORD_SUFFIX,
     IdentityNotFoundError,
@@ -248,7 +247,7 @@ def test_tokens_are_kept_beside_an_ordinary_lora(store):
 
 
 def test_identity_saved_without_tokens_still_loads_and_says_why_it_cannot_mix(store):
-    from hyperlora_ext.identities import NoTokensError
+    from hyperlora_ext.errors import NoTokensError
 
     save(store)
     assert store.load("alice").lora.keys() == tiny_lora().keys()
@@ -259,7 +258,7 @@ def test_identity_saved_without_tokens_still_loads_and_says_why_it_cannot_mix(st
 def test_tokens_of_a_replaced_lora_are_refused(store):
     from safetensors.torch import save_file
 
-    from hyperlora_ext.identities import NoTokensError
+    from hyperlora_ext.errors import NoTokensError
 
     save(store, tokens=torch.randn(8, 6))
     save_file(tiny_lora(seed=5), str(store.folder / "alice.safetensors"))

@@ -17,7 +17,6 @@ How generation requests report HyperLoRA's failures is :mod:`hyperlora_ext.webui
 """
 
 import base64
-import io
 import tempfile
 import threading
 import traceback
@@ -29,17 +28,19 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.encoders.images import api_images, decode_image_payload
 from hyperlora_ext.errors import (
     HyperLoRAError,
+    IdentityNotFoundError,
     ImageError,
     InvalidNameError,
     ModelNotFoundError,
     NoFaceError,
+    about,
 )
-from hyperlora_ext.facts import MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
+from hyperlora_ext.facts import LORA_SUFFIX, MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
 from hyperlora_ext.files import parse_json
 from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui import api_models as m
 from hyperlora_ext.webui import fail_mode, studio
-from hyperlora_ext.webui.api_errors import ApiError, about, error_response
+from hyperlora_ext.webui.api_errors import ApiError, error_response
 from hyperlora_ext.webui.fail_mode import install_fail_mode
 from hyperlora_ext.webui.services import Services
 
@@ -258,6 +259,8 @@ def _flag(data: Mapping[str, Any], name: str) -> bool:
 
 
 def _detect(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+    from hyperlora_ext.encoders.detect import detect_faces
+
     _check_fields(data, m.field_names(m.DetectRequest))
     data = {**m.defaults(m.DetectRequest), **data}
     photos = _images(data, limits)
@@ -268,56 +271,10 @@ def _detect(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str
     with backend.lock:  # one photo decoded at a time, in the queue like every GPU job
         analyzer = backend.analyzer()
         results = [
-            _detect_one(analyzer, photo, f"image {i + 1}", crops, side)
+            detect_faces(analyzer, photo, f"image {i + 1}", crops, side)
             for i, photo in enumerate(photos)
         ]
     return {"images": results}
-
-
-def _detect_one(analyzer: Any, photo: bytes, label: str, crops: bool, side: int) -> dict:
-    """Faces of one photo; sizes and boxes in the photo's own pixels even when it was reduced."""
-    from hyperlora_ext.encoders.faces import choose_face
-    from hyperlora_ext.encoders.images import WORK_SIDE, load_image
-
-    image = load_image(photo, label, WORK_SIDE)
-    scale = image.info.get("scale", 1.0)
-    faces = analyzer.detect(image)
-    ordered = sorted(faces, key=lambda f: f.box[0])  # the order face_index counts in
-    entry: dict[str, Any] = {
-        "width": round(image.width * scale),
-        "height": round(image.height * scale),
-        "faces": [],
-    }
-    for index, face in enumerate(ordered):
-        item = {"index": index, "box": [round(float(v) * scale, 1) for v in face.box]}
-        item["score"] = round(float(face.score), 4)
-        if crops:
-            item["crop"] = _png_base64(_face_crop(image, face.box, side))
-        entry["faces"].append(item)
-    for choice in ("largest", "best_score"):
-        entry[choice] = ordered.index(faces[choose_face(faces, choice)]) if faces else None
-    return entry
-
-
-def _face_crop(image: Any, box: Sequence[float], side: int) -> Any:
-    """The face box with a margin of half its size, fitted into ``side`` x ``side``."""
-    x1, y1, x2, y2 = box
-    margin_x, margin_y = (x2 - x1) / 2, (y2 - y1) / 2
-    area = (
-        max(0, int(x1 - margin_x)),
-        max(0, int(y1 - margin_y)),
-        min(image.width, int(x2 + margin_x) + 1),
-        min(image.height, int(y2 + margin_y) + 1),
-    )
-    crop = image.crop(area)
-    crop.thumbnail((side, side))
-    return crop
-
-
-def _png_base64(image: Any) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 ENCODE_FIELDS = m.field_names(m.EncodeRequest)
@@ -348,7 +305,7 @@ def _encode(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str
     if return_lora:
         name = save_as or f"hyperlora_{identity.digest}"
         response["lora"] = _lora_file_base64(identity, name)
-        response["lora_filename"] = f"{name}.safetensors"
+        response["lora_filename"] = name + LORA_SUFFIX
     return response
 
 
@@ -425,8 +382,6 @@ def _likeness(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[s
 
 
 def _identity_reference(backend: Services, name: Any) -> Any:
-    from hyperlora_ext.identities import IdentityNotFoundError
-
     if not isinstance(name, str):
         raise ApiError(422, f"'identity' must be a name, got {name!r}", "identity")
     with about("identity", InvalidNameError, IdentityNotFoundError):

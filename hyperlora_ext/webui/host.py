@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.webui.adapter import ApplyReport, HostAdapter, unsupported_reason
 
 __all__ = [
@@ -127,9 +128,9 @@ def _placement(device: str) -> Any:
     """Forge 2 with a GPU: the encoders are loaded through Forge's memory management."""
     if device == "cpu" or not _module_exists("modules_forge"):
         return None
-    from hyperlora_ext.webui import forge
+    from hyperlora_ext.webui import forge, forge_vram
 
-    return forge.ForgePlacement() if forge.detect_generation() == "forge2" else None
+    return forge_vram.ForgePlacement() if forge.detect_generation() == "forge2" else None
 
 
 def pipeline() -> Any:
@@ -181,7 +182,7 @@ def release() -> None:
         try:
             adapter.restore(None)
         except Exception:
-            print("HyperLoRA error: restoring the checkpoint on unload failed")
+            print(f"{ERROR_LABEL}: restoring the checkpoint on unload failed")
             traceback.print_exc()
     _adapters.clear()
     release_pipeline()
@@ -211,11 +212,11 @@ def free_vram_for_encoders(p: Any) -> None:
     if current is not None and current.placement is not None:
         return  # Forge 2 makes room for the encoders when they load: nothing to evict up front
     if detect_host(p) == "forge":
-        from hyperlora_ext.webui import forge
+        from hyperlora_ext.webui import forge_vram
 
         # Forge 1 / reForge have no backend package: ldm_patched frees memory when it loads.
         with contextlib.suppress(ImportError):
-            forge.free_vram()
+            forge_vram.free_vram()
         return
     from modules import lowvram
 

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
-from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.errors import HyperLoRAError, UnexpectedError
+from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui import (
     fail_mode,
@@ -32,10 +33,6 @@ from hyperlora_ext.webui import (
 from hyperlora_ext.webui.adapter import IDENTITY, SLIDER_NEGATIVE, SLIDER_POSITIVE, Patch
 
 MAX_MESSAGE = 300  # characters of an unexpected exception's message kept in the infotext
-
-
-class UnexpectedError(HyperLoRAError):
-    """An exception HyperLoRA did not raise on purpose, with what it was doing at the time."""
 
 
 @contextmanager
@@ -225,7 +222,7 @@ def _write_errors(p: Any) -> None:
 
 def _log(message: str, *, unexpected: bool) -> None:
     """The console line; the traceback too when the exception was not one of ours."""
-    text = f"HyperLoRA error: {message}"
+    text = f"{ERROR_LABEL}: {message}"
     try:
         from modules import errors
     except ImportError:

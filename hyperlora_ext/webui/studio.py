@@ -13,8 +13,15 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hyperlora_ext.args import PHOTOS, HyperLoRAArgs, IdentitySource
-from hyperlora_ext.errors import ArgumentError, HyperLoRAError, ImageTooLargeError
+from hyperlora_ext.args import HyperLoRAArgs, IdentitySource
+from hyperlora_ext.errors import (
+    ArgumentError,
+    ExportExistsError,
+    HyperLoRAError,
+    ImageTooLargeError,
+    about,
+)
+from hyperlora_ext.facts import PHOTOS
 from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui.services import Services
 
@@ -78,7 +85,6 @@ def save(
 
 def check_new_name(name: str, store: Any, overwrite: bool) -> None:
     """A usable name, free unless ``overwrite`` (callers check before the encoding, too)."""
-    from hyperlora_ext.export import ExportExistsError
     from hyperlora_ext.identities import check_name
 
     check_name(name)
@@ -195,9 +201,5 @@ def _mix_model(args: HyperLoRAArgs, store: Any, ctx: Context) -> str:
 
 def _about(field: str, work: Callable[..., Any], *args: Any) -> Any:
     """``work(*args)``; a HyperLoRAError it raises is about the request field ``field``."""
-    try:
+    with about(field):
         return work(*args)
-    except HyperLoRAError as error:
-        if getattr(error, "field", None) is None:
-            error.field = field  # type: ignore[attr-defined]
-        raise

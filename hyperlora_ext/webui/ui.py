@@ -18,7 +18,7 @@ from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.facts import FACE_LABELS, SLIDER_RANGE
+from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui import infotext
 
@@ -84,8 +84,8 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             )  # fmt: skip
             refresh = gr.Button("Refresh", elem_id=elem_id("refresh"), scale=0, min_width=80)
             weight = gr.Slider(
-                minimum=-1.5, maximum=1.5, step=0.01, value=defaults.weight, label="Weight",
-                elem_id=elem_id("weight"),
+                minimum=WEIGHT_RANGE[0], maximum=WEIGHT_RANGE[1], step=0.01,
+                value=defaults.weight, label="Weight", elem_id=elem_id("weight"),
             )  # fmt: skip
         with gr.Row():
             face = gr.Radio(
@@ -156,7 +156,7 @@ def _advanced(
             elem_id=elem_id("photo_weights"),
         )  # fmt: skip
         mix = gr.Textbox(
-            value="", label="Mix identities", placeholder="alice:0.7, @photos:0.3",
+            value="", label="Mix identities", placeholder=f"alice:0.7, {PHOTOS}:0.3",
             elem_id=elem_id("mix"),
         )  # fmt: skip
         with gr.Row():
@@ -338,7 +338,7 @@ def failure_text(error: Exception) -> str:
     if isinstance(error, HyperLoRAError):
         return f"**{error}**"
     traceback.print_exc()
-    return f"**HyperLoRA error: {type(error).__name__}: {error}**"
+    return f"**{ERROR_LABEL}: {type(error).__name__}: {error}**"
 
 
 def _safe_list(lister: Callable[[], list[str]]) -> list[str]:

@@ -22,12 +22,14 @@ from safetensors.torch import load
 
 from hyperlora_ext import identity
 from hyperlora_ext.encoders.faces import FaceAnalyzer
+from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.lora_format import lora_digest
 from hyperlora_ext.models import ModelRoots
 from hyperlora_ext.webui import api, fail_mode, services
 from hyperlora_ext.webui import api_models as m
 from hyperlora_ext.webui import host as host_module
 from hyperlora_ext.webui.services import Services
+from hyperlora_ext.webui.settings import API_ON_ERROR
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
 from tests.factories import write_tiny_clip, write_tiny_hyperlora
@@ -423,7 +425,7 @@ class FailingScript:
 
             def process(self, p, *args):
                 if outer.message:
-                    p.extra_generation_params[fail_mode.ERROR_KEY] = outer.message
+                    p.extra_generation_params[ERROR_LABEL] = outer.message
                     outer.calls.append(fail_mode.fail_api_request(p, outer.message))
 
         return Reporter
@@ -457,7 +459,7 @@ def test_without_the_header_the_request_succeeds_with_the_error_in_info(failing)
 
 
 def test_the_setting_makes_fail_the_default_and_the_header_overrides_it(failing, host):
-    host.shared.opts.data[fail_mode.ON_ERROR_OPTION] = "fail"
+    host.shared.opts.data[API_ON_ERROR] = "fail"
     try:
         client = failing()
         assert client.post("/sdapi/v1/txt2img", json={}).status_code == 422
@@ -467,7 +469,7 @@ def test_the_setting_makes_fail_the_default_and_the_header_overrides_it(failing,
         )
         assert response.status_code == 200
     finally:
-        host.shared.opts.data.pop(fail_mode.ON_ERROR_OPTION)
+        host.shared.opts.data.pop(API_ON_ERROR)
 
 
 def test_fail_mode_without_an_error_returns_the_normal_response(failing):
@@ -484,11 +486,11 @@ def test_without_the_route_wrapper_the_job_still_stops_before_sampling(failing):
     assert response.status_code == 200 and FailingScript.calls == [False]
     import modules.shared
 
-    modules.shared.opts.data[fail_mode.ON_ERROR_OPTION] = "fail"
+    modules.shared.opts.data[API_ON_ERROR] = "fail"
     try:
         response = client.post("/sdapi/v1/txt2img", json={})
     finally:
-        modules.shared.opts.data.pop(fail_mode.ON_ERROR_OPTION)
+        modules.shared.opts.data.pop(API_ON_ERROR)
     assert response.status_code == 200 and response.json()["images"] == []
     assert info(response)["HyperLoRA error"] == "no face found in image 2"
 

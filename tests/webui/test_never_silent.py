@@ -350,8 +350,7 @@ def tiny_host(webui, tmp_path_factory, monkeypatch):
 
 def test_ui_save_goes_through_the_identity_store_with_the_api_rules(tiny_host, tmp_path):
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.errors import InvalidNameError
-    from hyperlora_ext.export import ExportExistsError
+    from hyperlora_ext.errors import ExportExistsError, InvalidNameError
     from hyperlora_ext.webui import ui
     from hyperlora_ext.webui.host import identity_store
     from tests.encoders._photos import face_photo
