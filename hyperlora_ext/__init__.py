@@ -33,7 +33,7 @@ _EXPORTS = {
     "IdentityOptions": "hyperlora_ext.identity",
     "Identity": "hyperlora_ext.identity_value",
     "ModelRoots": "hyperlora_ext.models",
-    "IdentityStore": "hyperlora_ext.identities",
+    "IdentityStore": "hyperlora_ext.store",
     "Likeness": "hyperlora_ext.likeness",
     "score_images": "hyperlora_ext.likeness",
     "reference_embedding": "hyperlora_ext.likeness",

@@ -12,14 +12,14 @@ from hyperlora_ext.doctor import ERROR, doctor
 from hyperlora_ext.engine.checkpoint import read_module_specs
 from hyperlora_ext.engine.model import load_hyperlora
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.identities import RECORD_SUFFIX, IdentityStore
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.models import list_hyperlora_models
+from hyperlora_ext.store import RECORD_SUFFIX, IdentityStore
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
 from tests.factories import write_tiny_clip, write_tiny_hyperlora
 from tests.test_doctor import by_name
-from tests.test_identities import save
+from tests.test_store import save
 
 DEEP = "[" * 100_000 + "]" * 100_000
 MODULES = "hyper_lora_modules.json"

@@ -313,7 +313,7 @@ def _encode_request(
     backend: Services, limits: Limits, data: dict[str, Any]
 ) -> tuple[HyperLoRAArgs, str | None, bool, bool]:
     """The request's arguments (photos decoded, never paths), save name and flags."""
-    from hyperlora_ext.identities import check_name
+    from hyperlora_ext.store import check_name
 
     option_fields = (
         "model", "face", "face_index", "remove_background", "grayscale", "photo_weights", "mix"

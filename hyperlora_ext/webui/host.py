@@ -192,7 +192,7 @@ def identity_store() -> Any:
     """The WebUI's saved identities (``<Lora folder>/hyperlora``)."""
     from modules import shared
 
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     return get_store(shared.cmd_opts.lora_dir)
 

@@ -85,7 +85,7 @@ def save(
 
 def check_new_name(name: str, store: Any, overwrite: bool) -> None:
     """A usable name, free unless ``overwrite`` (callers check before the encoding, too)."""
-    from hyperlora_ext.identities import check_name
+    from hyperlora_ext.store import check_name
 
     check_name(name)
     if store.exists(name) and not overwrite:

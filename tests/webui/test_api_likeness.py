@@ -34,7 +34,7 @@ def test_scores_each_image_against_reference_photos(client):
 
 def test_scores_against_a_saved_identity(client, host):
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     result = resolve(HyperLoRAArgs.from_dict({"images": [FACE], "model": "tiny"}))
     store = get_store(host.lora_dir)

@@ -133,7 +133,7 @@ def test_the_final_image_is_scored_after_other_scripts_changed_it(host, photo):
 
 def test_a_saved_identity_without_reference_gets_a_warning(host, photo):
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
     from tests.webui.harness import resolve
 
     result = resolve(HyperLoRAArgs.from_dict(on(photo)))

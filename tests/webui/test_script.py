@@ -218,7 +218,7 @@ def test_script_loads_like_a1111_with_the_folder_on_sys_path_only_while_it_runs(
 
 
 def test_saved_identity_names_its_own_model_in_the_infotext(hl, monkeypatch, tmp_path):
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     monkeypatch.setattr(hl.webui.shared.cmd_opts, "lora_dir", str(tmp_path))
     saved = make_lora(hl.model, seed=7)

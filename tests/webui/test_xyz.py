@@ -147,7 +147,7 @@ def test_confirm_rejects_bad_values_before_the_grid_runs(grid):
 
 
 def test_default_choices_come_from_the_webui(host, grid):
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     lora = {
         "lora_unet_x.lora_down.weight": torch.ones(2, 4),
@@ -206,7 +206,7 @@ def test_enabled_axis_turns_it_off_per_cell(job, grid):
 
 
 def test_identity_axis_uses_saved_identities_without_encoding(job, grid, host):
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     lora = job.p.script_args[1]
     result = host.processing.process_images(job.p)  # encodes the photo (unless cached)
@@ -234,7 +234,7 @@ def test_model_axis_checks_names_and_sets_the_model(job, grid):
 
 
 def test_slider_strength_axis_encodes_once_and_each_cell_states_its_strength(job, grid, host):
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
     from tests.webui.harness import resolve
 
     identity_only = host.processing.process_images(job.p).images[0]

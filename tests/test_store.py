@@ -10,14 +10,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from hyperlora_ext.errors import ExportExistsError, HyperLoRAError, InvalidNameError
-from hyperlora_ext.identities import (
+from hyperlora_ext.lora_format import lora_digest
+from hyperlora_ext.store import (
     RECORD_SUFFIX,
     IdentityNotFoundError,
     IdentityStore,
     check_name,
     get_store,
 )
-from hyperlora_ext.lora_format import lora_digest
 
 PREFIX = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
 
