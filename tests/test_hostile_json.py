@@ -17,9 +17,8 @@ from hyperlora_ext.models import list_hyperlora_models
 from hyperlora_ext.store import RECORD_SUFFIX, IdentityStore
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
-from tests.factories import write_tiny_clip, write_tiny_hyperlora
-from tests.test_doctor import by_name
-from tests.test_store import save
+from tests.factories import save_identity, write_tiny_clip, write_tiny_hyperlora
+from tests.model_files import by_name
 
 DEEP = "[" * 100_000 + "]" * 100_000
 MODULES = "hyper_lora_modules.json"
@@ -60,8 +59,8 @@ def test_doctor_reports_the_file(roots):
 
 def test_a_saved_identity_with_such_a_record_is_still_listed(tmp_path: Path):
     store = IdentityStore(tmp_path / "Lora")
-    save(store, "alice")
-    save(store, "bob")
+    save_identity(store, "alice")
+    save_identity(store, "bob")
     (store.folder / f"alice{RECORD_SUFFIX}").write_text(DEEP)
     assert [record.name for record in store.list()] == ["alice", "bob"]
     assert store.record("alice").model == "" and store.record("bob").model == "fidelity"

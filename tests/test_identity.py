@@ -17,31 +17,9 @@ from hyperlora_ext.export import export_lora
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.lora_format import kohya_to_webui_layer, sdxl_attention_modules
 from hyperlora_ext.models import ModelRoots, resolve_hyperlora
-from tests import fake_antelopev2
-from tests.encoders._photos import count_decoded_alive, face_photo
-from tests.factories import tiny_modules, write_tiny_clip, write_tiny_hyperlora
-
-MODEL = "tiny_fidelity"
-
-
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory) -> ModelRoots:
-    models = tmp_path_factory.mktemp("models")
-    roots = ModelRoots.from_models_dir(models)
-    write_tiny_hyperlora(roots.hyper_lora / MODEL)
-    write_tiny_hyperlora(roots.hyper_lora / "tiny_edit", style="sgm", seed=1)
-    write_tiny_clip(roots.clip_vit / "clip-vit-large-patch14")
-    fake_antelopev2.build(roots.antelopev2)
-    return roots
-
-
-@pytest.fixture
-def pipeline(roots) -> IdentityPipeline:
-    return IdentityPipeline(roots, device="cpu", dtype=torch.float32)
-
-
-def _photo(shift: int = 0) -> Image.Image:
-    return face_photo(faces=((210 + shift, 90, 430 + shift, 390),))
+from tests.encoders._photos import count_decoded_alive
+from tests.factories import tiny_modules, write_tiny_hyperlora
+from tests.tiny_tree import MODEL, _photo
 
 
 def test_predicts_a_kohya_lora_for_every_module(pipeline):

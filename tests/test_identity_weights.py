@@ -8,14 +8,14 @@ from PIL import Image
 
 from hyperlora_ext.errors import ArgumentError
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
-from tests.test_identity import MODEL, _photo, roots  # noqa: F401  (module fixture)
+from tests.tiny_tree import MODEL, _photo
 
 OPTIONS = IdentityOptions(MODEL)
 DARK = Image.new("RGB", (320, 240), (20, 20, 20))
 
 
 @pytest.fixture
-def pipeline(roots) -> IdentityPipeline:  # noqa: F811
+def pipeline(roots) -> IdentityPipeline:
     return IdentityPipeline(roots, device="cpu", dtype=torch.float32)
 
 

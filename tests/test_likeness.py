@@ -11,13 +11,11 @@ from hyperlora_ext.errors import HyperLoRAError, NoFaceError
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.likeness import Likeness, check_reference, cosine, reference_embedding
 from hyperlora_ext.models import ModelRoots
-from tests import test_identity
 from tests.encoders._photos import face_photo
-from tests.test_identity import MODEL
+from tests.tiny_tree import MODEL
 
 ROUND = ((210, 90, 430, 390),)  # the default synthetic face
 TALL = ((150, 60, 330, 420),)  # another face: narrower and taller
-roots, pipeline = test_identity.roots, test_identity.pipeline  # the tiny models' fixtures
 
 
 def test_a_reference_photo_scored_against_its_identity_is_one(pipeline):

@@ -18,17 +18,8 @@ from hyperlora_ext.store import (
     check_name,
     get_store,
 )
-
-PREFIX = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
-
-
-def tiny_lora(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        f"{PREFIX}.lora_down.weight": torch.randn(4, 20, generator=g),
-        f"{PREFIX}.lora_up.weight": torch.randn(20, 4, generator=g),
-        f"{PREFIX}.alpha": torch.tensor(4.0),
-    }
+from tests.factories import STORE_PREFIX as PREFIX
+from tests.factories import save_identity, tiny_lora
 
 
 @pytest.fixture
@@ -36,15 +27,9 @@ def store(tmp_path):
     return IdentityStore(tmp_path / "Lora")
 
 
-def save(store, name="alice", seed=0, **kwargs):
-    kwargs.setdefault("model", "fidelity")
-    kwargs.setdefault("photos", 3)
-    return store.save(name, tiny_lora(seed), **kwargs)
-
-
 def test_save_writes_lora_card_preview_and_record(store):
     preview = Image.new("RGB", (8, 8), (200, 10, 10))
-    record = save(store, options={"face": "largest"}, preview=preview)
+    record = save_identity(store, options={"face": "largest"}, preview=preview)
     folder = store.folder
     assert folder.name == "hyperlora"
     names = sorted(p.name for p in folder.iterdir())
@@ -61,7 +46,7 @@ def test_save_writes_lora_card_preview_and_record(store):
 
 
 def test_load_returns_the_stored_tensors_and_their_digest(store):
-    record = save(store)
+    record = save_identity(store)
     loaded = store.load("alice")
     original = tiny_lora(0)
     assert set(loaded.lora) == set(original)
@@ -73,23 +58,23 @@ def test_load_returns_the_stored_tensors_and_their_digest(store):
 
 
 def test_load_is_cached_until_the_file_changes(store):
-    save(store)
+    save_identity(store)
     assert store.load("alice") is store.load("alice")
     first = store.load("alice").digest
-    save(store, seed=1, overwrite=True)
+    save_identity(store, seed=1, overwrite=True)
     assert store.load("alice").digest != first
 
 
 def test_existing_name_needs_overwrite(store):
-    save(store)
+    save_identity(store)
     with pytest.raises(ExportExistsError, match="already exists"):
-        save(store, seed=1)
-    assert save(store, seed=1, overwrite=True).digest == store.load("alice").digest
+        save_identity(store, seed=1)
+    assert save_identity(store, seed=1, overwrite=True).digest == store.load("alice").digest
 
 
 def test_list_names_and_records(store):
-    save(store, "bob")
-    save(store, "Alice")
+    save_identity(store, "bob")
+    save_identity(store, "Alice")
     assert store.names() == ["Alice", "bob"]
     assert [r.name for r in store.list()] == ["Alice", "bob"]
     assert store.exists("bob") and not store.exists("carol")
@@ -97,9 +82,9 @@ def test_list_names_and_records(store):
 
 
 def test_a_lora_without_record_or_with_a_broken_one_is_still_listed(store):
-    save(store, "alice")
+    save_identity(store, "alice")
     (store.folder / f"alice{RECORD_SUFFIX}").write_text("{not json")
-    save(store, "bob")
+    save_identity(store, "bob")
     (store.folder / f"bob{RECORD_SUFFIX}").unlink()
     records = {r.name: r for r in store.list()}
     assert records["alice"].model == "" and records["bob"].photos == 0
@@ -107,8 +92,8 @@ def test_a_lora_without_record_or_with_a_broken_one_is_still_listed(store):
 
 
 def test_delete_removes_every_file(store):
-    save(store, preview=Image.new("RGB", (4, 4)))
-    save(store, "bob")
+    save_identity(store, preview=Image.new("RGB", (4, 4)))
+    save_identity(store, "bob")
     removed = store.delete("alice")
     assert len(removed) == 4
     assert [p.name for p in store.folder.iterdir() if p.name.startswith("alice")] == []
@@ -150,7 +135,7 @@ def test_names_that_are_not_plain_stems_are_refused_everywhere(store, tmp_path, 
         with pytest.raises(InvalidNameError):
             action(name)
     with pytest.raises(InvalidNameError):
-        save(store, name)
+        save_identity(store, name)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written == []
 
@@ -181,10 +166,10 @@ def test_an_unreadable_lora_file_is_a_clear_error(store):
 
 
 def test_an_identity_cannot_take_over_another_identitys_record(store):
-    save(store, "victim", seed=1)
+    save_identity(store, "victim", seed=1)
     record = (store.folder / f"victim{RECORD_SUFFIX}").read_text()
     with pytest.raises(InvalidNameError):
-        save(store, "victim.hyperlora", seed=2)
+        save_identity(store, "victim.hyperlora", seed=2)
     with pytest.raises(InvalidNameError):
         store.delete("victim.hyperlora")
     assert (store.folder / f"victim{RECORD_SUFFIX}").read_text() == record
@@ -192,14 +177,14 @@ def test_an_identity_cannot_take_over_another_identitys_record(store):
 
 
 def test_a_name_differing_only_in_case_is_refused(store):
-    save(store, "alice")
+    save_identity(store, "alice")
     with pytest.raises(InvalidNameError, match="letter case"):
-        save(store, "ALICE", overwrite=True)
+        save_identity(store, "ALICE", overwrite=True)
     assert store.names() == ["alice"]
 
 
 def test_a_folder_named_like_a_lora_is_not_an_identity(store):
-    save(store, "alice")
+    save_identity(store, "alice")
     (store.folder / "x.safetensors").mkdir()
     assert store.names() == ["alice"]
 
@@ -210,7 +195,7 @@ def test_concurrent_saves_of_one_name(store, overwrite):
 
     def attempt(seed):
         try:
-            save(store, "race", seed=seed, overwrite=overwrite)
+            save_identity(store, "race", seed=seed, overwrite=overwrite)
             return "saved"
         except ExportExistsError:
             return "exists"
@@ -236,7 +221,7 @@ def test_an_empty_lora_file_is_refused(store):
 
 def test_tokens_are_kept_beside_an_ordinary_lora(store):
     tokens = torch.randn(8, 6)
-    save(store, tokens=tokens)
+    save_identity(store, tokens=tokens)
     lora_file = store.folder / "alice.safetensors"
     assert set(load_file(lora_file)) == set(tiny_lora())  # the LoRA holds only LoRA keys
     assert store.tokens_path("alice").name == "alice.hyperlora.tokens"
@@ -249,7 +234,7 @@ def test_tokens_are_kept_beside_an_ordinary_lora(store):
 def test_identity_saved_without_tokens_still_loads_and_says_why_it_cannot_mix(store):
     from hyperlora_ext.errors import NoTokensError
 
-    save(store)
+    save_identity(store)
     assert store.load("alice").lora.keys() == tiny_lora().keys()
     with pytest.raises(NoTokensError, match=r"saved before mixing existed.*works as a LoRA"):
         store.load_tokens("alice")
@@ -260,15 +245,15 @@ def test_tokens_of_a_replaced_lora_are_refused(store):
 
     from hyperlora_ext.errors import NoTokensError
 
-    save(store, tokens=torch.randn(8, 6))
+    save_identity(store, tokens=torch.randn(8, 6))
     save_file(tiny_lora(seed=5), str(store.folder / "alice.safetensors"))
     with pytest.raises(NoTokensError, match="does not belong to its LoRA"):
         store.load_tokens("alice")
 
 
 def test_overwriting_without_tokens_drops_the_old_tokens(store):
-    save(store, tokens=torch.randn(8, 6))
-    save(store, seed=1, overwrite=True)
+    save_identity(store, tokens=torch.randn(8, 6))
+    save_identity(store, seed=1, overwrite=True)
     assert not store.tokens_path("alice").exists()
 
 
@@ -296,7 +281,7 @@ def test_two_writers_past_the_existence_check_cannot_both_save(tmp_path, monkeyp
 
     def attempt(store, seed):
         try:
-            save(store, "race", seed=seed)
+            save_identity(store, "race", seed=seed)
             outcomes.append(f"saved {seed}")
         except ExportExistsError:
             outcomes.append("exists")
@@ -320,7 +305,7 @@ def test_the_likeness_reference_is_stored_in_the_record_exactly(store):
 
     reference = np.random.default_rng(0).standard_normal(512).astype(np.float32)
     reference /= np.linalg.norm(reference)
-    save(store, reference_embedding=reference)
+    save_identity(store, reference_embedding=reference)
     on_disk = json.loads((store.folder / f"alice{RECORD_SUFFIX}").read_text())
     assert len(on_disk["reference_embedding"]) == 512
     again = np.asarray(store.record("alice").reference_embedding, np.float32)
@@ -330,7 +315,7 @@ def test_the_likeness_reference_is_stored_in_the_record_exactly(store):
 
 @pytest.mark.parametrize("stored", [None, [0.5] * 3, "text", [[1.0] * 512] * 2, [0.0] * 512])
 def test_a_record_without_a_usable_reference_reads_as_none(store, stored):
-    save(store)  # an identity saved before the likeness reference existed has none
+    save_identity(store)  # an identity saved before the likeness reference existed has none
     path = store.folder / f"alice{RECORD_SUFFIX}"
     data = json.loads(path.read_text())
     assert data["reference_embedding"] == []

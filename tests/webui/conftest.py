@@ -55,3 +55,26 @@ def webui_19(tmp_path):
     finally:
         fake_webui.uninstall()
         _reset_adapters()
+
+
+# ------------------------------------------ the tiny host (tests/webui/tiny_host.py)
+@pytest.fixture
+def session_pipeline(tmp_path_factory):
+    from tests.webui.tiny_host import tiny_models
+
+    return tiny_models(tmp_path_factory)[1]
+
+
+@pytest.fixture
+def host(webui, tmp_path_factory, monkeypatch):
+    from tests.webui.tiny_host import point_webui_at, tiny_models
+
+    point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
+    return webui
+
+
+@pytest.fixture
+def client(host):
+    from tests.webui.tiny_host import make_client
+
+    return make_client()

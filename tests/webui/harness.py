@@ -5,7 +5,9 @@ elsewhere."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -114,3 +116,52 @@ def build(webui, monkeypatch):
     with gr.Blocks():
         inputs = script.ui(False)
     return script, inputs
+
+
+def handler(demo, component):
+    """The function a click on ``component`` runs, and its BlockFunction (gradio 3.41 and 4.x)."""
+    functions = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns  # 4.x: a dict
+    for function in functions:
+        targets = getattr(function, "targets", None)
+        if targets is None:  # gradio 3.41 keeps the targets in the parallel dependency list
+            targets = demo.dependencies[demo.fns.index(function)]["targets"]
+        if component._id in [t[0] if isinstance(t, list | tuple) else t for t in targets]:
+            return function.fn, function
+    raise AssertionError(f"nothing wired to {component}")
+
+
+def build_panel(webui, monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(host, "pipeline", lambda: pytest.fail("ui() must not predict"))
+    script = webui.load_script()()
+    script.is_img2img = False
+    import gradio as gr
+
+    with gr.Blocks() as demo:
+        script.ui(False)
+    return demo, script
+
+
+# ------------------------------------------------------------------ the X/Y/Z double
+FAKE_XYZ = Path(__file__).parent / "fake_webui" / "xyz_grid.py"
+
+
+def load_xyz(webui):
+    """Load the X/Y/Z double the way A1111 loads scripts: by file, recorded in scripts_data."""
+    spec = importlib.util.spec_from_file_location("xyz_grid.py", FAKE_XYZ)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class XYZScript(webui.scripts.Script):
+        def title(self):
+            return "X/Y/Z plot"
+
+    XYZScript.__module__ = "xyz_grid.py"
+    entry = webui.scripts.ScriptClassData(XYZScript, str(FAKE_XYZ), str(FAKE_XYZ.parent), module)
+    webui.scripts.scripts_data.append(entry)
+    return module
+
+
+def by_label(module, name):
+    return next(o for o in module.axis_options if o.label == f"[HyperLoRA] {name}")

@@ -10,7 +10,6 @@ import base64
 import io
 import json
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -32,79 +31,16 @@ from hyperlora_ext.webui.services import Services
 from hyperlora_ext.webui.settings import API_ON_ERROR
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
-from tests.factories import write_tiny_clip, write_tiny_hyperlora
-
-TINY_WIDTHS = {"w640": 20, "w1280": 40, "ctx": 64}  # the widths of write_tiny_hyperlora's layers
-
-
-def png_b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-FACE = png_b64(face_photo((320, 240), ((100, 40, 220, 200),)))
-OTHER_FACE = png_b64(face_photo((320, 240), ((60, 30, 200, 220),)))
-NO_FACE = png_b64(Image.new("RGB", (64, 64), (20, 20, 20)))
-
-
-# Built once per test session and shared with test_xyz.py.
-_SESSION: dict = {}
-
-
-def tiny_models(factory) -> tuple:
-    """(models folder with the tiny models, a warm IdentityPipeline over it), built once."""
-    if not _SESSION:
-        models = factory.mktemp("models")
-        roots = ModelRoots.from_models_dir(models)
-        write_tiny_hyperlora(roots.hyper_lora / "tiny")
-        write_tiny_clip(roots.clip_vit / "clip_vit_large_14")
-        fake_antelopev2.build(roots.antelopev2)
-        _SESSION.update(models=models, pipeline=identity.IdentityPipeline(roots))
-    return _SESSION["models"], _SESSION["pipeline"]
-
-
-def point_webui_at(models: Path, pipeline, monkeypatch) -> None:
-    """The double's models folder -> the tiny models; the process-wide pipeline -> the warm one."""
-    import modules.paths
-
-    from hyperlora_ext.webui import host, services
-
-    monkeypatch.setattr(modules.paths, "models_path", str(models))
-    monkeypatch.setattr(services, "_pipeline", pipeline)
-    monkeypatch.setattr(services, "_pipeline_key", host.pipeline_config())
-
-
-@pytest.fixture
-def session_pipeline(tmp_path_factory):
-    return tiny_models(tmp_path_factory)[1]
-
-
-@pytest.fixture
-def host(webui, tmp_path_factory, monkeypatch):
-    point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
-    return webui
-
-
-def make_client(backend=None, limits=None) -> TestClient:
-    app = FastAPI()
-    api.register_routes(app, backend, limits)
-    return TestClient(app)
-
-
-@pytest.fixture
-def client(host):
-    return make_client()
-
-
-def expect_error(response, status, kind, *fragments):
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail", "field"}, body  # the one stable shape
-    assert body["error"] == kind
-    for fragment in fragments:
-        assert fragment in body["detail"], body["detail"]
-    return body
+from tests.webui.tiny_host import (
+    FACE,
+    NO_FACE,
+    OTHER_FACE,
+    expect_error,
+    generation_app,
+    make_client,
+    png_b64,
+    tiny_models,
+)
 
 
 # ------------------------------------------------------------------------- status, models
@@ -349,18 +285,6 @@ def test_registering_twice_adds_the_routes_once(host):
 
 
 # ------------------------------------------------- generation requests (alwayson_scripts)
-def generation_app(host, script_classes, *, fail_mode=True):
-    from tests.webui.fake_webui.api_app import create_app
-
-    model = host.load_model("sdxl", **TINY_WIDTHS)
-    runner = host.scripts.ScriptRunner(script_classes)
-    defaults = {"hyperlora": [False, None, "", 0.8, True, "largest", 0, True, False, ""]}
-    app = create_app(runner, model, defaults)
-    if fail_mode:
-        api.register_routes(app)
-    return TestClient(app)
-
-
 def info(response) -> dict:
     assert response.status_code == 200, response.text
     return json.loads(response.json()["info"])["extra_generation_params"]

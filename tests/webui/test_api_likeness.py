@@ -6,8 +6,7 @@ import pytest
 
 from tests.encoders._photos import face_photo
 from tests.webui.harness import resolve
-from tests.webui.test_api import FACE, NO_FACE, expect_error, make_client, png_b64
-from tests.webui.test_api import host as host
+from tests.webui.tiny_host import FACE, NO_FACE, expect_error, make_client, png_b64
 
 URL = "/hyperlora/v1/likeness"
 OTHER_FACE = png_b64(face_photo((320, 240), ((100, 20, 180, 220),)))  # narrower, taller

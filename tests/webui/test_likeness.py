@@ -13,8 +13,8 @@ import pytest
 from hyperlora_ext.likeness import cosine, reference_from_photos
 from hyperlora_ext.webui import infotext
 from tests.encoders._photos import face_photo
-from tests.webui.test_api import TINY_WIDTHS, point_webui_at, tiny_models
-from tests.webui.test_xyz import by_label, load_xyz
+from tests.webui.harness import by_label, load_xyz
+from tests.webui.tiny_host import TINY_WIDTHS, point_webui_at, tiny_models
 
 ROUND = ((210, 90, 430, 390),)  # the face of the reference photo
 TALL = ((150, 60, 330, 420),)  # someone else

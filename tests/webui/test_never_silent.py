@@ -26,7 +26,7 @@ from tests.webui import fake_webui
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
 from tests.webui.harness import ON, Harness, ours
 from tests.webui.loras import make_lora
-from tests.webui.test_api import FACE, generation_app, point_webui_at, tiny_models
+from tests.webui.tiny_host import FACE, generation_app, point_webui_at, tiny_models
 
 IDENTITY_PARAMS = (infotext.MODEL, infotext.WEIGHT, infotext.DIGEST)
 FAIL = {"X-HyperLoRA-On-Error": "fail"}

@@ -68,7 +68,7 @@ def test_pasting_an_infotext_without_hyperlora_turns_it_off_and_leaves_the_rest(
 
 
 def test_turning_hyperlora_on_preloads_the_chosen_model(webui, monkeypatch, capsys):
-    from tests.webui.test_first_run import build_panel, handler
+    from tests.webui.harness import build_panel, handler
 
     def enable_handler():
         demo, script = build_panel(webui, monkeypatch)

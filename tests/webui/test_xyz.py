@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +11,8 @@ import torch
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.webui import job_state, xyz
 from tests.encoders._photos import face_photo
-from tests.webui.test_api import TINY_WIDTHS, point_webui_at, tiny_models
+from tests.webui.harness import by_label, load_xyz
+from tests.webui.tiny_host import TINY_WIDTHS, point_webui_at, tiny_models
 
 
 @pytest.fixture
@@ -28,25 +27,8 @@ def session_pipeline(tmp_path_factory):
     return tiny_models(tmp_path_factory)[1]
 
 
-FAKE_XYZ = Path(__file__).parent / "fake_webui" / "xyz_grid.py"
 AXES = ("Weight", "Model", "Identity", "Slider strength", "Enabled")
 LABELS = [f"[HyperLoRA] {name}" for name in AXES]
-
-
-def load_xyz(webui):
-    """Load the X/Y/Z double the way A1111 loads scripts: by file, recorded in scripts_data."""
-    spec = importlib.util.spec_from_file_location("xyz_grid.py", FAKE_XYZ)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    class XYZScript(webui.scripts.Script):
-        def title(self):
-            return "X/Y/Z plot"
-
-    XYZScript.__module__ = "xyz_grid.py"
-    entry = webui.scripts.ScriptClassData(XYZScript, str(FAKE_XYZ), str(FAKE_XYZ.parent), module)
-    webui.scripts.scripts_data.append(entry)
-    return module
 
 
 @pytest.fixture
@@ -58,10 +40,6 @@ def grid(webui):
 
 def labels(module):
     return [o.label for o in module.axis_options]
-
-
-def by_label(module, name):
-    return next(o for o in module.axis_options if o.label == f"[HyperLoRA] {name}")
 
 
 def test_axes_are_registered_once_when_the_script_is_there(grid):
