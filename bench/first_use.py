@@ -40,7 +40,7 @@ imported = time.perf_counter()
 pipeline = IdentityPipeline(ModelRoots.from_models_dir(Path(sys.argv[1])), device="cpu")
 result = pipeline.predict([sys.argv[2]], IdentityOptions("sdxl_hyper_id_lora_v1_fidelity"))
 done = time.perf_counter()
-assert result.photos_used == 1 and not result.cache_hit
+assert result.photos == 1 and not result.cache_hit
 print(json.dumps({"imports": imported - start, "first identity": done - start,
                   "dtype": str(pipeline._engine.dtype)}))
 """

@@ -64,14 +64,11 @@ def run_scenario(name: str, count: int, side: int, fmt: str) -> dict:
         held = [load_image(p, f"image {i + 1}") for i, p in enumerate(photos)]
         assert len(held) == count
     elif name == "predict":
-        assert pipeline.predict(photos, IdentityOptions("tiny")).photos_used == count
+        assert pipeline.predict(photos, IdentityOptions("tiny")).photos == count
     else:
-        backend = api.Backend(
-            roots=lambda: roots,
-            pipeline=lambda: pipeline,
-            identities=lambda: None,
-            face_analyzer=pipeline._face_analyzer,
-        )
+        from hyperlora_ext.webui.services import Services
+
+        backend = Services(roots=lambda: roots, pipeline=lambda: pipeline, store=lambda: None)
         limits = api.Limits(max_image_bytes=len(photo) + 1)
         request = {"images": [__import__("base64").b64encode(photo).decode()] * count}
         found = api._detect(backend, limits, request)["images"]

@@ -17,22 +17,18 @@ from typing import Any
 
 from hyperlora_ext.errors import ArgumentError
 from hyperlora_ext.facts import (
-    DATA_URL,
-    MAX_IMAGE_BYTES,
     MAX_IMAGES,
+    PHOTOS,
     RECOMMENDED_WEIGHT,
     SLIDER_RANGE,
     TRIGGER_WORDS,
     WEIGHT_RANGE,
     check_face_choice,
     check_face_index,
-    image_too_large,
     too_many_images,
 )
 
 __all__ = ["HyperLoRAArgs", "add_trigger_words"]
-
-PHOTOS = "@photos"  # in a mix written as text: the generation's own photos
 
 
 @dataclass(frozen=True)
@@ -342,25 +338,7 @@ def _images(value: Any, field: str = "images") -> tuple[Any, ...]:
     images = tuple(_unwrap_upload(item) for item in value if item is not None)
     if len(images) > MAX_IMAGES:
         raise ArgumentError(field, too_many_images(len(images)))
-    for number, image in enumerate(images, 1):
-        if _file_size(image) > MAX_IMAGE_BYTES:
-            raise ArgumentError(field, image_too_large(f"image {number}"))
-    return images
-
-
-def _file_size(image: Any) -> int:
-    """Bytes of a photo given as bytes, base64 / data URL or file path; 0 for decoded images."""
-    if isinstance(image, (bytes, bytearray)):
-        return len(image)
-    if isinstance(image, os.PathLike) or (isinstance(image, str) and len(image) < 4096):
-        try:
-            if os.path.isfile(image):
-                return os.path.getsize(image)
-        except (OSError, ValueError):  # not a usable path: treat the text as base64
-            pass
-    if isinstance(image, str):
-        return len(DATA_URL.sub("", image, count=1)) * 3 // 4
-    return 0
+    return images  # their sizes are checked where they are read (encoders.images)
 
 
 def _unwrap_upload(item: Any) -> Any:

@@ -95,8 +95,9 @@ def cmd_lora(args: argparse.Namespace) -> int:
 
     import torch
 
+    from hyperlora_ext.devices import check_device
     from hyperlora_ext.export import check_export_target, export_lora
-    from hyperlora_ext.identity import IdentityOptions, IdentityPipeline, check_device
+    from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 
     start = time.perf_counter()
 
@@ -132,19 +133,20 @@ def cmd_lora(args: argparse.Namespace) -> int:
         out.parent,
         out.stem,
         model=options.model,
-        photos=result.photos_used,
+        photos=result.photos,
         style=None if args.style == "as-is" else args.style,
         preview=preview,
         overwrite=args.overwrite,
     )
-    progress(f"done: {path} (identity {result.digest}, {result.photos_used} photo(s))")
+    progress(f"done: {path} (identity {result.digest}, {result.photos} photo(s))")
     print(path)
     return EXIT_OK
 
 
 def cmd_likeness(args: argparse.Namespace) -> int:
     """Score images against reference photos: a table of file, faces found and likeness."""
-    from hyperlora_ext.identity import IdentityPipeline, check_device
+    from hyperlora_ext.devices import check_device
+    from hyperlora_ext.identity import IdentityPipeline
 
     pipeline = IdentityPipeline(roots_from_args(args), device=check_device(args.device))
     refs = [Path(ref) for ref in args.ref]

@@ -13,17 +13,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .errors import HyperLoRAError
+from .errors import ExportExistsError, FileExistsRefusedError, HyperLoRAError
 from .facts import RECOMMENDED_WEIGHT, TRIGGER_WORDS
-from .files import FileExistsRefusedError, write_atomically
+from .files import write_atomically
 from .lora_format import NameStyle, convert_key_style, lora_digest
 from .names import check_name
 
 SIDE_FILES = (".json", ".preview.png")  # written beside NAME.safetensors
-
-
-class ExportExistsError(FileExistsRefusedError):
-    """The export target exists and overwriting was not requested."""
 
 
 def export_paths(folder: str | Path, name: str) -> list[Path]:

@@ -29,6 +29,9 @@ TYPICAL_WEIGHTS = (0.75, 0.85)  # the HyperLoRA authors' README: "usually"
 WORKFLOW_WEIGHTS = (0.85, 0.9)  # what their five published workflows use
 # Weights outside this are far from both and get a note (our judgement, not the authors').
 WEIGHT_ADVICE_RANGE = (0.5, 1.1)
+PHOTOS = "@photos"  # in a mix or slider written as text: the generation's own photos
+ERROR_LABEL = "HyperLoRA error"  # the infotext key, and how console lines and messages start
+LORA_SUFFIX = ".safetensors"  # an identity's LoRA file (the Lora tab lists it)
 # The words the HyperLoRA models were trained with; prompts get them prepended.
 TRIGGER_WORDS = "fcsks fxhks fhyks"
 

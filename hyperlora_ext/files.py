@@ -15,11 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hyperlora_ext.errors import HyperLoRAError
-
-
-class FileExistsRefusedError(HyperLoRAError):
-    """The target exists and overwriting was not requested."""
+from hyperlora_ext.errors import FileExistsRefusedError
 
 
 def write_atomically(target: Path, write: Callable[[str], Any], *, overwrite: bool = True) -> None:

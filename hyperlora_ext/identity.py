@@ -12,18 +12,20 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from .cache import LruCache
+from .devices import parse_device
 from .engine.cpu_dtype import dtype_name
 from .engine.fusion import check_weights
 from .errors import ArgumentError, CheckpointError, HyperLoRAError
 from .facts import DEVICES, check_face_choice, check_face_index
+from .identity_value import Identity
 from .lora_format import lora_digest
 from .memory import peak_rss_mb, return_freed_memory
 from .model_files import folder_fingerprint
@@ -69,57 +71,6 @@ class IdentityOptions:
         return values
 
 
-@dataclass
-class IdentityResult:
-    lora: dict[str, torch.Tensor]
-    digest: str
-    reports: list[Any]  # encoders.features.PhotoReport, one per input photo
-    model: str
-    photos_used: int
-    cache_hit: bool = False
-    seconds: float = 0.0
-    peak_rss_mb: float | None = None  # None where the platform does not report it
-    peak_vram_mb: float | None = None
-    warnings: list[str] = field(default_factory=list)
-    # The fused tokens before the per-token normalisation (Q, H) float32: what identities are
-    # mixed by (IdentityPipeline.mix) and what saved identities keep beside their LoRA.
-    tokens: torch.Tensor | None = None
-    # (512,) float32: normalised mean ArcFace embedding of the photos used (the likeness reference)
-    reference_embedding: Any = None
-    # The encoders' dtype ("fp32", "bf16", "fp16"): it changes the LoRA's last bits (infotext/API)
-    dtype: str = ""
-
-
-def parse_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device; HyperLoRAError for text torch does not understand."""
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise HyperLoRAError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device this torch build can use (for devices users type)."""
-    parsed = parse_device(device)
-    usable = {
-        "cpu": lambda: True,
-        "cuda": torch.cuda.is_available,
-        "mps": lambda: torch.backends.mps.is_available(),
-    }
-    if parsed.type not in usable:
-        raise HyperLoRAError(f"device {device!r} is not supported: use cpu, cuda, cuda:N or mps")
-    if not usable[parsed.type]():
-        raise HyperLoRAError(
-            f"device {device!r} is not available: this torch ({torch.__version__}) has no "
-            f"{parsed.type.upper()} support or sees no such GPU. Use the device cpu instead."
-        )
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        raise HyperLoRAError(
-            f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible"
-        )
-    return parsed
-
-
 def _folder_fingerprint(folder: Path) -> tuple:
     """Changes when a file of a model folder is replaced, so stale cache entries are not reused."""
     return folder_fingerprint(folder)
@@ -150,7 +101,8 @@ class IdentityPipeline:
         self.keep_on_device = keep_on_device
         self.free_after_use = free_after_use
         self.placement = placement
-        self.cache: LruCache[_Computed] = LruCache(cache_entries, cache_bytes)
+        # Per key: the identity as computed, and per photo content (digest) what happened to it.
+        self.cache: LruCache[_Cached] = LruCache(cache_entries, cache_bytes)
         self._lock = threading.RLock()
         self._engine: Any = None
         self._engine_key: tuple | None = None
@@ -171,7 +123,7 @@ class IdentityPipeline:
         progress: Progress | None = None,
         before_compute: Callable[[], None] | None = None,
         weights: Sequence[float] | None = None,
-    ) -> IdentityResult:
+    ) -> Identity:
         """Predict the identity LoRA of the person in ``images`` (1..N photos).
 
         ``weights``: one relative weight >= 0 per photo (``photo_weights``); None weighs all
@@ -219,7 +171,7 @@ class IdentityPipeline:
         weights: Sequence[float],
         model: str,
         labels: Sequence[str] | None = None,
-    ) -> IdentityResult:
+    ) -> Identity:
         """The identity LoRA of several identities' fused ``tokens``, mixed by relative
         ``weights`` (field ``mix``) the way photos are fused; ``model`` made all of them.
         ``labels`` name the identities in errors (e.g. their saved names)."""
@@ -244,8 +196,8 @@ class IdentityPipeline:
             finally:
                 self._offload()
         _require_finite(lora, model_dir, model_dir)
-        return IdentityResult(
-            lora=_copy(lora), digest=lora_digest(lora), reports=[], model=model, photos_used=0,
+        return Identity(
+            lora=_copy(lora), digest=lora_digest(lora), model=model,
             seconds=time.perf_counter() - start, tokens=fused.clone(),
             dtype=dtype_name(engine.dtype),
         )  # fmt: skip
@@ -319,7 +271,7 @@ class IdentityPipeline:
     # -------------------------------------------------------------- internals
     def _compute(
         self, images, labels, digests, unreadable, options, model_dir, clip_path, report, weights
-    ) -> _Computed:
+    ) -> _Cached:
         from .encoders.features import IdentityFeatures, extract_identity_features
         from .likeness import reference_embedding
 
@@ -360,17 +312,17 @@ class IdentityPipeline:
                 self.unload()
         _require_finite(lora, model_dir, clip_path)
         self._require_unchanged(loaded, model_dir, clip_path)
-        return _Computed(
+        identity = Identity(
             lora=lora,  # fresh tensors, referenced nowhere else; callers get copies (_result)
             tokens=tokens.detach().to("cpu").clone(),
             digest=lora_digest(lora),
-            reports=by_digest,
             model=options.model,
-            reference=reference_embedding(features.id_embeds[rows].numpy(), used_weights),
+            likeness_reference=reference_embedding(features.id_embeds[rows].numpy(), used_weights),
             peak_rss_mb=peak_rss_mb(),
             peak_vram_mb=_peak_vram_mb(self.device),
             dtype=dtype_name(engine.dtype),
         )
+        return identity, by_digest
 
     def _require_unchanged(self, loaded: tuple, model_dir: Path, clip_path: Path) -> None:
         """A model file rewritten during the job may have given a half-old, half-new LoRA:
@@ -487,19 +439,8 @@ def _weighted_rows(
     return rows, [weights[used[row]] for row in rows]
 
 
-@dataclass
-class _Computed:
-    """What the cache keeps: the LoRA and, per photo content (digest), what happened to it."""
-
-    lora: dict[str, torch.Tensor]
-    tokens: torch.Tensor
-    digest: str
-    reports: dict[str, Any]  # image digest -> PhotoReport
-    model: str
-    reference: Any  # likeness reference embedding, (512,) float32
-    peak_rss_mb: float | None
-    peak_vram_mb: float | None
-    dtype: str = ""
+# What the cache keeps: the identity as computed and, per photo content (digest), its report.
+_Cached = tuple[Identity, dict[str, Any]]
 
 
 def _digests(images: Sequence[Any], labels: Sequence[str]) -> tuple[list[str | None], dict]:
@@ -520,32 +461,30 @@ def _digests(images: Sequence[Any], labels: Sequence[str]) -> tuple[list[str | N
 
 
 def _result(
-    computed: _Computed,
+    cached: _Cached,
     digests: Sequence[str | None],
     labels: Sequence[str],
     unreadable: dict,
     hit: bool,
     seconds: float,
-) -> IdentityResult:
-    """This call's result: its own labels and photo order, and tensors of its own (a copy)."""
-    reports = [
-        unreadable[i] if digest is None else replace(computed.reports[digest], label=labels[i])
+) -> Identity:
+    """This call's identity: its own labels and photo order, and tensors of its own (a copy)."""
+    computed, by_digest = cached
+    reports = tuple(
+        unreadable[i] if digest is None else replace(by_digest[digest], label=labels[i])
         for i, digest in enumerate(digests)
-    ]
-    return IdentityResult(
+    )
+    assert computed.tokens is not None
+    return replace(
+        computed,
         lora=_copy(computed.lora),
-        digest=computed.digest,
+        tokens=computed.tokens.clone(),
+        likeness_reference=computed.likeness_reference.copy(),
         reports=reports,
-        model=computed.model,
-        photos_used=sum(r.used for r in reports),
+        photos=sum(r.used for r in reports),
+        preview=next((r.preview for r in reports if r.preview is not None), None),
         cache_hit=hit,
         seconds=seconds,
-        peak_rss_mb=computed.peak_rss_mb,
-        peak_vram_mb=computed.peak_vram_mb,
-        warnings=[f"{r.label}: {r.reason}" for r in reports if not r.used],
-        tokens=computed.tokens.clone(),
-        reference_embedding=computed.reference.copy(),
-        dtype=computed.dtype,
     )
 
 
@@ -580,51 +519,3 @@ def _release_memory() -> None:
     gc.collect()  # tensors held in reference cycles (e.g. by an exception's frames)
     return_freed_memory()
     _empty_device_cache()
-
-
-# ------------------------------------------------------- process-wide pipeline
-# The one pipeline of the process and what it was built from (None: configured explicitly).
-_pipeline: IdentityPipeline | None = None
-_pipeline_key: Hashable | None = None
-_pipeline_lock = threading.Lock()
-
-
-def configure_pipeline(roots: ModelRoots, **settings: Any) -> IdentityPipeline:
-    """(Re)create the process-wide pipeline from explicit settings.
-
-    :func:`shared_pipeline` adopts it for the settings it is first asked for, and replaces it when
-    later asked for other settings.
-    """
-    with _pipeline_lock:
-        return _replace_pipeline(None, lambda: IdentityPipeline(roots, **settings))
-
-
-def shared_pipeline(key: Hashable, build: Callable[[], IdentityPipeline]) -> IdentityPipeline:
-    """The process-wide pipeline for the settings ``key``; ``build`` makes a new one (unloading
-    the old one) when there is none or it was built for other settings."""
-    global _pipeline_key
-    with _pipeline_lock:
-        if _pipeline is not None and _pipeline_key in (None, key):
-            _pipeline_key = key
-            return _pipeline
-        return _replace_pipeline(key, build)
-
-
-def _replace_pipeline(key: Hashable | None, build: Callable[[], IdentityPipeline]):
-    global _pipeline, _pipeline_key
-    if _pipeline is not None:
-        _pipeline.unload()
-    _pipeline, _pipeline_key = build(), key
-    return _pipeline
-
-
-def current_pipeline() -> IdentityPipeline | None:
-    """The process-wide pipeline, or None before the first one is made."""
-    return _pipeline
-
-
-def get_pipeline() -> IdentityPipeline:
-    """The process-wide pipeline; configure_pipeline() must have been called first."""
-    if _pipeline is None:
-        raise HyperLoRAError("the HyperLoRA pipeline is not configured (configure_pipeline first)")
-    return _pipeline

@@ -27,6 +27,7 @@ xyz.register_axes()  # a no-op when the X/Y/Z script is absent
 script_callbacks.on_before_ui(xyz.register_axes)  # again after a UI reload
 script_callbacks.on_ui_settings(lambda: settings.register(host.refresh_pipeline))
 script_callbacks.on_after_component(ui.wire_likeness_status)
+script_callbacks.on_script_unloaded(host.release)  # Reload UI: no patched UNet, no 2nd pipeline
 
 
 class HyperLoRAScript(scripts.Script):

@@ -15,6 +15,24 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HYPERLORA_CACHE_DIR", tempfile.mkdtemp(prefix="hyperlora-cache-"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pytest
 import torch  # after OMP_NUM_THREADS is set
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def roots(tmp_path_factory):
+    """The tiny model tree of the pipeline tests (tests/tiny_tree.py), written once per session;
+    modules that need their own folders define their own ``roots``."""
+    from tests.tiny_tree import write_tree
+
+    return write_tree(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def pipeline(roots):
+    """A fresh float32 CPU pipeline over the session's tiny tree."""
+    from hyperlora_ext.identity import IdentityPipeline
+
+    return IdentityPipeline(roots, device="cpu", dtype=torch.float32)

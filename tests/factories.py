@@ -199,3 +199,22 @@ def write_tiny_clip(
     state = {k: v.contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
     save_file(state, str(path))
     return path
+
+
+# ------------------------------------------------------------- saved identities
+STORE_PREFIX = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+
+
+def tiny_lora(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        f"{STORE_PREFIX}.lora_down.weight": torch.randn(4, 20, generator=g),
+        f"{STORE_PREFIX}.lora_up.weight": torch.randn(20, 4, generator=g),
+        f"{STORE_PREFIX}.alpha": torch.tensor(4.0),
+    }
+
+
+def save_identity(store, name="alice", seed=0, **kwargs):
+    kwargs.setdefault("model", "fidelity")
+    kwargs.setdefault("photos", 3)
+    return store.save(name, tiny_lora(seed), **kwargs)

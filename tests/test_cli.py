@@ -13,8 +13,8 @@ from hyperlora_ext import cli
 from hyperlora_ext import download as download_module
 from hyperlora_ext.facts import HYPERLORA_MODELS
 from hyperlora_ext.models import ModelRoots, resolve_hyperlora
-from tests.test_download import FakeHub
-from tests.test_models import FIDELITY, make_tree
+from tests.fake_hub import FakeHub
+from tests.model_files import FIDELITY, make_tree
 
 
 @pytest.fixture

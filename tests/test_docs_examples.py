@@ -39,7 +39,7 @@ from hyperlora_ext.models import ModelRoots
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
 from tests.factories import write_tiny_clip, write_tiny_hyperlora
-from tests.test_download import FakeHub
+from tests.fake_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -9,13 +9,7 @@ import pytest
 from hyperlora_ext import doctor as doctor_module
 from hyperlora_ext.doctor import ERROR, OK, WARN, doctor, environment_checks, has_errors, render
 from hyperlora_ext.models import ModelRoots
-from tests.test_models import FIDELITY, make_clip_file, make_tree
-
-
-def by_name(checks, prefix: str):
-    found = [c for c in checks if c.name.startswith(prefix)]
-    assert found, f"no check named {prefix}: {[c.name for c in checks]}"
-    return found
+from tests.model_files import FIDELITY, by_name, make_clip_file, make_tree
 
 
 def test_complete_tree_is_all_ok(tmp_path: Path):

@@ -6,8 +6,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
-from hyperlora_ext.export import ExportExistsError, export_lora
+from hyperlora_ext.errors import ExportExistsError, HyperLoRAError, InvalidNameError
+from hyperlora_ext.export import export_lora
 from hyperlora_ext.lora_format import (
     LORA_PARTS,
     kohya_to_webui_layer,

@@ -12,14 +12,13 @@ from hyperlora_ext.doctor import ERROR, doctor
 from hyperlora_ext.engine.checkpoint import read_module_specs
 from hyperlora_ext.engine.model import load_hyperlora
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.identities import RECORD_SUFFIX, IdentityStore
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.models import list_hyperlora_models
+from hyperlora_ext.store import RECORD_SUFFIX, IdentityStore
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
-from tests.factories import write_tiny_clip, write_tiny_hyperlora
-from tests.test_doctor import by_name
-from tests.test_identities import save
+from tests.factories import save_identity, write_tiny_clip, write_tiny_hyperlora
+from tests.model_files import by_name
 
 DEEP = "[" * 100_000 + "]" * 100_000
 MODULES = "hyper_lora_modules.json"
@@ -60,8 +59,8 @@ def test_doctor_reports_the_file(roots):
 
 def test_a_saved_identity_with_such_a_record_is_still_listed(tmp_path: Path):
     store = IdentityStore(tmp_path / "Lora")
-    save(store, "alice")
-    save(store, "bob")
+    save_identity(store, "alice")
+    save_identity(store, "bob")
     (store.folder / f"alice{RECORD_SUFFIX}").write_text(DEEP)
     assert [record.name for record in store.list()] == ["alice", "bob"]
     assert store.record("alice").photos == 0 and store.record("bob").photos == 3
@@ -71,12 +70,12 @@ def test_a_saved_identity_with_such_a_record_is_still_listed(tmp_path: Path):
 def test_a_tokens_file_with_such_a_header_is_damaged_tokens_by_name(tmp_path: Path):
     import struct
 
-    from hyperlora_ext.identities import NoTokensError
+    from hyperlora_ext.store import NoTokensError
 
     store = IdentityStore(tmp_path / "Lora")
-    save(store, "alice", tokens=torch.ones(4, 3))
+    save_identity(store, "alice", tokens=torch.ones(4, 3))
     header = DEEP.encode()
     store.tokens_path("alice").write_bytes(struct.pack("<Q", len(header)) + header)
     with pytest.raises(NoTokensError, match=r"'alice'.*tokens file .* is damaged"):
         store.load_tokens("alice")
-    assert store.load("alice").record.model == "fidelity"  # the identity itself still works
+    assert store.load("alice").model == "fidelity"  # the identity itself still works

@@ -17,31 +17,9 @@ from hyperlora_ext.export import export_lora
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.lora_format import kohya_to_webui_layer, sdxl_attention_modules
 from hyperlora_ext.models import ModelRoots, resolve_hyperlora
-from tests import fake_antelopev2
-from tests.encoders._photos import count_decoded_alive, face_photo
-from tests.factories import tiny_modules, write_tiny_clip, write_tiny_hyperlora
-
-MODEL = "tiny_fidelity"
-
-
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory) -> ModelRoots:
-    models = tmp_path_factory.mktemp("models")
-    roots = ModelRoots.from_models_dir(models)
-    write_tiny_hyperlora(roots.hyper_lora / MODEL)
-    write_tiny_hyperlora(roots.hyper_lora / "tiny_edit", style="sgm", seed=1)
-    write_tiny_clip(roots.clip_vit / "clip-vit-large-patch14")
-    fake_antelopev2.build(roots.antelopev2)
-    return roots
-
-
-@pytest.fixture
-def pipeline(roots) -> IdentityPipeline:
-    return IdentityPipeline(roots, device="cpu", dtype=torch.float32)
-
-
-def _photo(shift: int = 0) -> Image.Image:
-    return face_photo(faces=((210 + shift, 90, 430 + shift, 390),))
+from tests.encoders._photos import count_decoded_alive
+from tests.factories import tiny_modules, write_tiny_hyperlora
+from tests.tiny_tree import MODEL, _photo
 
 
 def test_predicts_a_kohya_lora_for_every_module(pipeline):
@@ -53,7 +31,7 @@ def test_predicts_a_kohya_lora_for_every_module(pipeline):
             rank = result.lora[f"{name}_{part}.lora_down.weight"].shape[0]
             assert result.lora[f"{name}_{part}.lora_up.weight"].shape[1] == rank
             assert result.lora[f"{name}_{part}.alpha"].item() == rank / 2
-    assert result.photos_used == 1 and not result.cache_hit
+    assert result.photos == 1 and not result.cache_hit
     assert [r.used for r in result.reports] == [True]
     assert result.peak_rss_mb > 0 and len(result.digest) == 12
 
@@ -96,7 +74,7 @@ def test_two_identical_photos_give_the_same_lora_as_one(pipeline):
 def test_faceless_photo_is_reported_and_the_rest_is_used(pipeline):
     dark = Image.new("RGB", (320, 240), (20, 20, 20))
     result = pipeline.predict([_photo(), dark], IdentityOptions(MODEL))
-    assert result.photos_used == 1
+    assert result.photos == 1
     assert [r.used for r in result.reports] == [True, False]
     assert result.warnings and "image 2" in result.warnings[0]
 
@@ -110,7 +88,7 @@ def test_no_usable_photo_raises_with_each_reason(pipeline):
 def test_an_unreadable_photo_is_skipped_and_reported_by_name(pipeline):
     labels = ["image 1 (alice.jpg)", "image 2 (broken.jpg)"]
     result = pipeline.predict([_photo(), b"not an image"], IdentityOptions(MODEL), labels=labels)
-    assert result.photos_used == 1
+    assert result.photos == 1
     assert [r.used for r in result.reports] == [True, False]
     assert result.warnings == ["image 2 (broken.jpg): not a recognised image format. Use a JPEG, "
                                "PNG, WebP, BMP, GIF or TIFF file."]  # fmt: skip
@@ -290,7 +268,7 @@ def test_photos_are_decoded_one_at_a_time_across_requests(roots, monkeypatch):
     def request(shift):
         photos = [_png(_photo(shift + 7 * i)) for i in range(3)]
         start.wait()
-        results.append(pipeline.predict(photos, IdentityOptions(MODEL)).photos_used)
+        results.append(pipeline.predict(photos, IdentityOptions(MODEL)).photos)
 
     threads = [threading.Thread(target=request, args=(shift,)) for shift in (3, 50)]
     for thread in threads:
@@ -312,7 +290,7 @@ def test_preload_loads_every_encoder_and_a_job_then_loads_nothing(pipeline, monk
         raise AssertionError("the preloaded models must be used")
 
     monkeypatch.setattr(model, "load_hyperlora", no_load)
-    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos == 1
 
 
 def test_a_job_waits_for_a_running_preload(pipeline, monkeypatch):
@@ -330,7 +308,7 @@ def test_a_job_waits_for_a_running_preload(pipeline, monkeypatch):
     thread = pipeline.preload(IdentityOptions(MODEL))
     assert pipeline.preload(IdentityOptions(MODEL)) is None  # one at a time
     threading.Timer(0.3, release.set).start()
-    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos == 1
     thread.join(timeout=60)
     assert loads == [1]
 
@@ -352,7 +330,7 @@ def test_a_preload_error_is_not_lost_when_the_next_job_would_load_fine(pipeline,
     monkeypatch.undo()
     with pytest.raises(ZeroDivisionError):
         pipeline.predict([_photo()], IdentityOptions(MODEL))
-    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos_used == 1
+    assert pipeline.predict([_photo()], IdentityOptions(MODEL)).photos == 1
 
 
 def test_free_after_use_unloads_the_encoders_but_keeps_the_cache(roots):
@@ -430,4 +408,4 @@ def test_a_bad_model_does_not_break_later_new_faces_on_a_working_model(tmp_path,
     with pytest.raises(CheckpointError, match="truncated"):
         pipeline.predict([_photo(5)], IdentityOptions("cut"))
     result = pipeline.predict([_photo(10)], IdentityOptions(MODEL))  # a new face: no cache hit
-    assert not result.cache_hit and result.photos_used == 1
+    assert not result.cache_hit and result.photos == 1

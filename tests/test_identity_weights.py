@@ -11,14 +11,14 @@ from PIL import Image
 
 from hyperlora_ext.errors import ArgumentError
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
-from tests.test_identity import MODEL, _photo, roots  # noqa: F401  (module fixture)
+from tests.tiny_tree import MODEL, _photo
 
 OPTIONS = IdentityOptions(MODEL)
 DARK = Image.new("RGB", (320, 240), (20, 20, 20))
 
 
 @pytest.fixture
-def pipeline(roots) -> IdentityPipeline:  # noqa: F811
+def pipeline(roots) -> IdentityPipeline:
     return IdentityPipeline(roots, device="cpu", dtype=torch.float32)
 
 
@@ -77,7 +77,7 @@ def test_extreme_valid_weights_weigh_like_their_ratio(pipeline, extreme):
     weighted = pipeline.predict([_photo(), _photo(60)], OPTIONS, weights=extreme)
     for key in plain.lora:
         torch.testing.assert_close(weighted.lora[key], plain.lora[key], rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(weighted.reference_embedding, plain.reference_embedding, atol=1e-6)
+    np.testing.assert_allclose(weighted.likeness_reference, plain.likeness_reference, atol=1e-6)
 
 
 def test_result_keeps_the_pre_normalisation_tokens(pipeline):
@@ -141,7 +141,7 @@ def test_a_rewritten_sidecar_of_another_shape_is_named_in_the_mix(pipeline, tmp_
     tokens of another model's shape is refused by name, not as a torch.stack RuntimeError."""
     from safetensors.torch import save_file
 
-    from hyperlora_ext.identities import IdentityStore
+    from hyperlora_ext.store import IdentityStore
 
     store = IdentityStore(tmp_path / "Lora")
     for name, shift in (("alice", 0), ("bob", 60)):

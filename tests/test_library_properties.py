@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hyperlora_ext.engine.fusion import check_weights, stack_tokens, weighted_mean
-from hyperlora_ext.errors import ArgumentError, HyperLoRAError
-from hyperlora_ext.identities import IdentityNotFoundError, IdentityStore, NoTokensError
+from hyperlora_ext.errors import ArgumentError, HyperLoRAError, IdentityNotFoundError, NoTokensError
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.likeness import cosine, reference_embedding
 from hyperlora_ext.lora_format import lora_digest
-from tests.test_identities import save, tiny_lora
-from tests.test_identity import MODEL, _photo, roots  # noqa: F401  (module fixture)
+from hyperlora_ext.store import IdentityStore
+from tests.factories import save_identity as save
+from tests.factories import tiny_lora
+from tests.tiny_tree import MODEL, _photo
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -132,7 +133,7 @@ sidecars = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def tiny_pipeline(roots) -> IdentityPipeline:  # noqa: F811
+def tiny_pipeline(roots) -> IdentityPipeline:
     return IdentityPipeline(roots, device="cpu", dtype=torch.float32)
 
 
@@ -205,7 +206,11 @@ def test_two_store_instances_see_each_others_changes(steps):
                 del saved[name]
             elif action == "load":
                 loaded = store.load(name)
-                assert loaded.digest == loaded.record.digest == lora_digest(tiny_lora(saved[name]))
+                assert (
+                    loaded.digest
+                    == store.record(name).digest
+                    == lora_digest(tiny_lora(saved[name]))
+                )
             else:
                 assert int(store.load_tokens(name)[0, 0]) == saved[name]
         assert sorted(stores[0].names()) == sorted(saved)

@@ -11,19 +11,17 @@ from hyperlora_ext.errors import HyperLoRAError, NoFaceError
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
 from hyperlora_ext.likeness import Likeness, check_reference, cosine, reference_embedding
 from hyperlora_ext.models import ModelRoots
-from tests import test_identity
 from tests.encoders._photos import face_photo
-from tests.test_identity import MODEL
+from tests.tiny_tree import MODEL
 
 ROUND = ((210, 90, 430, 390),)  # the default synthetic face
 TALL = ((150, 60, 330, 420),)  # another face: narrower and taller
-roots, pipeline = test_identity.roots, test_identity.pipeline  # the tiny models' fixtures
 
 
 def test_a_reference_photo_scored_against_its_identity_is_one(pipeline):
     photo = face_photo(faces=ROUND)
     result = pipeline.predict([photo], IdentityOptions(MODEL))
-    [score] = pipeline.likeness([photo], result.reference_embedding)
+    [score] = pipeline.likeness([photo], result.likeness_reference)
     assert score.faces == 1 and score.score == pytest.approx(1.0, abs=1e-6)
     assert score.text == "1.00"
 
@@ -31,15 +29,15 @@ def test_a_reference_photo_scored_against_its_identity_is_one(pipeline):
 def test_a_different_face_scores_lower(pipeline):
     result = pipeline.predict([face_photo(faces=ROUND)], IdentityOptions(MODEL))
     same, other = pipeline.likeness(
-        [face_photo(faces=ROUND), face_photo(faces=TALL)], result.reference_embedding
+        [face_photo(faces=ROUND), face_photo(faces=TALL)], result.likeness_reference
     )
     assert other.faces == 1 and other.score < same.score - 0.1
 
 
 def test_reference_is_the_normalised_mean_of_the_photos_embeddings(pipeline):
     photos = [face_photo(faces=ROUND), face_photo(faces=TALL)]
-    both = pipeline.predict(photos, IdentityOptions(MODEL)).reference_embedding
-    singles = [pipeline.predict([p], IdentityOptions(MODEL)).reference_embedding for p in photos]
+    both = pipeline.predict(photos, IdentityOptions(MODEL)).likeness_reference
+    singles = [pipeline.predict([p], IdentityOptions(MODEL)).likeness_reference for p in photos]
     mean = (singles[0].astype(np.float64) + singles[1]) / 2
     np.testing.assert_allclose(both, mean / np.linalg.norm(mean), atol=1e-6)
     # each photo is closer to the two-photo identity than the other photo is to it
@@ -52,7 +50,7 @@ def test_reference_from_photos_needs_only_the_face_models(roots, tmp_path):
     predicted = IdentityPipeline(roots).predict([photo], IdentityOptions(MODEL))
     no_hyperlora = replace(ModelRoots.from_models_dir(tmp_path), insightface=roots.insightface)
     reference = IdentityPipeline(no_hyperlora).reference_from_photos([photo])
-    np.testing.assert_allclose(reference, predicted.reference_embedding, atol=1e-6)
+    np.testing.assert_allclose(reference, predicted.likeness_reference, atol=1e-6)
 
 
 def test_an_image_without_a_face_is_no_face_with_its_count(pipeline):
@@ -163,7 +161,7 @@ def test_default_labels_name_the_file_of_a_path(pipeline, tmp_path):
     result = pipeline.predict([str(face), blank], IdentityOptions(MODEL))
     assert result.warnings and result.warnings[0].startswith("image 2 (empty room.png): ")
     assert [r.label for r in result.reports] == ["image 1 (alice.png)", "image 2 (empty room.png)"]
-    scores = pipeline.likeness([blank, face_photo()], result.reference_embedding)
+    scores = pipeline.likeness([blank, face_photo()], result.likeness_reference)
     assert [s.label for s in scores] == ["image 1 (empty room.png)", "image 2"]
     with pytest.raises(NoFaceError, match=r"image 2 \(empty room\.png\): no face"):
         pipeline.reference_from_photos([face, blank])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hyperlora_ext.errors import InvalidNameError
-from hyperlora_ext.identities import check_name as check_identity_name
 from hyperlora_ext.models import ModelRoots, resolve_hyperlora
 from hyperlora_ext.names import case_twin, check_name, child
+from hyperlora_ext.store import check_name as check_identity_name
 
 WINDOWS_BAD = [
     "CON",

@@ -97,7 +97,7 @@ roots = ModelRoots.from_models_dir(sys.argv[3])
 photo = Image.new("RGB", (640, 480), (30, 30, 30))
 ImageDraw.Draw(photo).ellipse((210, 90, 430, 390), fill=(230, 220, 210))
 result = IdentityPipeline(roots).predict([photo], IdentityOptions("tiny"))
-assert result.photos_used == 1 and result.lora
+assert result.photos == 1 and result.lora
 assert peak_rss_mb() is None  # unknown without resource, not a wrong number
 print("predicted", result.digest)
 """

@@ -19,13 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hyperlora_ext.errors import ImageError
+from hyperlora_ext.errors import ImageError, ImageTooLargeError
 from hyperlora_ext.facts import DATA_URL, MAX_IMAGE_BYTES, image_too_large
-
-
-class ImageTooLargeError(ImageError):
-    """A photo is over a size limit."""
-
 
 MAX_PIXELS = 64_000_000  # refuse larger images (decompression bombs, absurd scans)
 # Photos are analysed at most this large: ordinary photos (up to 16 MP) keep every pixel, larger
@@ -169,6 +164,7 @@ def _is_caption(value: Any) -> bool:
 
 
 def _from_string(text: str, label: str) -> Image.Image:
+    _check_base64_length(text, label, MAX_IMAGE_BYTES)
     if DATA_URL.match(text) or not text.strip():
         return _from_bytes(decode_base64_image(text, label), label)
     if len(text) < 4096 and _is_file(text):
@@ -200,12 +196,16 @@ def _b64decode(text: str, label: str) -> bytes:
 def _from_file(path: Path, label: str) -> Image.Image:
     if not path.is_file():
         raise ImageError(f"{label}: file not found: {path}. Check the path or upload the photo.")
+    if path.stat().st_size > MAX_IMAGE_BYTES:  # refused before reading it
+        raise ImageTooLargeError(image_too_large(label))
     return _from_bytes(path.read_bytes(), label)
 
 
 def _from_bytes(data: bytes, label: str) -> Image.Image:
     if not data:
         raise ImageError(f"{label}: the file is empty (0 bytes). Upload the photo again.")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageTooLargeError(image_too_large(label))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -344,8 +344,7 @@ def decode_image_payload(value: Any, label: str, max_bytes: int = MAX_IMAGE_BYTE
             f"{label}: expected a base64 string or a data URL, got {type(value).__name__}"
         )
     path_like = not DATA_URL.match(value) and looks_like_server_path(value)
-    if len(value) * 3 // 4 > max_bytes + 100:  # refused before decoding (100: a data URL prefix)
-        raise ImageTooLargeError(image_too_large(label, max_bytes))
+    _check_base64_length(value, label, max_bytes)
     try:
         data = decode_base64_image(value, label)
     except ImageError:
@@ -357,6 +356,13 @@ def decode_image_payload(value: Any, label: str, max_bytes: int = MAX_IMAGE_BYTE
     if path_like and not is_image_data(data):
         raise ImageError(_PATHS_REFUSED.format(label=label))
     return data
+
+
+def _check_base64_length(text: str, label: str, max_bytes: int) -> None:
+    """Refuse base64 text too long for ``max_bytes`` before decoding it (2: the padding)."""
+    prefix = DATA_URL.match(text)
+    if (len(text) - (prefix.end() if prefix else 0)) * 3 // 4 > max_bytes + 2:
+        raise ImageTooLargeError(image_too_large(label, max_bytes))
 
 
 _PATHS_REFUSED = (

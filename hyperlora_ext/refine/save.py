@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from hyperlora_ext.identities import IdentityRecord, IdentityStore
 from hyperlora_ext.refine.trainer import RefineResult
+from hyperlora_ext.store import IdentityRecord, IdentityStore
 
 SUFFIX = "-refined"
 REFINE_OPTION = "refine"

@@ -32,13 +32,24 @@ class ApplyReport:
         return f"{self.matched}/{self.expected} layers"
 
 
+# What a patch is in its job, and the prefix its name gets (names are unique within a job).
+IDENTITY, SLIDER_POSITIVE, SLIDER_NEGATIVE = "identity", "slider_positive", "slider_negative"
+ROLE_PREFIXES = {IDENTITY: "", SLIDER_POSITIVE: "slider+", SLIDER_NEGATIVE: "slider-"}
+
+
 @dataclass(frozen=True)
 class Patch:
     """One LoRA to patch in: the identity, or one side of a slider (negative ``weight``)."""
 
     lora: Mapping[str, torch.Tensor]
     weight: float
-    name: str  # unique within a job: the digest, with a role prefix for a slider's LoRAs
+    name: str  # unique within a job: the digest, with the role's prefix (ROLE_PREFIXES)
+    role: str = IDENTITY
+    digest: str = ""  # the LoRA's digest (the infotext names it)
+
+    @classmethod
+    def of(cls, lora: Mapping[str, torch.Tensor], digest: str, weight: float, role: str) -> Patch:
+        return cls(lora, weight, ROLE_PREFIXES[role] + digest, role, digest)
 
 
 class HostAdapter(Protocol):
@@ -47,17 +58,8 @@ class HostAdapter(Protocol):
     def apply_all(self, p: Any, patches: Sequence[Patch]) -> list[ApplyReport]:
         """Make every LoRA of ``patches`` active at its weight, at once; one report each.
 
-        Replaces whatever HyperLoRA patched before; idempotent like :meth:`apply`.
-        """
-        ...
-
-    def apply(
-        self, p: Any, lora: Mapping[str, torch.Tensor], weight: float, name: str
-    ) -> ApplyReport:
-        """Make the LoRA active at ``weight`` for the next sampling pass.
-
-        ``name`` is the identity digest (the adapter adds its own prefix). Idempotent: calling it
-        again with the same arguments (hires fix, every batch) changes nothing.
+        Replaces whatever HyperLoRA patched before. Idempotent: calling it again with the same
+        patches (hires fix, every batch) changes nothing.
         """
         ...
 

@@ -17,30 +17,32 @@ How generation requests report HyperLoRA's failures is :mod:`hyperlora_ext.webui
 """
 
 import base64
-import io
 import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.encoders.images import api_images, decode_image_payload
 from hyperlora_ext.errors import (
     HyperLoRAError,
+    IdentityNotFoundError,
     ImageError,
     InvalidNameError,
     ModelNotFoundError,
     NoFaceError,
+    about,
 )
-from hyperlora_ext.facts import MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
+from hyperlora_ext.facts import LORA_SUFFIX, MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
 from hyperlora_ext.files import parse_json
+from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui import api_models as m
-from hyperlora_ext.webui import fail_mode
-from hyperlora_ext.webui.api_errors import ApiError, about, error_response
+from hyperlora_ext.webui import fail_mode, studio
+from hyperlora_ext.webui.api_errors import ApiError, error_response
 from hyperlora_ext.webui.fail_mode import install_fail_mode
+from hyperlora_ext.webui.services import Services
 
 PREFIX = "/hyperlora/v1"
 
@@ -55,42 +57,10 @@ class Limits:
     max_crop_side: int = m.MAX_CROP_SIDE
 
 
-@dataclass
-class Backend:
-    """What the routes need from the host. :func:`webui_backend` builds it from the WebUI."""
-
-    roots: Callable[[], Any]  # -> models.ModelRoots
-    pipeline: Callable[[], Any]  # -> identity.IdentityPipeline
-    identities: Callable[[], Any]  # -> identities.IdentityStore
-    face_analyzer: Callable[[], Any]  # -> encoders.faces.FaceAnalyzer
-    lock: Any = field(default_factory=nullcontext)  # one GPU job at a time (the WebUI's queue)
-    version: str = ""
-    preload: Callable[[], None] = lambda: None  # start loading the encoders in the background
-
-
-# --------------------------------------------------------------------------- the WebUI side
-def webui_backend() -> Backend:
-    import hyperlora_ext
-    from hyperlora_ext.webui import host
-
-    try:
-        from modules.call_queue import queue_lock
-    except ImportError:  # pragma: no cover - every supported WebUI has it
-        queue_lock = nullcontext()
-    return Backend(
-        roots=host.model_roots,
-        pipeline=host.pipeline,
-        identities=host.identity_store,
-        # The pipeline's own analyzer: one copy of the ONNX sessions for detect and encode.
-        face_analyzer=lambda: host.pipeline()._face_analyzer(),
-        lock=queue_lock,
-        version=getattr(hyperlora_ext, "__version__", ""),
-        preload=host.preload,
-    )
-
-
 # ---------------------------------------------------------------------------------- routes
-def register_routes(app: Any, backend: Backend | None = None, limits: Limits | None = None) -> None:
+def register_routes(
+    app: Any, backend: Services | None = None, limits: Limits | None = None
+) -> None:
     """Add the ``/hyperlora/v1`` routes to ``app`` (once) and the fail-mode wrapper."""
     from fastapi import APIRouter, Depends, Request
 
@@ -98,7 +68,10 @@ def register_routes(app: Any, backend: Backend | None = None, limits: Limits | N
 
     if any(getattr(r, "path", "").startswith(PREFIX) for r in app.router.routes):
         return
-    backend = backend or webui_backend()
+    if backend is None:
+        from hyperlora_ext.webui import host
+
+        backend = host.services()
     global _first_use
     _first_use = _once(backend.preload)
     fail_mode.on_hyperlora_request = _first_use
@@ -138,7 +111,7 @@ def register_routes(app: Any, backend: Backend | None = None, limits: Limits | N
 
     @router.get("/identities", responses={200: {"model": m.IdentityList}, **m.ERRORS})
     async def identities() -> Any:
-        return await _run(lambda: {"identities": [_record(r) for r in backend.identities().list()]})
+        return await _run(lambda: {"identities": [_record(r) for r in backend.store().list()]})
 
     # {name:path} so that "a/b" or "../x" reach us and get a clear 400 instead of a bare 404.
     @router.get(
@@ -218,7 +191,7 @@ async def _read_json(request: Any, limits: Limits) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- handlers
-def _status(backend: Backend) -> dict[str, Any]:
+def _status(backend: Services) -> dict[str, Any]:
     from hyperlora_ext.doctor import models_ready
 
     roots = backend.roots()
@@ -234,11 +207,11 @@ def _status(backend: Backend) -> dict[str, Any]:
             "hits": stats.hits,
             "misses": stats.misses,
         },
-        "identities": len(backend.identities().names()),
+        "identities": len(backend.store().names()),
     }
 
 
-def _models(backend: Backend) -> dict[str, Any]:
+def _models(backend: Services) -> dict[str, Any]:
     from hyperlora_ext.doctor import model_checks, models_ready
     from hyperlora_ext.models import inspect_antelopev2, inspect_clip, inspect_hyperlora
 
@@ -285,7 +258,9 @@ def _flag(data: Mapping[str, Any], name: str) -> bool:
     return value
 
 
-def _detect(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+def _detect(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+    from hyperlora_ext.encoders.detect import detect_faces
+
     _check_fields(data, m.field_names(m.DetectRequest))
     data = {**m.defaults(m.DetectRequest), **data}
     photos = _images(data, limits)
@@ -294,70 +269,52 @@ def _detect(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
     if isinstance(side, bool) or not isinstance(side, int) or not low <= side <= high:
         raise ApiError(422, f"'crop_size' must be a whole number from {low} to {high}", "crop_size")
     with backend.lock:  # one photo decoded at a time, in the queue like every GPU job
-        analyzer = backend.face_analyzer()
+        analyzer = backend.analyzer()
         results = [
-            _detect_one(analyzer, photo, f"image {i + 1}", crops, side)
+            detect_faces(analyzer, photo, f"image {i + 1}", crops, side)
             for i, photo in enumerate(photos)
         ]
     return {"images": results}
 
 
-def _detect_one(analyzer: Any, photo: bytes, label: str, crops: bool, side: int) -> dict:
-    """Faces of one photo; sizes and boxes in the photo's own pixels even when it was reduced."""
-    from hyperlora_ext.encoders.faces import choose_face
-    from hyperlora_ext.encoders.images import WORK_SIDE, load_image
-
-    image = load_image(photo, label, WORK_SIDE)
-    scale = image.info.get("scale", 1.0)
-    faces = analyzer.detect(image)
-    ordered = sorted(faces, key=lambda f: f.box[0])  # the order face_index counts in
-    entry: dict[str, Any] = {
-        "width": round(image.width * scale),
-        "height": round(image.height * scale),
-        "faces": [],
-    }
-    for index, face in enumerate(ordered):
-        item = {"index": index, "box": [round(float(v) * scale, 1) for v in face.box]}
-        item["score"] = round(float(face.score), 4)
-        if crops:
-            item["crop"] = _png_base64(_face_crop(image, face.box, side))
-        entry["faces"].append(item)
-    for choice in ("largest", "best_score"):
-        entry[choice] = ordered.index(faces[choose_face(faces, choice)]) if faces else None
-    return entry
-
-
-def _face_crop(image: Any, box: Sequence[float], side: int) -> Any:
-    """The face box with a margin of half its size, fitted into ``side`` x ``side``."""
-    x1, y1, x2, y2 = box
-    margin_x, margin_y = (x2 - x1) / 2, (y2 - y1) / 2
-    area = (
-        max(0, int(x1 - margin_x)),
-        max(0, int(y1 - margin_y)),
-        min(image.width, int(x2 + margin_x) + 1),
-        min(image.height, int(y2 + margin_y) + 1),
-    )
-    crop = image.crop(area)
-    crop.thumbnail((side, side))
-    return crop
-
-
-def _png_base64(image: Any) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 ENCODE_FIELDS = m.field_names(m.EncodeRequest)
 
 
-def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
-    from hyperlora_ext.identities import check_name
-    from hyperlora_ext.identity import IdentityOptions
-    from hyperlora_ext.models import default_hyperlora
-
+def _encode(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+    """Parse -> resolve -> save -> serialise."""
     _check_fields(data, ENCODE_FIELDS)
     data = {**m.defaults(m.EncodeRequest), **data}
+    args, save_as, overwrite, return_lora = _encode_request(backend, limits, data)
+    with backend.lock, about("model", InvalidNameError, ModelNotFoundError):
+        identity = studio.resolve(args, studio.Context(backend, is_api=True))
+    response: dict[str, Any] = {
+        "digest": identity.digest,
+        "model": identity.model,
+        "photos_used": identity.photos,
+        "cache_hit": identity.cache_hit,
+        "seconds": round(identity.seconds, 3),
+        "warnings": identity.warnings,
+        "photos": [_photo_report(r) for r in identity.reports],
+        "saved": None,
+        "lora": None,
+    }
+    if save_as is not None:
+        with about("save_as", HyperLoRAError):
+            record = studio.save(save_as, identity, args, backend.store(), overwrite=overwrite)
+        response["saved"] = _record(record)
+    if return_lora:
+        name = save_as or f"hyperlora_{identity.digest}"
+        response["lora"] = _lora_file_base64(identity, name)
+        response["lora_filename"] = name + LORA_SUFFIX
+    return response
+
+
+def _encode_request(
+    backend: Services, limits: Limits, data: dict[str, Any]
+) -> tuple[HyperLoRAArgs, str | None, bool, bool]:
+    """The request's arguments (photos decoded, never paths), save name and flags."""
+    from hyperlora_ext.store import check_name
+
     option_fields = (
         "model", "face", "face_index", "remove_background", "grayscale", "photo_weights", "mix"
     )  # fmt: skip
@@ -366,74 +323,14 @@ def _encode(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str,
     if save_as is not None:
         with about("save_as", InvalidNameError):
             check_name(save_as)
-    overwrite = _flag(data, "overwrite")
-    return_lora = _flag(data, "return_lora")
-    store = backend.identities()
-    if save_as is not None and not overwrite and store.exists(save_as):
+    overwrite, return_lora = _flag(data, "overwrite"), _flag(data, "return_lora")
+    if save_as is not None and not overwrite and backend.store().exists(save_as):
         raise ApiError(
             409, f"an identity named {save_as!r} exists; set overwrite to replace it", "save_as"
         )
-    if args.mix:
-        model = args.model or default_hyperlora(backend.roots())
-        photos = data.get("images") or []  # decoded with the mix's other photos
-        args = HyperLoRAArgs.from_dict({**args.to_dict(), "images": photos, "model": model})
-        with backend.lock, about("model", InvalidNameError, ModelNotFoundError):
-            result = _mix(backend, args)
-    else:
-        photos = _images(data, limits)
-        model = args.model or default_hyperlora(backend.roots())
-        weights = list(args.photo_weights) or None
-        with backend.lock, about("model", InvalidNameError, ModelNotFoundError):
-            options = IdentityOptions.from_args(args, model)
-            result = backend.pipeline().predict(photos, options, weights=weights)
-    options = IdentityOptions.from_args(args, model)
-    response: dict[str, Any] = {
-        "digest": result.digest,
-        "model": result.model,
-        "photos_used": result.photos_used,
-        "cache_hit": result.cache_hit,
-        "seconds": round(result.seconds, 3),
-        "warnings": list(result.warnings),
-        "photos": [_photo_report(r) for r in result.reports],
-        "saved": None,
-        "lora": None,
-    }
-    preview = next((r.preview for r in result.reports if r.preview is not None), None)
-    if save_as is not None:
-        with about("save_as", HyperLoRAError):
-            record = store.save(
-                save_as, result.lora, model=result.model, photos=result.photos_used,
-                options=options.record(), preview=preview, overwrite=overwrite,
-                tokens=result.tokens,
-                reference_embedding=result.reference_embedding,
-            )  # fmt: skip
-        response["saved"] = _record(record)
-    if return_lora:
-        name = save_as or f"hyperlora_{result.digest}"
-        response["lora"] = _lora_file_base64(result, name)
-        response["lora_filename"] = f"{name}.safetensors"
-    return response
-
-
-def _mix(backend: Backend, args: HyperLoRAArgs) -> Any:
-    """A mix (saved identities and photos) as an IdentityResult of the mixed identity."""
-    from hyperlora_ext.identity import IdentityOptions, IdentityResult
-    from hyperlora_ext.models import default_hyperlora
-    from hyperlora_ext.webui.sources import Context, mixed_identity
-
-    def predict(images: Any, weights: Any, part_args: HyperLoRAArgs) -> Any:
-        options = IdentityOptions.from_args(args, part_args.model)
-        return backend.pipeline().predict(images, options, weights=weights)
-
-    def default_model() -> str:
-        return default_hyperlora(backend.roots())
-
-    ctx = Context(predict, backend.pipeline, backend.identities, default_model, is_api=True)
-    mixed = mixed_identity(args, ctx)
-    return IdentityResult(
-        lora=mixed.lora, digest=mixed.digest, reports=[], model=mixed.model,
-        photos_used=mixed.photos, seconds=mixed.seconds, tokens=mixed.tokens,
-    )  # fmt: skip
+    # A mix decodes its photos with the mix's other photos; without one, photos are required.
+    photos = (data.get("images") or []) if args.mix else _images(data, limits)
+    return args.replace(images=photos), save_as, overwrite, return_lora
 
 
 def _photo_report(report: Any) -> dict[str, Any]:
@@ -447,16 +344,18 @@ def _photo_report(report: Any) -> dict[str, Any]:
     }
 
 
-def _lora_file_base64(result: Any, name: str) -> str:
+def _lora_file_base64(identity: Identity, name: str) -> str:
     """The identity as the same .safetensors file a save writes."""
     from hyperlora_ext.export import export_lora
 
     with tempfile.TemporaryDirectory(prefix="hyperlora-") as folder:
-        path = export_lora(result.lora, folder, name, model=result.model, photos=result.photos_used)
+        path = export_lora(
+            identity.lora, folder, name, model=identity.model, photos=identity.photos
+        )
         return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _likeness(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
+def _likeness(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
     """``{images, identity | reference_images}`` -> per image ``{image, faces, likeness}``."""
     _check_fields(data, m.field_names(m.LikenessRequest))
     images = _images(data, limits)
@@ -482,13 +381,11 @@ def _likeness(backend: Backend, limits: Limits, data: dict[str, Any]) -> dict[st
     return {"images": [score.to_dict() for score in scores]}
 
 
-def _identity_reference(backend: Backend, name: Any) -> Any:
-    from hyperlora_ext.identities import IdentityNotFoundError
-
+def _identity_reference(backend: Services, name: Any) -> Any:
     if not isinstance(name, str):
         raise ApiError(422, f"'identity' must be a name, got {name!r}", "identity")
     with about("identity", InvalidNameError, IdentityNotFoundError):
-        record = backend.identities().record(name)
+        record = backend.store().record(name)
     if not record.reference_embedding:
         raise ApiError(
             422,
@@ -521,9 +418,9 @@ def _record(record: Any) -> dict[str, Any]:
     return {**data, "prompt_tag": record.prompt_tag}
 
 
-def _identity(backend: Backend, name: str, preview: str | None) -> dict[str, Any]:
+def _identity(backend: Services, name: str, preview: str | None) -> dict[str, Any]:
     want_preview = _query_flag("preview", preview)
-    store = backend.identities()
+    store = backend.store()
     with about("name", InvalidNameError):
         response = _record(store.record(name))
         path = store.preview_path(name) if want_preview else None
@@ -540,7 +437,7 @@ def _query_flag(name: str, value: str | None) -> bool:
     return text in ("true", "1", "yes")
 
 
-def _delete(backend: Backend, name: str) -> dict[str, Any]:
+def _delete(backend: Services, name: str) -> dict[str, Any]:
     with about("name", InvalidNameError):
-        removed = backend.identities().delete(name)
+        removed = backend.store().delete(name)
     return {"deleted": name, "files": [p.name for p in removed]}

@@ -7,16 +7,16 @@ is null.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from hyperlora_ext.encoders.images import ImageTooLargeError
 from hyperlora_ext.errors import (
     ArgumentError,
     CheckpointError,
+    ExportExistsError,
     HyperLoRAError,
+    IdentityNotFoundError,
     ImageError,
+    ImageTooLargeError,
     InvalidNameError,
     ModelNotFoundError,
     NoFaceError,
@@ -42,9 +42,6 @@ def error_response(error: Exception) -> Any:
 
 
 def describe(error: Exception) -> tuple[int, str, str | None]:
-    from hyperlora_ext.export import ExportExistsError
-    from hyperlora_ext.identities import IdentityNotFoundError
-
     if isinstance(error, ApiError):
         return error.status, error.message, error.field
     if not isinstance(error, HyperLoRAError):
@@ -64,15 +61,4 @@ def describe(error: Exception) -> tuple[int, str, str | None]:
     status, field_name = next(
         ((code, name) for kind, code, name in statuses if isinstance(error, kind)), (422, None)
     )
-    return status, str(error), getattr(error, "field", None) or field_name
-
-
-@contextmanager
-def about(field_name: str, *kinds: type[Exception]) -> Iterator[None]:
-    """Errors of ``kinds`` raised inside are about the request field ``field_name``."""
-    try:
-        yield
-    except kinds as error:
-        if getattr(error, "field", None) is None:
-            error.field = field_name  # type: ignore[attr-defined]
-        raise
+    return status, str(error), error.field or field_name

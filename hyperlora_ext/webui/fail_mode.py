@@ -16,12 +16,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyperlora_ext.webui.settings import API_ON_ERROR
+from hyperlora_ext.facts import ERROR_LABEL
 
 GENERATION_ROUTES = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img")
 ERROR_HEADER = "x-hyperlora-on-error"  # "fail" or "info"
-ON_ERROR_OPTION = API_ON_ERROR  # WebUI setting (hyperlora_ext.webui.settings), the default
-ERROR_KEY = "HyperLoRA error"
 
 
 @dataclass
@@ -137,7 +135,7 @@ def _fail_mode(inner: Callable) -> Callable:
 
 async def _send_failure(send: Callable, messages: list[str]) -> None:
     """A 422 in the WebUI's own API error shape ({error, detail, body, errors})."""
-    detail = f"{ERROR_KEY}: {'; '.join(messages)}"
+    detail = f"{ERROR_LABEL}: {'; '.join(messages)}"
     body = json.dumps(
         {"error": "HyperLoRAError", "detail": detail, "body": "", "errors": detail}
     ).encode()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.webui.adapter import ApplyReport, HostAdapter, unsupported_reason
 
 __all__ = [
@@ -24,9 +24,10 @@ __all__ = [
     "model_roots",
     "pipeline",
     "pipeline_config",
-    "predict",
     "preload",
     "refresh_pipeline",
+    "release",
+    "services",
     "unsupported_reason",
 ]
 
@@ -127,38 +128,71 @@ def _placement(device: str) -> Any:
     """Forge 2 with a GPU: the encoders are loaded through Forge's memory management."""
     if device == "cpu" or not _module_exists("modules_forge"):
         return None
-    from hyperlora_ext.webui import forge
+    from hyperlora_ext.webui import forge, forge_vram
 
-    return forge.ForgePlacement() if forge.detect_generation() == "forge2" else None
+    return forge_vram.ForgePlacement() if forge.detect_generation() == "forge2" else None
 
 
 def pipeline() -> Any:
-    """The process-wide identity pipeline, rebuilt when its settings or options changed.
-
-    A pipeline set up by an explicit ``identity.configure_pipeline`` call is used as is until
-    the next change.
-    """
-    from hyperlora_ext import identity
+    """The process-wide identity pipeline, rebuilt when its settings or options changed."""
+    from hyperlora_ext.identity import IdentityPipeline
+    from hyperlora_ext.webui.services import shared_pipeline
 
     config = pipeline_config()
-    return identity.shared_pipeline(
-        config, lambda: identity.IdentityPipeline(config.roots, **config.kwargs)
-    )
+    return shared_pipeline(config, lambda: IdentityPipeline(config.roots, **config.kwargs))
 
 
 def refresh_pipeline() -> None:
     """Settings ``onchange``: rebuild a pipeline already in use now (unloading its models)."""
-    from hyperlora_ext import identity
+    from hyperlora_ext.webui.services import current_pipeline
 
-    if identity.current_pipeline() is not None:
+    if current_pipeline() is not None:
         pipeline()
+
+
+def services() -> Any:
+    """The services object of the running WebUI (``webui.services.Services``)."""
+    import hyperlora_ext
+    from hyperlora_ext.webui import settings
+    from hyperlora_ext.webui.services import Services
+
+    try:
+        from modules.call_queue import queue_lock
+    except ImportError:  # pragma: no cover - every supported WebUI has it
+        queue_lock = contextlib.nullcontext()
+    return Services(
+        roots=model_roots,
+        pipeline=pipeline,
+        store=identity_store,
+        settings=settings.current,
+        lock=queue_lock,
+        version=getattr(hyperlora_ext, "__version__", ""),
+        preload=preload,
+    )
+
+
+def release() -> None:
+    """``on_script_unloaded`` (Reload UI): take any identity out of the UNet and free the
+    pipeline, so the reloaded extension starts clean. Failures go to the console."""
+    import traceback
+
+    from hyperlora_ext.webui.services import release as release_pipeline
+
+    for adapter in list(_adapters.values()):
+        try:
+            adapter.restore(None)
+        except Exception:
+            print(f"{ERROR_LABEL}: restoring the checkpoint on unload failed")
+            traceback.print_exc()
+    _adapters.clear()
+    release_pipeline()
 
 
 def identity_store() -> Any:
     """The WebUI's saved identities (``<Lora folder>/hyperlora``)."""
     from modules import shared
 
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     return get_store(shared.cmd_opts.lora_dir)
 
@@ -170,19 +204,19 @@ def free_vram_for_encoders(p: Any) -> None:
     evicted. Forge 2 loads the encoders through its memory management, which frees only the room
     they need; Forge 1 / reForge: unload its models, it reloads them for sampling.
     """
-    from hyperlora_ext import identity
+    from hyperlora_ext.webui.services import current_pipeline
 
-    current = identity.current_pipeline()
+    current = current_pipeline()
     if current is not None and current.device.type == "cpu":
         return
     if current is not None and current.placement is not None:
         return  # Forge 2 makes room for the encoders when they load: nothing to evict up front
     if detect_host(p) == "forge":
-        from hyperlora_ext.webui import forge
+        from hyperlora_ext.webui import forge_vram
 
         # Forge 1 / reForge have no backend package: ldm_patched frees memory when it loads.
         with contextlib.suppress(ImportError):
-            forge.free_vram()
+            forge_vram.free_vram()
         return
     from modules import lowvram
 
@@ -201,32 +235,6 @@ def default_model() -> str:
     from hyperlora_ext.models import default_hyperlora
 
     return default_hyperlora(model_roots())
-
-
-def predict(
-    args: Any,
-    before_compute: Callable[[], None] | None = None,
-    progress: Callable[[str], None] | None = None,
-    *,
-    images: Any = None,
-    weights: Any = None,
-) -> Any:
-    """Run (or reuse from cache) the identity pipeline for a :class:`HyperLoRAArgs`.
-
-    ``images`` / ``weights`` replace ``args.images`` / ``args.photo_weights`` (e.g. a slider's
-    photos). ``progress`` gets each stage's name; it may raise to stop the encoding.
-    """
-    from hyperlora_ext.identity import IdentityOptions
-
-    if images is None:
-        images, weights = args.images, args.photo_weights
-    return pipeline().predict(
-        list(images),
-        IdentityOptions.from_args(args),
-        before_compute=before_compute,
-        progress=progress,
-        weights=list(weights) if weights else None,
-    )
 
 
 def preload(model: str = "") -> None:

@@ -11,13 +11,13 @@ from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs, IdentitySource, MixPart
-from hyperlora_ext.facts import FACE_LABELS
+from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS
 
 PREFIX = "HyperLoRA "
 MODEL = "HyperLoRA model"
 WEIGHT = "HyperLoRA weight"
 DIGEST = "HyperLoRA identity"
-ERROR = "HyperLoRA error"
+ERROR = ERROR_LABEL
 WARNING = "HyperLoRA warning"
 # field -> key, for options written only when they differ from the default
 OPTION_KEYS = {
@@ -79,7 +79,7 @@ def format_mix(parts: Sequence[MixPart]) -> str:
 
 def _mix_label(source: IdentitySource) -> str:
     # A mix's own photos paste back as the accordion's photos (photos are never in the infotext).
-    return source.identity or "@photos"
+    return source.identity or PHOTOS
 
 
 def write_error(params: MutableMapping[str, Any], message: str) -> None:

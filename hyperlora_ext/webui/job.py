@@ -1,6 +1,7 @@
 """One generation's HyperLoRA work, for the AlwaysOn script: prepare in ``process()``, apply
-before every sampling pass, restore after the job. Per-job state lives on ``p`` (``p._hyperlora``),
-never on the script object, which the UI, the API and X/Y/Z cells share.
+before every sampling pass, restore after the job. Per-job state lives on ``p``
+(:mod:`~hyperlora_ext.webui.job_state`), never on the script object, which the UI, the API and
+X/Y/Z cells share.
 
 Every hook runs inside :func:`boundary`: the WebUI logs and swallows exceptions that escape a
 script hook, which would leave an image that looks fine but lacks the identity. Instead, any
@@ -13,37 +14,25 @@ from __future__ import annotations
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs, add_trigger_words
-from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.webui import fail_mode, host, infotext, likeness, progress, sources, xyz
-from hyperlora_ext.webui.adapter import Patch
+from hyperlora_ext.errors import HyperLoRAError, UnexpectedError
+from hyperlora_ext.facts import ERROR_LABEL
+from hyperlora_ext.identity_value import Identity
+from hyperlora_ext.webui import (
+    fail_mode,
+    host,
+    infotext,
+    job_state,
+    likeness,
+    progress,
+    studio,
+    xyz,
+)
+from hyperlora_ext.webui.adapter import IDENTITY, SLIDER_NEGATIVE, SLIDER_POSITIVE, Patch
 
 MAX_MESSAGE = 300  # characters of an unexpected exception's message kept in the infotext
-
-
-SLIDER_PLUS, SLIDER_MINUS = "slider+", "slider-"  # name prefixes of a slider's two LoRAs
-
-
-@dataclass(frozen=True)
-class Job:
-    lora: dict
-    digest: str
-    weight: float
-    seconds: float = 0.0
-    cache_hit: bool = False
-    slider: tuple[Patch, ...] = ()  # the slider's positive and negative LoRA, if any
-    reference: Any = None  # likeness reference embedding (512 floats); None when unknown
-    identity: str = ""  # the saved identity's name, when one is used
-
-    def patches(self) -> list[Patch]:
-        return [Patch(self.lora, self.weight, self.digest), *self.slider]
-
-
-class UnexpectedError(HyperLoRAError):
-    """An exception HyperLoRA did not raise on purpose, with what it was doing at the time."""
 
 
 @contextmanager
@@ -76,18 +65,18 @@ def fail(p: Any, error: Exception, *, after_images: bool = False) -> None:
     message = str(error)
     _log(message, unexpected=not isinstance(error, HyperLoRAError) or error.__cause__ is not None)
     if not after_images:
-        p._hyperlora = None
+        job_state.of(p).drop_identity()
     report(p, message, identity_applied=after_images)
 
 
 def begin(p: Any) -> None:
-    """``before_process()``, the job's first hook: no error reported yet."""
-    p._hyperlora_errors = ()
+    """``before_process()``, the job's first hook: a new job state, no error reported yet."""
+    job_state.begin(p)
 
 
 def prepare(p: Any, args: tuple) -> None:
     """``process()``: parse the arguments and predict (or reuse) the identity of this job."""
-    p._hyperlora = None
+    job_state.of(p).drop_identity()
     likeness.reset(p)
     # X/Y/Z cells share this dict: take out the last cell's entries, keep this job's errors.
     infotext.clear(p.extra_generation_params)
@@ -107,16 +96,17 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
     if reason is not None:
         report(p, f"skipped, {reason}")
         return
-    job, options = _identity(p, options)
-    for patch in job.patches():
+    identity, patches, options = _identity(p, options)
+    for patch in patches:
         with doing("matching the identity to the checkpoint"):
             outcome = host.get_adapter(p).check(p, patch.lora, patch.name)
         if outcome.matched == 0:  # known now, before the trigger words would change the prompt
             report(p, _skipped(outcome, patch))
             return
-    p._hyperlora = job
-    slider = [x.name.removeprefix(SLIDER_PLUS).removeprefix(SLIDER_MINUS) for x in job.slider]
-    infotext.write(p.extra_generation_params, options, job.digest, slider_digests=slider)
+    state = job_state.of(p)
+    state.identity, state.patches = identity, patches
+    slider = [patch.digest for patch in patches if patch.role != IDENTITY]
+    infotext.write(p.extra_generation_params, options, identity.digest, slider_digests=slider)
     _write_errors(p)  # e.g. the clean-up of the previous job failed
     if options.trigger_words:
         for name in ("all_prompts", "all_hr_prompts"):
@@ -125,27 +115,29 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
                 setattr(p, name, [add_trigger_words(prompt) for prompt in prompts])
 
 
-def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Job, HyperLoRAArgs]:
-    ctx = sources.webui_context(_predictor(p), is_api=bool(getattr(p, "is_api", False)))
+def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Identity, tuple[Patch, ...], HyperLoRAArgs]:
+    """The job's identity, its patches (the identity, a slider's sides) and ``options`` with the
+    model the identity was made with."""
+    ctx = studio.Context(
+        host.services(),
+        is_api=bool(getattr(p, "is_api", False)),
+        stage=progress.encoding,
+        before_compute=lambda: host.free_vram_for_encoders(p),
+    )
     with doing(_action(options)):
-        identity, options = sources.main_identity(options, ctx)
-    slider: tuple[Patch, ...] = ()
+        identity = studio.resolve(options, ctx)
+    options = options.replace(model=identity.model)
+    patches = [Patch.of(identity.lora, identity.digest, options.weight, IDENTITY)]
     if options.slider:
         try:
             with doing("preparing the slider's identities"):
-                plus, minus = sources.slider_identities(options, ctx)
+                plus, minus = studio.resolve_slider(options, ctx)
         except HyperLoRAError as error:  # say which part failed; the message names the side
             raise HyperLoRAError(f"slider: {error}") from error.__cause__  # unexpected: logged
         strength = options.slider_strength
-        slider = (
-            Patch(plus.lora, strength, SLIDER_PLUS + plus.digest),
-            Patch(minus.lora, -strength, SLIDER_MINUS + minus.digest),
-        )
-    job = Job(
-        identity.lora, identity.digest, options.weight, identity.seconds, identity.cache_hit,
-        slider, identity.reference, identity.name,
-    )  # fmt: skip
-    return job, options
+        patches.append(Patch.of(plus.lora, plus.digest, strength, SLIDER_POSITIVE))
+        patches.append(Patch.of(minus.lora, minus.digest, -strength, SLIDER_NEGATIVE))
+    return identity, tuple(patches), options
 
 
 def _action(options: HyperLoRAArgs) -> str:
@@ -157,37 +149,21 @@ def _action(options: HyperLoRAArgs) -> str:
     return f"encoding {len(options.images)} photo(s) with the model {model!r}"
 
 
-def _predictor(p: Any) -> sources.Predict:
-    """Photos -> identity through the process-wide pipeline, with the WebUI's progress bar."""
-
-    def predict(images, weights, args: HyperLoRAArgs) -> Any:
-        with progress.encoding() as stage:
-            return host.predict(
-                args,
-                before_compute=lambda: host.free_vram_for_encoders(p),
-                progress=stage,
-                images=images,
-                weights=weights,
-            )
-
-    return predict
-
-
 def apply(p: Any) -> None:
     """Patch the identity in; idempotent, so every sampling pass may call it."""
-    job = getattr(p, "_hyperlora", None)
-    if job is None:
+    state = job_state.peek(p)
+    if state is None or state.identity is None:
         return
     try:
         with doing("applying the identity to the checkpoint"):
-            outcomes = host.get_adapter(p).apply_all(p, job.patches())
+            outcomes = host.get_adapter(p).apply_all(p, state.patches)
     except Exception:
         _take_out(p)  # a half-done apply must not leave the identity in an "error" image
         raise
-    for outcome, patch in zip(outcomes, job.patches(), strict=True):
+    for outcome, patch in zip(outcomes, state.patches, strict=True):
         if outcome.matched == 0:
             _take_out(p)  # a slider without one of its sides would be a different image
-            p._hyperlora = None
+            state.drop_identity()
             report(p, _skipped(outcome, patch))
             return
     for outcome in outcomes:
@@ -200,9 +176,8 @@ def apply(p: Any) -> None:
 
 def _skipped(outcome: Any, patch: Patch) -> str:
     reason = outcome.reasons[0] if outcome.reasons else "no layer matched"
-    side = {SLIDER_PLUS: "slider positive: ", SLIDER_MINUS: "slider negative: "}
-    prefix = next((text for key, text in side.items() if patch.name.startswith(key)), "")
-    return f"skipped, {prefix}{reason}"
+    side = {SLIDER_POSITIVE: "slider positive: ", SLIDER_NEGATIVE: "slider negative: "}
+    return f"skipped, {side.get(patch.role, '')}{reason}"
 
 
 def restore(p: Any) -> None:
@@ -228,9 +203,9 @@ def report(p: Any, message: str, *, identity_applied: bool = False) -> None:
     Unless the identity was applied, the images do not carry it, so their HyperLoRA parameters
     (model, weight, identity digest, options) are removed: only the error remains.
     """
-    errors = getattr(p, "_hyperlora_errors", ())
-    if message not in errors:
-        p._hyperlora_errors = (*errors, message)
+    state = job_state.of(p)
+    if message not in state.errors:
+        state.errors = (*state.errors, message)
     if not identity_applied:
         infotext.clear(p.extra_generation_params)
     _write_errors(p)
@@ -240,14 +215,14 @@ def report(p: Any, message: str, *, identity_applied: bool = False) -> None:
 
 
 def _write_errors(p: Any) -> None:
-    errors = getattr(p, "_hyperlora_errors", ())
-    if errors:
-        infotext.write_error(p.extra_generation_params, "; ".join(errors))
+    state = job_state.peek(p)
+    if state is not None and state.errors:
+        infotext.write_error(p.extra_generation_params, "; ".join(state.errors))
 
 
 def _log(message: str, *, unexpected: bool) -> None:
     """The console line; the traceback too when the exception was not one of ours."""
-    text = f"HyperLoRA error: {message}"
+    text = f"{ERROR_LABEL}: {message}"
     try:
         from modules import errors
     except ImportError:

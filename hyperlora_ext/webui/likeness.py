@@ -13,52 +13,53 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from hyperlora_ext.webui import infotext, settings
+from hyperlora_ext.webui import infotext, job_state, settings
 
 KEY = "HyperLoRA likeness"
-_UNSET = object()
 
 
 def reset(p: Any) -> None:
     """``process()``: a new job, no scores yet."""
-    p._hyperlora_likeness = []
-    p._hyperlora_base_warning = _UNSET
+    state = job_state.of(p)
+    state.likeness, state.base_warning = [], job_state.UNSET
 
 
 def score(p: Any, image: Any) -> None:
     """Score ``image`` against the job's identity and write the result for its infotext."""
     params = p.extra_generation_params
     params.pop(KEY, None)
-    job = getattr(p, "_hyperlora", None)
-    if job is None or not settings.current().likeness:
+    state = job_state.peek(p)
+    identity = state.identity if state is not None else None
+    if state is None or identity is None or not settings.current().likeness:
         return
-    if job.reference is None:
-        _warn(p, "likeness not scored: " + _no_reference(job))
+    if identity.likeness_reference is None:
+        _warn(p, "likeness not scored: " + _no_reference(identity))
         return
     try:
         from hyperlora_ext.webui import host
 
-        label = f"image {len(getattr(p, '_hyperlora_likeness', [])) + 1}"
-        [result] = host.pipeline().likeness([image], job.reference, labels=[label])
+        label = f"image {len(state.likeness) + 1}"
+        [result] = host.pipeline().likeness([image], identity.likeness_reference, labels=[label])
     except Exception as error:  # the image stays; the failure is said, not swallowed
         _warn(p, f"likeness not scored: {type(error).__name__}: {error}")
         print(f"HyperLoRA warning: scoring the likeness failed\n{traceback.format_exc()}")
         return
     params[KEY] = result.text
     _warn(p, None)
-    p._hyperlora_likeness = [*getattr(p, "_hyperlora_likeness", []), result]
+    state.likeness = [*state.likeness, result]
 
 
 def summary(p: Any) -> str:
     """``likeness 0.62, no face`` for the job's images, or "" when none was scored."""
-    scores = getattr(p, "_hyperlora_likeness", [])
+    state = job_state.peek(p)
+    scores = state.likeness if state is not None else []
     return f"likeness {', '.join(s.text for s in scores)}" if scores else ""
 
 
-def _no_reference(job: Any) -> str:
-    if job.identity:
+def _no_reference(identity: Any) -> str:
+    if identity.name:
         return (
-            f"the saved identity {job.identity!r} was saved without a likeness reference (before "
+            f"the saved identity {identity.name!r} was saved without a likeness reference (before "
             "this version); save it again from its photos to score images against it"
         )
     return "this identity has no likeness reference"
@@ -68,10 +69,10 @@ def _warn(p: Any, note: str | None) -> None:
     """The job's own warning plus this image's likeness note (one image's note never sticks to
     the next image of the batch)."""
     params = p.extra_generation_params
-    base = getattr(p, "_hyperlora_base_warning", _UNSET)
-    if base is _UNSET:
-        base = params.get(infotext.WARNING)
-        p._hyperlora_base_warning = base
+    state = job_state.of(p)
+    if state.base_warning is job_state.UNSET:
+        state.base_warning = params.get(infotext.WARNING)
+    base = state.base_warning
     parts = [str(text) for text in (base, note) if text]
     if parts:
         params[infotext.WARNING] = "; ".join(parts)

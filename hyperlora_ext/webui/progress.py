@@ -12,13 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.errors import EncodingStopped
 
 PREFIX = "HyperLoRA: "
-
-
-class EncodingStopped(HyperLoRAError):
-    """The user stopped the job while the photos were being encoded."""
 
 
 def _state() -> Any:

@@ -28,12 +28,12 @@ import torch
 
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import TRIGGER_WORDS
-from hyperlora_ext.identities import IdentityStore
 from hyperlora_ext.refine.crops import FacePhoto, make_crops
 from hyperlora_ext.refine.host import Cond, RefineModel
 from hyperlora_ext.refine.save import refine_record, refined_name, save_refined
 from hyperlora_ext.refine.schedule import Prediction
 from hyperlora_ext.refine.trainer import RefineResult, RefineSettings, Trainer, encode_crops
+from hyperlora_ext.store import IdentityStore
 from hyperlora_ext.webui.adapter import unsupported_reason
 
 JOB = "hyperlora-refine"

@@ -18,7 +18,8 @@ from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.facts import FACE_LABELS, SLIDER_RANGE
+from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
+from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui import infotext
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
@@ -83,8 +84,8 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             )  # fmt: skip
             refresh = gr.Button("Refresh", elem_id=elem_id("refresh"), scale=0, min_width=80)
             weight = gr.Slider(
-                minimum=-1.5, maximum=1.5, step=0.01, value=defaults.weight, label="Weight",
-                elem_id=elem_id("weight"),
+                minimum=WEIGHT_RANGE[0], maximum=WEIGHT_RANGE[1], step=0.01,
+                value=defaults.weight, label="Weight", elem_id=elem_id("weight"),
             )  # fmt: skip
         with gr.Row():
             face = gr.Radio(
@@ -155,7 +156,7 @@ def _advanced(
             elem_id=elem_id("photo_weights"),
         )  # fmt: skip
         mix = gr.Textbox(
-            value="", label="Mix identities", placeholder="alice:0.7, @photos:0.3",
+            value="", label="Mix identities", placeholder=f"alice:0.7, {PHOTOS}:0.3",
             elem_id=elem_id("mix"),
         )  # fmt: skip
         with gr.Row():
@@ -337,7 +338,7 @@ def failure_text(error: Exception) -> str:
     if isinstance(error, HyperLoRAError):
         return f"**{error}**"
     traceback.print_exc()
-    return f"**HyperLoRA error: {type(error).__name__}: {error}**"
+    return f"**{ERROR_LABEL}: {type(error).__name__}: {error}**"
 
 
 def _safe_list(lister: Callable[[], list[str]]) -> list[str]:
@@ -387,49 +388,30 @@ def _list_identities() -> list[str]:
 
 
 def _preview(args: HyperLoRAArgs) -> tuple[list[tuple[Any, str]], str]:
-    from hyperlora_ext.webui.host import predict
+    from hyperlora_ext.webui import host, studio
 
-    result = predict(args)
+    identity = studio.resolve(args.replace(mix=(), identity=""), studio.Context(host.services()))
     gallery = [
         (r.preview or r.thumbnail, _caption(r))
-        for r in result.reports
+        for r in identity.reports
         if (r.preview or r.thumbnail) is not None
     ]
-    return gallery, status_line(result)
+    return gallery, status_line(identity)
 
 
 def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
-    """Save through the identity store, with the API's name rules: a name is refused, never
-    rewritten, and an existing identity is replaced only with "Overwrite" ticked."""
-    from hyperlora_ext.export import ExportExistsError
-    from hyperlora_ext.identities import check_name
-    from hyperlora_ext.identity import IdentityOptions
-    from hyperlora_ext.webui.host import identity_store
-    from hyperlora_ext.webui.sources import main_identity, webui_context
+    """Save through the studio, with the API's name rules: a name is refused, never rewritten,
+    and an existing identity is replaced only with "Overwrite" ticked."""
+    from hyperlora_ext.webui import host, studio
 
-    check_name(name)
-    store = identity_store()
-    if store.exists(name) and not overwrite:
-        raise ExportExistsError(
-            f"an identity named {name!r} exists; tick 'Overwrite' to replace it, or choose "
-            "another name"
-        )
-    identity, args = main_identity(args, webui_context(_predict_photos))
-    record = store.save(
-        name, identity.lora, model=identity.model, photos=identity.photos,
-        options=IdentityOptions.from_args(args).record(), preview=identity.preview,
-        overwrite=overwrite, tokens=identity.tokens, reference_embedding=identity.reference,
-    )  # fmt: skip
+    services = host.services()
+    studio.check_new_name(name, services.store(), overwrite)  # before the encoding
+    identity = studio.resolve(args, studio.Context(services))
+    record = studio.save(name, identity, args, services.store(), overwrite=overwrite)
     return (
         f"Saved `{record.name}.safetensors`: pick it under 'Saved identity', or use it as "
         f"`<lora:{record.name}:{args.weight:g}>` (Lora tab, refresh)."
     )
-
-
-def _predict_photos(images: Any, weights: Any, args: HyperLoRAArgs) -> Any:
-    from hyperlora_ext.webui.host import predict
-
-    return predict(args, images=images, weights=weights)
 
 
 def _caption(report: Any) -> str:
@@ -438,11 +420,11 @@ def _caption(report: Any) -> str:
     return f"{report.label}: {faces}{used}"
 
 
-def status_line(result: Any) -> str:
-    parts = [f"{result.photos_used} photo(s) encoded in {result.seconds:.1f} s"]
-    if result.cache_hit:
+def status_line(identity: Identity) -> str:
+    parts = [f"{identity.photos} photo(s) encoded in {identity.seconds:.1f} s"]
+    if identity.cache_hit:
         parts[0] += " (cached)"
-    parts += list(getattr(result, "warnings", []))
+    parts += identity.warnings
     parts += host_warnings()
     return " · ".join(parts)
 

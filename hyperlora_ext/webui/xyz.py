@@ -2,8 +2,9 @@
 
 The axes are added to ``xyz_grid.py``'s ``axis_options`` from ``on_before_ui`` when that script is
 loaded (it is not importable by name: it is found in ``modules.scripts.scripts_data``). Each cell
-runs on a shallow copy of ``p``; an axis stores its value in a fresh ``p.hyperlora_xyz`` dict and
-the script overlays it on its arguments with :func:`merge_overrides`. The identity pipeline caches
+runs on a shallow copy of ``p``; an axis stores its value in a fresh job state of the cell
+(``job_state.with_override``) and the script overlays it on its arguments with
+:func:`merge_overrides`. The identity pipeline caches
 predictions, so cells differing only in weight or other parameters never re-encode the photos.
 """
 
@@ -15,15 +16,16 @@ from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import ArgumentError
+from hyperlora_ext.webui import job_state
 
 LABEL_PREFIX = "[HyperLoRA] "
-OVERRIDES = "hyperlora_xyz"  # attribute on p
 XYZ_FILE = "xyz_grid.py"
 
 
 def merge_overrides(args: HyperLoRAArgs, p: Any) -> HyperLoRAArgs:
     """``args`` with the X/Y/Z cell's HyperLoRA values applied (validated: ArgumentError)."""
-    overrides = getattr(p, OVERRIDES, None)
+    state = job_state.peek(p)
+    overrides = state.overrides if state is not None else None
     if not overrides:
         return args
     merged = args.replace(**overrides)
@@ -34,11 +36,6 @@ def merge_overrides(args: HyperLoRAArgs, p: Any) -> HyperLoRAArgs:
             "negative identities in HyperLoRA's Advanced section (or send 'slider' in the API)",
         )
     return merged
-
-
-def set_override(p: Any, field: str, value: Any) -> None:
-    """Record one axis value on the cell's ``p``; a new dict, since cells share the old one."""
-    setattr(p, OVERRIDES, {**(getattr(p, OVERRIDES, None) or {}), field: value})
 
 
 def find_xyz_module() -> Any:
@@ -130,7 +127,7 @@ def axis_options(
 
 def _apply(field: str) -> Callable[[Any, Any, Any], None]:
     def apply(p: Any, value: Any, values: Any) -> None:
-        set_override(p, field, _normalise(field, value))
+        job_state.with_override(p, field, _normalise(field, value))
 
     apply.__name__ = f"apply_hyperlora_{field}"
     return apply

@@ -277,3 +277,20 @@ def test_one_data_url_pattern_for_every_decoder():
     url = "data:image/png;base64," + base64.b64encode(data).decode()
     assert images.decode_base64_image(url, LABEL) == data
     assert images.decode_image_payload(url, LABEL) == data
+
+
+def test_photos_over_the_size_limit_are_refused_where_they_are_read(tmp_path):
+    from hyperlora_ext.errors import ImageTooLargeError
+    from hyperlora_ext.facts import MAX_IMAGE_BYTES
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
+    for photo in (
+        str(big),
+        big,
+        b"\0" * (MAX_IMAGE_BYTES + 1),
+        "A" * (MAX_IMAGE_BYTES * 4 // 3 + 8),
+        "data:image/png;base64," + "A" * (MAX_IMAGE_BYTES * 4 // 3 + 8),
+    ):
+        with pytest.raises(ImageTooLargeError, match="image 2: the image is larger than 20 MiB"):
+            load_image(photo, "image 2")

@@ -292,8 +292,8 @@ def test_training_works_when_called_under_no_grad():
 def test_the_result_is_saved_as_a_refined_identity(tmp_path):
     import json
 
-    from hyperlora_ext.identities import IdentityStore
     from hyperlora_ext.refine.save import save_refined
+    from hyperlora_ext.store import IdentityStore
 
     sd_model, model = tiny_model()
     lora = identity(sd_model)

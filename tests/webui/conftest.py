@@ -28,11 +28,10 @@ def no_hook_exception_escapes(request):
 
 
 def _reset_adapters() -> None:
-    from hyperlora_ext import identity
-    from hyperlora_ext.webui import host
+    from hyperlora_ext.webui import host, services
 
     host._adapters.clear()
-    identity._pipeline_key = None  # a pipeline left by an earlier test is adopted as it is
+    services._pipeline = services._pipeline_key = None  # each test starts like a fresh process
 
 
 @pytest.fixture
@@ -56,3 +55,26 @@ def webui_19(tmp_path):
     finally:
         fake_webui.uninstall()
         _reset_adapters()
+
+
+# ------------------------------------------ the tiny host (tests/webui/tiny_host.py)
+@pytest.fixture
+def session_pipeline(tmp_path_factory):
+    from tests.webui.tiny_host import tiny_models
+
+    return tiny_models(tmp_path_factory)[1]
+
+
+@pytest.fixture
+def host(webui, tmp_path_factory, monkeypatch):
+    from tests.webui.tiny_host import point_webui_at, tiny_models
+
+    point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
+    return webui
+
+
+@pytest.fixture
+def client(host):
+    from tests.webui.tiny_host import make_client
+
+    return make_client()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -21,83 +21,26 @@ from safetensors.torch import load
 
 from hyperlora_ext import identity
 from hyperlora_ext.encoders.faces import FaceAnalyzer
+from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.lora_format import lora_digest
 from hyperlora_ext.models import ModelRoots
-from hyperlora_ext.webui import api, fail_mode
+from hyperlora_ext.webui import api, fail_mode, services
 from hyperlora_ext.webui import api_models as m
+from hyperlora_ext.webui import host as host_module
+from hyperlora_ext.webui.services import Services
+from hyperlora_ext.webui.settings import API_ON_ERROR
 from tests import fake_antelopev2
 from tests.encoders._photos import face_photo
-from tests.factories import write_tiny_clip, write_tiny_hyperlora
-
-TINY_WIDTHS = {"w640": 20, "w1280": 40, "ctx": 64}  # the widths of write_tiny_hyperlora's layers
-
-
-def png_b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-FACE = png_b64(face_photo((320, 240), ((100, 40, 220, 200),)))
-OTHER_FACE = png_b64(face_photo((320, 240), ((60, 30, 200, 220),)))
-NO_FACE = png_b64(Image.new("RGB", (64, 64), (20, 20, 20)))
-
-
-# Built once per test session and shared with test_xyz.py.
-_SESSION: dict = {}
-
-
-def tiny_models(factory) -> tuple:
-    """(models folder with the tiny models, a warm IdentityPipeline over it), built once."""
-    if not _SESSION:
-        models = factory.mktemp("models")
-        roots = ModelRoots.from_models_dir(models)
-        write_tiny_hyperlora(roots.hyper_lora / "tiny")
-        write_tiny_clip(roots.clip_vit / "clip_vit_large_14")
-        fake_antelopev2.build(roots.antelopev2)
-        _SESSION.update(models=models, pipeline=identity.IdentityPipeline(roots))
-    return _SESSION["models"], _SESSION["pipeline"]
-
-
-def point_webui_at(models: Path, pipeline, monkeypatch) -> None:
-    """The double's models folder -> the tiny models; the process-wide pipeline -> the warm one."""
-    import modules.paths
-
-    monkeypatch.setattr(modules.paths, "models_path", str(models))
-    monkeypatch.setattr(identity, "_pipeline", pipeline)
-    monkeypatch.setattr(identity, "_pipeline_key", None)  # adopted by host.pipeline()
-
-
-@pytest.fixture
-def session_pipeline(tmp_path_factory):
-    return tiny_models(tmp_path_factory)[1]
-
-
-@pytest.fixture
-def host(webui, tmp_path_factory, monkeypatch):
-    point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
-    return webui
-
-
-def make_client(backend=None, limits=None) -> TestClient:
-    app = FastAPI()
-    api.register_routes(app, backend, limits)
-    return TestClient(app)
-
-
-@pytest.fixture
-def client(host):
-    return make_client()
-
-
-def expect_error(response, status, kind, *fragments):
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail", "field"}, body  # the one stable shape
-    assert body["error"] == kind
-    for fragment in fragments:
-        assert fragment in body["detail"], body["detail"]
-    return body
+from tests.webui.tiny_host import (
+    FACE,
+    NO_FACE,
+    OTHER_FACE,
+    expect_error,
+    generation_app,
+    make_client,
+    png_b64,
+    tiny_models,
+)
 
 
 # ------------------------------------------------------------------------- status, models
@@ -151,8 +94,10 @@ def test_detect_returns_boxes_scores_and_crops(client):
 def test_detect_orders_faces_as_face_index_counts(host, tmp_path):
     split_root = tmp_path / "split"
     fake_antelopev2.build(split_root / "models" / "antelopev2", split=True)
-    backend = api.webui_backend()
-    backend.face_analyzer = lambda: FaceAnalyzer(split_root, providers=["CPUExecutionProvider"])
+    backend = replace(
+        host_module.services(),
+        face_analyzer=lambda: FaceAnalyzer(split_root, providers=["CPUExecutionProvider"]),
+    )
     client = make_client(backend)
     wide = png_b64(face_photo((640, 320), ((40, 60, 200, 260), (420, 40, 620, 300))))
     body = client.post("/hyperlora/v1/detect", json={"images": [wide], "crops": False}).json()
@@ -340,18 +285,6 @@ def test_registering_twice_adds_the_routes_once(host):
 
 
 # ------------------------------------------------- generation requests (alwayson_scripts)
-def generation_app(host, script_classes, *, fail_mode=True):
-    from tests.webui.fake_webui.api_app import create_app
-
-    model = host.load_model("sdxl", **TINY_WIDTHS)
-    runner = host.scripts.ScriptRunner(script_classes)
-    defaults = {"hyperlora": [False, None, "", 0.8, True, "largest", 0, True, False, ""]}
-    app = create_app(runner, model, defaults)
-    if fail_mode:
-        api.register_routes(app)
-    return TestClient(app)
-
-
 def info(response) -> dict:
     assert response.status_code == 200, response.text
     return json.loads(response.json()["info"])["extra_generation_params"]
@@ -416,7 +349,7 @@ class FailingScript:
 
             def process(self, p, *args):
                 if outer.message:
-                    p.extra_generation_params[fail_mode.ERROR_KEY] = outer.message
+                    p.extra_generation_params[ERROR_LABEL] = outer.message
                     outer.calls.append(fail_mode.fail_api_request(p, outer.message))
 
         return Reporter
@@ -450,7 +383,7 @@ def test_without_the_header_the_request_succeeds_with_the_error_in_info(failing)
 
 
 def test_the_setting_makes_fail_the_default_and_the_header_overrides_it(failing, host):
-    host.shared.opts.data[fail_mode.ON_ERROR_OPTION] = "fail"
+    host.shared.opts.data[API_ON_ERROR] = "fail"
     try:
         client = failing()
         assert client.post("/sdapi/v1/txt2img", json={}).status_code == 422
@@ -460,7 +393,7 @@ def test_the_setting_makes_fail_the_default_and_the_header_overrides_it(failing,
         )
         assert response.status_code == 200
     finally:
-        host.shared.opts.data.pop(fail_mode.ON_ERROR_OPTION)
+        host.shared.opts.data.pop(API_ON_ERROR)
 
 
 def test_fail_mode_without_an_error_returns_the_normal_response(failing):
@@ -477,11 +410,11 @@ def test_without_the_route_wrapper_the_job_still_stops_before_sampling(failing):
     assert response.status_code == 200 and FailingScript.calls == [False]
     import modules.shared
 
-    modules.shared.opts.data[fail_mode.ON_ERROR_OPTION] = "fail"
+    modules.shared.opts.data[API_ON_ERROR] = "fail"
     try:
         response = client.post("/sdapi/v1/txt2img", json={})
     finally:
-        modules.shared.opts.data.pop(fail_mode.ON_ERROR_OPTION)
+        modules.shared.opts.data.pop(API_ON_ERROR)
     assert response.status_code == 200 and response.json()["images"] == []
     assert info(response)["HyperLoRA error"] == "no face found in image 2"
 
@@ -557,14 +490,14 @@ def test_responses_match_their_published_models(client, host):
 
 
 # ------------------------------------------------------------------ preload on first use
-def _counting_backend(calls: list, fail: bool = False) -> api.Backend:
+def _counting_backend(calls: list, fail: bool = False) -> Services:
     def preload() -> None:
         calls.append(1)
         if fail:
             raise RuntimeError("disk on fire")
 
-    return api.Backend(
-        roots=lambda: None, pipeline=lambda: None, identities=lambda: SimpleNamespace(list=list),
+    return Services(
+        roots=lambda: None, pipeline=lambda: None, store=lambda: SimpleNamespace(list=list),
         face_analyzer=lambda: None, preload=preload,
     )  # fmt: skip
 
@@ -600,7 +533,7 @@ def test_the_webui_preload_loads_the_encoders_in_the_background(host, tmp_path_f
 
     models, _ = tiny_models(tmp_path_factory)
     fresh = identity.IdentityPipeline(ModelRoots.from_models_dir(models))
-    identity._pipeline = fresh
+    services._pipeline, services._pipeline_key = fresh, webui_host.pipeline_config()
     webui_host.preload("not installed")  # falls back to the installed model
     fresh._preloading.join(timeout=120)
     assert fresh._engine is not None and fresh._clip is not None and fresh._faces.loaded

@@ -8,7 +8,7 @@ import pytest
 
 from hyperlora_ext import identity
 from hyperlora_ext.models import ModelRoots
-from tests.webui.test_api import FACE, expect_error, make_client, point_webui_at, tiny_models
+from tests.webui.tiny_host import FACE, expect_error, make_client, point_webui_at, tiny_models
 
 BASES = "hyper_lora_modules.safetensors"
 

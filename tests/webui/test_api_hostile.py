@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hyperlora_ext.webui import api
 from tests.encoders._photos import count_decoded_alive
-from tests.webui.test_api import FACE, NO_FACE, make_client, point_webui_at, tiny_models
+from tests.webui.tiny_host import FACE, NO_FACE, make_client, point_webui_at, tiny_models
 
 SHAPE = {"error", "detail", "field"}
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hyperlora_ext.webui.host import predict
 from tests.encoders._photos import face_photo
-from tests.webui.test_api import FACE, NO_FACE, expect_error, make_client, png_b64
-from tests.webui.test_api import host as host
+from tests.webui.harness import resolve
+from tests.webui.tiny_host import FACE, NO_FACE, expect_error, make_client, png_b64
 
 URL = "/hyperlora/v1/likeness"
 OTHER_FACE = png_b64(face_photo((320, 240), ((100, 20, 180, 220),)))  # narrower, taller
@@ -34,12 +33,12 @@ def test_scores_each_image_against_reference_photos(client):
 
 def test_scores_against_a_saved_identity(client, host):
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
-    result = predict(HyperLoRAArgs.from_dict({"images": [FACE], "model": "tiny"}))
+    result = resolve(HyperLoRAArgs.from_dict({"images": [FACE], "model": "tiny"}))
     store = get_store(host.lora_dir)
     store.save(
-        "alice", result.lora, model="tiny", photos=1, reference_embedding=result.reference_embedding
+        "alice", result.lora, model="tiny", photos=1, reference_embedding=result.likeness_reference
     )
     by_name = post(client, images=[FACE, OTHER_FACE], identity="alice").json()["images"]
     by_photo = post(client, images=[FACE, OTHER_FACE], reference_images=[FACE]).json()["images"]

@@ -7,18 +7,18 @@ import base64
 import torch
 from safetensors.torch import load
 
-from tests.webui.test_api import FACE, OTHER_FACE, client, expect_error, host  # noqa: F401
+from tests.webui.tiny_host import FACE, OTHER_FACE, expect_error
 
 URL = "/hyperlora/v1/encode"
 
 
-def encode(client, **request):  # noqa: F811
+def encode(client, **request):
     response = client.post(URL, json=request)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def test_photo_weights_change_the_identity_and_zero_leaves_a_photo_out(client):  # noqa: F811
+def test_photo_weights_change_the_identity_and_zero_leaves_a_photo_out(client):
     plain = encode(client, images=[FACE, OTHER_FACE])
     equal = encode(client, images=[FACE, OTHER_FACE], photo_weights=[2, 2])
     weighted = encode(client, images=[FACE, OTHER_FACE], photo_weights=[3, 1])
@@ -27,13 +27,13 @@ def test_photo_weights_change_the_identity_and_zero_leaves_a_photo_out(client): 
     assert first_only["digest"] == encode(client, images=[FACE])["digest"]
 
 
-def test_bad_photo_weights_name_the_field(client):  # noqa: F811
+def test_bad_photo_weights_name_the_field(client):
     for weights in ([1], [1, -1], [0, 0], "heavy"):
         response = client.post(URL, json={"images": [FACE, OTHER_FACE], "photo_weights": weights})
         assert expect_error(response, 422, "ArgumentError")["field"] == "photo_weights", weights
 
 
-def test_a_mix_of_saved_identities_is_saved_like_any_identity(client, host):  # noqa: F811
+def test_a_mix_of_saved_identities_is_saved_like_any_identity(client, host):
     encode(client, images=[FACE], save_as="alice")
     encode(client, images=[OTHER_FACE], save_as="bob")
     tokens = host.lora_dir / "hyperlora" / "alice.hyperlora.tokens"
@@ -54,7 +54,7 @@ def test_a_mix_of_saved_identities_is_saved_like_any_identity(client, host):  # 
     assert with_photos["digest"] not in (only_alice["digest"], mixed["digest"])
 
 
-def test_mix_errors_name_the_field(client, host):  # noqa: F811
+def test_mix_errors_name_the_field(client, host):
     from hyperlora_ext.webui.host import identity_store
 
     encode(client, images=[FACE], save_as="alice")
@@ -69,3 +69,30 @@ def test_mix_errors_name_the_field(client, host):  # noqa: F811
     assert expect_error(response, 422, "ArgumentError")["field"] == "mix.1.weight"
     response = client.post(URL, json={"mix": [{"images": ["/etc/passwd"], "weight": 1}]})
     assert expect_error(response, 400, "ImageError", "path")["field"] == "mix.images"
+
+
+def test_a_mix_saved_through_the_api_keeps_its_likeness_reference(client, host):
+    """Regression: /encode saved a mix without its likeness reference, so /likeness answered
+    422 "saved before this version" for it (saving the same mix from the accordion kept it)."""
+    encode(client, images=[FACE], save_as="alice")
+    encode(client, images=[OTHER_FACE], save_as="bob")
+    mixed = encode(client, mix="alice:0.7, bob:0.3", save_as="alice_bob")
+    assert mixed["saved"]["likeness_reference"] is True
+    response = client.post(
+        "/hyperlora/v1/likeness", json={"images": [FACE], "identity": "alice_bob"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["images"][0]["likeness"] is not None
+
+
+def test_a_large_server_file_named_in_a_request_is_refused_as_a_path(client, tmp_path):
+    """Regression: the argument model looked up the size of any path a client sent, so a large
+    server file got 422 "too large" while a missing one got 400: the answer told them apart."""
+    from hyperlora_ext.facts import MAX_IMAGE_BYTES
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
+    for path in (str(big), str(tmp_path / "missing.png")):
+        response = client.post(URL, json={"mix": [{"images": [path], "weight": 1}]})
+        body = expect_error(response, 400, "ImageError", "paths and URLs are not accepted")
+        assert body["field"] == "mix.images"

@@ -90,28 +90,35 @@ def test_trigger_words_are_added_once():
     assert add_trigger_words(add_trigger_words("a man")) == "fcsks fxhks fhyks, a man"
 
 
-def test_photo_count_file_size_and_list_type_are_limited(tmp_path):
-    from hyperlora_ext.facts import MAX_IMAGE_BYTES, MAX_IMAGES
+def test_photo_count_and_list_type_are_limited():
+    from hyperlora_ext.facts import MAX_IMAGES
 
     assert len(HyperLoRAArgs(images=["b64"] * MAX_IMAGES).images) == MAX_IMAGES
     with pytest.raises(ArgumentError, match="'images': 17 images posted; at most 16 per request"):
         HyperLoRAArgs(images=["b64"] * 17)
-    big = tmp_path / "big.png"
-    big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
-    small = tmp_path / "small.png"
-    small.write_bytes(b"\0" * 10)
-    too_large = "image 2: the image is larger than 20 MiB; resize it"
-    for photo in (
-        str(big),
-        big,
-        b"\0" * (MAX_IMAGE_BYTES + 1),
-        "A" * (MAX_IMAGE_BYTES * 4 // 3 + 8),
-    ):
-        with pytest.raises(ArgumentError, match=too_large):
-            HyperLoRAArgs(images=[str(small), photo])
     for bare in ("base64", b"bytes", {"image": "x"}, 5):
         with pytest.raises(ArgumentError, match="'images': expected a list of photos"):
             HyperLoRAArgs(images=bare)
+
+
+def test_the_argument_model_does_no_file_io(tmp_path, monkeypatch):
+    """Regression: photo sizes were looked up on the server's disk for any string a client sent
+    (a remote client could learn whether a large file exists), on every ``replace``. The size
+    limit is enforced where the bytes are read (see tests/encoders/test_images.py)."""
+    import os
+
+    from hyperlora_ext.facts import MAX_IMAGE_BYTES
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
+
+    looked_up = []
+    for name in ("isfile", "getsize", "exists"):
+        real = getattr(os.path, name)
+        monkeypatch.setattr(os.path, name, lambda *a, real=real: looked_up.append(a) or real(*a))
+    args = HyperLoRAArgs(images=[str(big), big], mix=[{"images": [str(big)], "weight": 1}])
+    assert args.replace(weight=0.5).images == (str(big), big)
+    assert looked_up == []  # nothing on the server's disk was looked at
 
 
 # ------------------------------------------------------------- advanced: weights, mix, slider

@@ -13,8 +13,10 @@ import pytest
 from hyperlora_ext.facts import CLIP_FILES, HYPERLORA_FILES, HYPERLORA_MODELS
 from hyperlora_ext.models import ModelRoots, list_hyperlora_models
 from hyperlora_ext.webui import first_run, host, ui
-from tests.test_download import FakeHub
-from tests.test_models import make_antelopev2, write_model_files
+from hyperlora_ext.webui.services import Services
+from tests.fake_hub import FakeHub
+from tests.model_files import make_antelopev2, write_model_files
+from tests.webui.harness import build_panel, handler
 
 gr = pytest.importorskip("gradio")
 HINTS = Path(__file__).resolve().parents[2] / "javascript" / "hyperlora.js"
@@ -121,31 +123,10 @@ class RecordingProgress:
         self.calls.append((progress, desc))
 
 
-def handler(demo, component):
-    """The function a click on ``component`` runs, and its BlockFunction (gradio 3.41 and 4.x)."""
-    functions = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns  # 4.x: a dict
-    for function in functions:
-        targets = getattr(function, "targets", None)
-        if targets is None:  # gradio 3.41 keeps the targets in the parallel dependency list
-            targets = demo.dependencies[demo.fns.index(function)]["targets"]
-        if component._id in [t[0] if isinstance(t, list | tuple) else t for t in targets]:
-            return function.fn, function
-    raise AssertionError(f"nothing wired to {component}")
-
-
 def output_ids(demo, function) -> list[int]:
     if isinstance(demo.fns, dict):  # gradio 4.x: the BlockFunction holds its output components
         return [output._id for output in function.outputs]
     return demo.dependencies[demo.fns.index(function)]["outputs"]
-
-
-def build_panel(webui, monkeypatch):
-    monkeypatch.setattr(host, "predict", lambda *a, **k: pytest.fail("ui() must not predict"))
-    script = webui.load_script()()
-    script.is_img2img = False
-    with gr.Blocks() as demo:
-        script.ui(False)
-    return demo, script
 
 
 def panel_extras(demo, script):
@@ -250,8 +231,8 @@ def test_any_complete_model_folder_counts_like_the_models_route(webui, monkeypat
     install_all(roots, models=())
     write_model_files(roots.hyper_lora / "my_renamed_fidelity", HYPERLORA_FILES)
     app = FastAPI()
-    api.register_routes(app, api.Backend(roots=lambda: roots, pipeline=None, identities=None,
-                                         face_analyzer=None))  # fmt: skip
+    services = Services(roots=lambda: roots, pipeline=None, store=None)  # type: ignore[arg-type]
+    api.register_routes(app, services)
     assert TestClient(app).get("/hyperlora/v1/models").json()["ready"] is True
     assert first_run.ready(roots)
     items = {item.label: item for item in first_run.checklist(roots)}

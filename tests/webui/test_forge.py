@@ -9,8 +9,9 @@ import types
 import pytest
 import torch
 
+from hyperlora_ext.errors import UnsupportedForgeError
 from hyperlora_ext.lora_format import lora_digest
-from hyperlora_ext.webui import forge
+from hyperlora_ext.webui import forge, forge_vram
 from tests.webui.fake_webui import forge_backend as fb
 
 WEIGHT = 0.8
@@ -302,12 +303,12 @@ def test_quantised_unet_is_patched_online_without_writing_weights(adapter, memor
 
 def test_detection_and_refusal(monkeypatch, memory):
     assert forge.detect_generation() == "forge2"
-    with pytest.raises(forge.UnsupportedForgeError):
+    with pytest.raises(UnsupportedForgeError):
         forge.ForgeAdapter().apply(types.SimpleNamespace(sd_model=object()), {}, 1.0, "x")
     monkeypatch.setitem(sys.modules, "backend.patcher.lora", None)
     monkeypatch.setitem(sys.modules, "ldm_patched.modules.lora", None)
     assert forge.detect_generation() is None
-    with pytest.raises(forge.UnsupportedForgeError):
+    with pytest.raises(UnsupportedForgeError):
         forge.ForgeAdapter()
 
 
@@ -317,12 +318,12 @@ def test_encoder_memory_helpers(memory):
     memory.load_models_gpu([unet])
     encoder = torch.nn.Sequential(torch.nn.Linear(3, 3))
 
-    assert forge.load_encoder(encoder) == memory.get_torch_device()
-    assert forge.load_encoder(encoder) == memory.get_torch_device()
+    assert forge_vram.load_encoder(encoder) == memory.get_torch_device()
+    assert forge_vram.load_encoder(encoder) == memory.get_torch_device()
     loaded_models = [loaded.model.model for loaded in memory.current_loaded_models]
     assert loaded_models == [encoder, unet.model]  # one entry, most recent first
 
-    forge.free_vram()
+    forge_vram.free_vram()
     assert memory.current_loaded_models == [] and memory.empty_cache_calls == 2
 
 
@@ -465,10 +466,10 @@ def test_the_pipeline_loads_its_encoders_through_forge_memory_management(memory,
     memory.load_models_gpu([unet])
     seen = []
 
-    class Recording(forge.ForgePlacement):
+    class Recording(forge_vram.ForgePlacement):
         @staticmethod
         def load(module):
-            device = forge.load_encoder(module)
+            device = forge_vram.load_encoder(module)
             seen.append([loaded.model.model for loaded in memory.current_loaded_models])
             return device
 

@@ -13,8 +13,8 @@ import pytest
 from hyperlora_ext.likeness import cosine, reference_from_photos
 from hyperlora_ext.webui import infotext
 from tests.encoders._photos import face_photo
-from tests.webui.test_api import TINY_WIDTHS, point_webui_at, tiny_models
-from tests.webui.test_xyz import by_label, load_xyz
+from tests.webui.harness import by_label, load_xyz
+from tests.webui.tiny_host import TINY_WIDTHS, point_webui_at, tiny_models
 
 ROUND = ((210, 90, 430, 390),)  # the face of the reference photo
 TALL = ((150, 60, 330, 420),)  # someone else
@@ -133,14 +133,14 @@ def test_the_final_image_is_scored_after_other_scripts_changed_it(host, photo):
 
 def test_a_saved_identity_without_reference_gets_a_warning(host, photo):
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.identities import get_store
-    from hyperlora_ext.webui.host import predict
+    from hyperlora_ext.store import get_store
+    from tests.webui.harness import resolve
 
-    result = predict(HyperLoRAArgs.from_dict(on(photo)))
+    result = resolve(HyperLoRAArgs.from_dict(on(photo)))
     store = get_store(host.lora_dir)
     store.save("old", result.lora, model="tiny", photos=1)  # as before the reference existed
     store.save(
-        "new", result.lora, model="tiny", photos=1, reference_embedding=result.reference_embedding
+        "new", result.lora, model="tiny", photos=1, reference_embedding=result.likeness_reference
     )
     host.processing.image_decoder = decode_to([face_photo(), face_photo()])
     _, old = job(host, {"enabled": True, "identity": "old", "model": "tiny"})
@@ -172,27 +172,26 @@ def test_every_xyz_cell_shows_its_own_likeness(host, photo):
 
 def test_reference_of_the_job_is_that_of_its_photos(host, photo):
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.webui.host import predict
+    from tests.webui.harness import resolve
 
-    result = predict(HyperLoRAArgs.from_dict(on(photo)))
+    result = resolve(HyperLoRAArgs.from_dict(on(photo)))
     own = reference_from_photos([photo], host.pipeline._face_analyzer())
-    np.testing.assert_allclose(result.reference_embedding, own, atol=1e-6)
+    np.testing.assert_allclose(result.likeness_reference, own, atol=1e-6)
 
 
 def test_forge_jobs_are_scored_the_same_way(host, photo, monkeypatch):
     """The hook only reads the job and the image, never the host's patcher: a Forge job's p
     (the Forge double's fields) gets the same entry."""
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.webui import likeness
-    from hyperlora_ext.webui.host import predict
-    from hyperlora_ext.webui.job import Job
+    from hyperlora_ext.webui import job_state, likeness
     from tests.webui.fake_webui import forge_backend as fb
+    from tests.webui.harness import resolve
 
     fb.install(monkeypatch)
-    result = predict(HyperLoRAArgs.from_dict(on(photo)))
+    result = resolve(HyperLoRAArgs.from_dict(on(photo)))
     p = fb.FakeProcessing(sd_model=fb.FakeForgeSDXL(fb.TinySDXLUNet()))
     likeness.reset(p)
-    p._hyperlora = Job(result.lora, result.digest, 0.8, reference=result.reference_embedding)
+    job_state.of(p).identity = result
     likeness.score(p, face_photo(faces=TALL))
     assert p.extra_generation_params[KEY] == expected(host, photo, face_photo(faces=TALL))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,13 +20,13 @@ from PIL import Image
 from hyperlora_ext import identity
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.models import ModelRoots
-from hyperlora_ext.webui import host, infotext
+from hyperlora_ext.webui import host, infotext, services
 from tests.factories import tiny_modules, write_tiny_hyperlora
 from tests.webui import fake_webui
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
+from tests.webui.harness import ON, Harness, ours
 from tests.webui.loras import make_lora
-from tests.webui.test_api import FACE, generation_app, point_webui_at, tiny_models
-from tests.webui.test_script import ON, Harness, ours
+from tests.webui.tiny_host import FACE, generation_app, point_webui_at, tiny_models
 
 IDENTITY_PARAMS = (infotext.MODEL, infotext.WEIGHT, infotext.DIGEST)
 FAIL = {"X-HyperLoRA-On-Error": "fail"}
@@ -61,8 +62,10 @@ def unmatched(lora):
 def test_a_lora_matching_no_layer_is_an_error_and_the_unet_is_untouched(hl, monkeypatch):
     before = unet_fingerprint(hl.model)
     plain = hl.image()
-    predict = hl._predict
-    monkeypatch.setattr(host, "predict", lambda *a, **k: _with_lora(predict(*a, **k), unmatched))
+    predict = hl.pipeline.predict
+    monkeypatch.setattr(
+        hl.pipeline, "predict", lambda *a, **k: _with_lora(predict(*a, **k), unmatched)
+    )
     p, processed = hl.job(ON)
     assert_failed_visibly(p, processed, "skipped", "in this checkpoint")
     assert p.all_prompts == ["a photo of a person"]  # known in process(): no trigger words
@@ -72,13 +75,13 @@ def test_a_lora_matching_no_layer_is_an_error_and_the_unet_is_untouched(hl, monk
 
 
 def test_a_partial_match_keeps_the_identity_and_warns(hl, monkeypatch):
-    predict = hl._predict
+    predict = hl.pipeline.predict
 
     def half(result):
         extra = unmatched(make_lora(hl.model, seed=5, only=8))
         return _with_lora(result, lambda lora: {**lora, **extra})
 
-    monkeypatch.setattr(host, "predict", lambda *a, **k: half(predict(*a, **k)))
+    monkeypatch.setattr(hl.pipeline, "predict", lambda *a, **k: half(predict(*a, **k)))
     p, _ = hl.job(ON)
     params = p.extra_generation_params
     assert "layers matched" in params[infotext.WARNING] and infotext.ERROR not in params
@@ -90,7 +93,7 @@ def _with_lora(result, change):
     from hyperlora_ext.lora_format import lora_digest
 
     lora = change(result.lora)
-    return type(result)(lora, lora_digest(lora))
+    return replace(result, lora=lora, digest=lora_digest(lora))
 
 
 @pytest.mark.parametrize(
@@ -107,7 +110,7 @@ def test_any_exception_while_encoding_is_visible_and_logged_once(hl, monkeypatch
     def failing(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(host, "predict", failing)
+    monkeypatch.setattr(hl.pipeline, "predict", failing)
     p, processed = hl.job(ON)
     assert processed.images, "the WebUI still makes the image, without the identity"
     assert_failed_visibly(p, processed, str(error).split(":")[0])
@@ -294,7 +297,7 @@ def test_a_crash_inside_the_encoders_fails_visibly_through_the_api(api_host, mon
 
 
 def test_interrupt_while_encoding_skips_clip_with_the_real_pipeline(api_host, monkeypatch):
-    pipeline = identity.get_pipeline()
+    pipeline = services.current_pipeline()
     analyzer = pipeline._face_analyzer()
     detect = analyzer.detect
     loaded = []
@@ -347,8 +350,7 @@ def tiny_host(webui, tmp_path_factory, monkeypatch):
 
 def test_ui_save_goes_through_the_identity_store_with_the_api_rules(tiny_host, tmp_path):
     from hyperlora_ext.args import HyperLoRAArgs
-    from hyperlora_ext.errors import InvalidNameError
-    from hyperlora_ext.export import ExportExistsError
+    from hyperlora_ext.errors import ExportExistsError, InvalidNameError
     from hyperlora_ext.webui import ui
     from hyperlora_ext.webui.host import identity_store
     from tests.encoders._photos import face_photo
@@ -382,7 +384,7 @@ def test_the_overwrite_control_the_message_names_is_in_the_accordion(webui, monk
     gr = pytest.importorskip("gradio")
     from hyperlora_ext.webui import ui
 
-    monkeypatch.setattr(host, "predict", lambda *a, **k: pytest.fail("ui() must not predict"))
+    monkeypatch.setattr(host, "pipeline", lambda: pytest.fail("ui() must not predict"))
     with gr.Blocks():
         panel = ui.build_ui(lambda item: f"hl_{item}")
     assert panel.extras["overwrite"].label == "Overwrite"

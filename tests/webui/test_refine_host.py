@@ -181,7 +181,7 @@ def test_lowvram_is_refused_with_how_to_fix(webui, monkeypatch):
 
 
 def test_a_saved_identity_is_refined_and_saved_as_name_refined(webui):
-    from hyperlora_ext.identities import IdentityStore
+    from hyperlora_ext.store import IdentityStore
 
     model = webui.load_model()
     store = IdentityStore(webui.lora_dir)

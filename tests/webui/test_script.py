@@ -6,77 +6,14 @@ adapter inside A1111's real call order; the pipeline itself is tested elsewhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from hyperlora_ext.lora_format import lora_digest
-from hyperlora_ext.webui import host
+from hyperlora_ext.webui import job_state
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
+from tests.webui.harness import ON, TARGET, Harness, ours
 from tests.webui.loras import make_lora
-
-TARGET = "input_blocks.4.1.transformer_blocks.0.attn2.to_k"
-
-
-@dataclass
-class StubResult:
-    lora: dict
-    digest: str
-    seconds: float = 0.01
-    cache_hit: bool = False
-    # the rest of IdentityResult's fields that the script reads
-    reports: tuple = ()
-    photos_used: int = 1
-    tokens: torch.Tensor | None = None
-    reference_embedding: Any = None  # no likeness reference: a warning, no score
-
-
-class Harness:
-    def __init__(self, webui, monkeypatch, kind="sdxl"):
-        self.webui = webui
-        self.model = webui.load_model(kind)
-        self.script_class = webui.load_script()
-        self.runner = webui.runner(self.script_class)
-        self.predictions = []
-        self.before_compute = None
-        self.stages = ["reading photos", "detecting faces", "encoding with CLIP"]
-        self.samples = []  # (is_hr_pass, network names, target weight) at each sampler step
-        monkeypatch.setattr(host, "predict", self._predict)
-        webui.processing.sampler_step_hooks[:] = [self._record]
-
-    def _predict(self, args, before_compute=None, progress=None, *, images=None, weights=None):
-        self.predictions.append(args)
-        self.before_compute = before_compute
-        for stage in self.stages:  # what the real pipeline reports between its stages
-            progress(stage)
-        images = args.images if images is None else images
-        seed = sum(map(ord, "".join(map(str, images)) + str(weights)))
-        lora = make_lora(self.model, seed=seed)
-        return StubResult(lora, lora_digest(lora), tokens=torch.full((4, 3), float(seed)))
-
-    def _record(self, p, step):
-        layer = self.model.model.diffusion_model.get_submodule(TARGET)
-        names = [n.name for n in self.webui.networks.loaded_networks]
-        self.samples.append((p.is_hr_pass, names, layer.weight.detach().clone()))
-
-    def job(self, args=None, *, img2img=False, **kwargs):
-        processing = self.webui.processing
-        cls = processing.StableDiffusionProcessingTxt2Img
-        kwargs.setdefault("prompt", "a photo of a person")
-        p = cls(sd_model=self.model, scripts_runner=self.runner, **kwargs)
-        p.script_args = [None, args] if isinstance(args, dict) else [None, *(args or [])]
-        self.samples.clear()
-        processed = processing.process_images(p)
-        return p, processed
-
-    def image(self, args=None, **kwargs):
-        return self.job(args, **kwargs)[1].images[0]
-
-
-ON = {"enabled": True, "images": ["alice.png"], "model": "tiny"}
 
 
 @pytest.fixture
@@ -85,10 +22,6 @@ def hl(webui, monkeypatch):
     yield harness
     webui.processing.sampler_step_hooks.clear()
     webui.shared.state.begin()
-
-
-def ours(names):
-    return [n for n in names if n.startswith("hyperlora_")]
 
 
 def test_identity_changes_the_image_and_the_next_plain_job_matches_the_first(hl):
@@ -104,7 +37,7 @@ def test_identity_changes_the_image_and_the_next_plain_job_matches_the_first(hl)
 
 def test_positional_arguments_in_ui_order(hl):
     p, _ = hl.job([True, ["bob.png"], "tiny", 0.5, True, "Best score", 0, True, False, ""])
-    assert hl.predictions[-1].face == "best_score" and hl.predictions[-1].weight == 0.5
+    assert hl.predictions[-1].face == "best_score" and hl.predictions[-1].images == ("bob.png",)
     assert p.extra_generation_params["HyperLoRA weight"] == "0.5"
 
 
@@ -212,7 +145,7 @@ def test_xyz_overrides_weight(hl):
     p = processing.StableDiffusionProcessingTxt2Img(
         prompt="x", sd_model=hl.model, scripts_runner=hl.runner
     )
-    p.hyperlora_xyz = {"weight": 0.3}
+    job_state.with_override(p, "weight", 0.3)
     p.script_args = [None, p_args]
     processing.process_images(p)
     assert p.extra_generation_params["HyperLoRA weight"] == "0.3"
@@ -285,7 +218,7 @@ def test_script_loads_like_a1111_with_the_folder_on_sys_path_only_while_it_runs(
 
 
 def test_saved_identity_names_its_own_model_in_the_infotext(hl, monkeypatch, tmp_path):
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     monkeypatch.setattr(hl.webui.shared.cmd_opts, "lora_dir", str(tmp_path))
     saved = make_lora(hl.model, seed=7)

@@ -13,9 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hyperlora_ext import identity
 from hyperlora_ext.models import ModelRoots
-from hyperlora_ext.webui import fail_mode, host, settings
+from hyperlora_ext.webui import fail_mode, host, services, settings
 
 gr = pytest.importorskip("gradio")
 
@@ -23,8 +22,8 @@ gr = pytest.importorskip("gradio")
 @pytest.fixture
 def registered(webui, monkeypatch):
     """The double with the script loaded and its settings callback fired."""
-    monkeypatch.setattr(identity, "_pipeline", None)
-    monkeypatch.setattr(identity, "_pipeline_key", None)
+    monkeypatch.setattr(services, "_pipeline", None)
+    monkeypatch.setattr(services, "_pipeline_key", None)
     webui.load_script()
     from modules import script_callbacks
 
@@ -71,7 +70,7 @@ def test_defaults_are_what_the_issue_asks_for():
 
 
 def test_api_error_mode_is_read_from_the_one_settings_module(registered):
-    assert fail_mode.ON_ERROR_OPTION == settings.API_ON_ERROR == "hyperlora_api_on_error"
+    assert settings.API_ON_ERROR == "hyperlora_api_on_error"
     assert not fail_mode._option_says_fail()
     assert registered.shared.opts.set(settings.API_ON_ERROR, "fail")
     assert fail_mode._option_says_fail()
@@ -126,7 +125,7 @@ def test_pipeline_is_built_from_settings_and_command_line(registered):
     )
     registered.shared.opts.data["hyperlora_dtype"] = "float32"
     pipeline = host.pipeline()
-    assert pipeline is host.pipeline() is identity.get_pipeline()  # reused while unchanged
+    assert pipeline is host.pipeline() is services.current_pipeline()  # reused while unchanged
     assert pipeline.roots == host.model_roots()
     assert pipeline.keep_on_device is True and pipeline.dtype == torch.float32
     assert (pipeline.cache.max_entries, pipeline.cache.max_bytes) == (3, 64 * 2**20)
@@ -155,7 +154,7 @@ def test_changing_a_pipeline_setting_rebuilds_it_at_once(registered, monkeypatch
     unloaded = []
     monkeypatch.setattr(first, "unload", lambda: unloaded.append(True))
     assert registered.shared.opts.set("hyperlora_cache_entries", 5)  # runs onchange
-    second = identity.get_pipeline()
+    second = services.current_pipeline()
     assert second is not first and unloaded == [True]  # the old encoders are freed
     assert second.cache.max_entries == 5 and host.pipeline() is second
 
@@ -167,11 +166,17 @@ def test_other_settings_keep_the_pipeline_and_its_cache(registered):
     assert host.pipeline() is first
 
 
-def test_an_explicitly_configured_pipeline_is_used_until_a_setting_changes(registered):
-    mine = identity.configure_pipeline(host.model_roots(), cache_entries=1)
-    assert host.pipeline() is mine
-    registered.shared.opts.set("hyperlora_cache_mb", 128)
-    assert host.pipeline() is not mine and host.pipeline().cache.max_bytes == 128 * 2**20
+def test_unloading_the_script_frees_the_pipeline_and_restores_the_unet(registered, monkeypatch):
+    first = host.pipeline()
+    unloaded, restored = [], []
+    monkeypatch.setattr(first, "unload", lambda: unloaded.append(True))
+    adapter = host.get_adapter()
+    monkeypatch.setattr(adapter, "restore", lambda p=None: restored.append(p))
+    from modules import script_callbacks
+
+    script_callbacks.fire("script_unloaded")  # Reload UI
+    assert unloaded == [True] and restored == [None]
+    assert services.current_pipeline() is None and host.pipeline() is not first
 
 
 def test_a_change_behind_the_webuis_back_is_noticed_on_next_use(registered, tmp_path):
@@ -183,7 +188,7 @@ def test_a_change_behind_the_webuis_back_is_noticed_on_next_use(registered, tmp_
 
 def test_onchange_before_first_use_builds_nothing(registered):
     registered.shared.opts.set("hyperlora_keep_on_device", True)
-    assert identity.current_pipeline() is None
+    assert services.current_pipeline() is None
 
 
 # ------------------------------------------------------------------------ memory
@@ -223,12 +228,12 @@ def test_forge_unloads_its_models_before_encoding(registered, monkeypatch):
 def test_the_script_frees_vram_only_when_the_encoders_run(registered, monkeypatch):
     from modules import lowvram
 
-    from tests.webui.test_script import ON, Harness
+    from tests.webui.harness import ON, Harness
 
+    registered.shared.cmd_opts.hyperlora_device = "cuda"
+    host.pipeline()  # the real one, on "cuda" (the harness stubs it below)
     harness = Harness(registered, monkeypatch)
     monkeypatch.setattr(lowvram, "is_enabled", lambda sd_model: sd_model is harness.model)
-    registered.shared.cmd_opts.hyperlora_device = "cuda"
-    host.pipeline()
     before = lowvram.evictions
     harness.job(ON)
     assert lowvram.evictions == before  # the stub pipeline never computed

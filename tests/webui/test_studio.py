@@ -10,32 +10,15 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.lora_format import lora_digest
 from hyperlora_ext.webui import host, infotext
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
+from tests.webui.harness import ON, Harness, build, ours
 from tests.webui.loras import make_lora
-from tests.webui.test_script import ON, Harness, StubResult, ours
-from tests.webui.test_ui import build
 
 SLIDER = {"positive": "older", "negative": "younger", "strength": 0.5}
-
-
-class StubPipeline:
-    """The process-wide pipeline's ``mix``: records what it was asked to mix."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def mix(self, tokens, weights, model):
-        self.calls.append(([t.clone() for t in tokens], list(weights), model))
-        lora = make_lora(
-            self.model, seed=int(sum(w * t.sum() for w, t in zip(weights, tokens, strict=True)))
-        )
-        return StubResult(lora, lora_digest(lora), tokens=torch.zeros(4, 3))
 
 
 @pytest.fixture
 def hl(webui, monkeypatch):
     harness = Harness(webui, monkeypatch)
-    harness.pipeline = StubPipeline(harness.model)
-    monkeypatch.setattr(host, "pipeline", lambda: harness.pipeline)
     harness.multipliers = []
     webui.processing.sampler_step_hooks.append(
         lambda p, step: harness.multipliers.append(

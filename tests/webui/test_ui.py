@@ -8,20 +8,9 @@ import pytest
 
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.webui import host
+from tests.webui.harness import build
 
 gr = pytest.importorskip("gradio")
-
-
-def build(webui, monkeypatch):
-    def no_predict(args):
-        raise AssertionError("ui() must not run the pipeline")
-
-    monkeypatch.setattr(host, "predict", no_predict)
-    script = webui.load_script()()
-    script.is_img2img = False
-    with gr.Blocks():
-        inputs = script.ui(False)
-    return script, inputs
 
 
 def test_ui_returns_the_argument_components_in_field_order_with_valid_defaults(webui, monkeypatch):
@@ -44,7 +33,7 @@ def test_ui_is_side_effect_free(webui, monkeypatch, tmp_path):
 
 
 def test_paste_restores_the_controls(webui, monkeypatch):
-    from tests.webui.test_script import Harness
+    from tests.webui.harness import Harness
 
     harness = Harness(webui, monkeypatch)
     wanted = HyperLoRAArgs(
@@ -79,7 +68,7 @@ def test_pasting_an_infotext_without_hyperlora_turns_it_off_and_leaves_the_rest(
 
 
 def test_turning_hyperlora_on_preloads_the_chosen_model(webui, monkeypatch, capsys):
-    from tests.webui.test_first_run import build_panel, handler
+    from tests.webui.harness import build_panel, handler
 
     def enable_handler():
         demo, script = build_panel(webui, monkeypatch)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from hyperlora_ext.args import HyperLoRAArgs
-from hyperlora_ext.webui import xyz
+from hyperlora_ext.webui import job_state, xyz
 from tests.encoders._photos import face_photo
-from tests.webui.test_api import TINY_WIDTHS, point_webui_at, tiny_models
+from tests.webui.harness import by_label, load_xyz
+from tests.webui.tiny_host import TINY_WIDTHS, point_webui_at, tiny_models
 
 
 @pytest.fixture
@@ -28,25 +27,8 @@ def session_pipeline(tmp_path_factory):
     return tiny_models(tmp_path_factory)[1]
 
 
-FAKE_XYZ = Path(__file__).parent / "fake_webui" / "xyz_grid.py"
 AXES = ("Weight", "Model", "Identity", "Slider strength", "Enabled")
 LABELS = [f"[HyperLoRA] {name}" for name in AXES]
-
-
-def load_xyz(webui):
-    """Load the X/Y/Z double the way A1111 loads scripts: by file, recorded in scripts_data."""
-    spec = importlib.util.spec_from_file_location("xyz_grid.py", FAKE_XYZ)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    class XYZScript(webui.scripts.Script):
-        def title(self):
-            return "X/Y/Z plot"
-
-    XYZScript.__module__ = "xyz_grid.py"
-    entry = webui.scripts.ScriptClassData(XYZScript, str(FAKE_XYZ), str(FAKE_XYZ.parent), module)
-    webui.scripts.scripts_data.append(entry)
-    return module
 
 
 @pytest.fixture
@@ -58,10 +40,6 @@ def grid(webui):
 
 def labels(module):
     return [o.label for o in module.axis_options]
-
-
-def by_label(module, name):
-    return next(o for o in module.axis_options if o.label == f"[HyperLoRA] {name}")
 
 
 def test_axes_are_registered_once_when_the_script_is_there(grid):
@@ -103,23 +81,27 @@ def test_apply_sets_the_fields_on_the_cell_only(grid):
         "weight": 0.25, "model": "fidelity", "identity": "bob", "enabled": False,
         "slider_strength": -0.5,
     }  # fmt: skip
-    assert cell.hyperlora_xyz == expected
-    assert not hasattr(p, "hyperlora_xyz")
-    shared = {"weight": 0.5}
-    first, second = SimpleNamespace(hyperlora_xyz=shared), SimpleNamespace(hyperlora_xyz=shared)
+    assert job_state.peek(cell).overrides == expected
+    assert job_state.peek(p) is None
+    shared = job_state.JobState(overrides={"weight": 0.5})
+    first, second = (SimpleNamespace(**{job_state.ATTRIBUTE: shared}) for _ in range(2))
     by_label(grid, "Enabled").apply(first, "True", [])
-    assert shared == {"weight": 0.5} and second.hyperlora_xyz == {"weight": 0.5}
-    assert first.hyperlora_xyz == {"weight": 0.5, "enabled": True}
+    assert shared.overrides == {"weight": 0.5} and job_state.peek(second) is shared
+    assert job_state.peek(first).overrides == {"weight": 0.5, "enabled": True}
+
+
+def cell_with(**overrides):
+    return SimpleNamespace(**{job_state.ATTRIBUTE: job_state.JobState(overrides=overrides)})
 
 
 def test_merge_overrides():
     args = HyperLoRAArgs(enabled=True, model="fidelity", weight=0.8)
     assert xyz.merge_overrides(args, SimpleNamespace()) is args
-    merged = xyz.merge_overrides(args, SimpleNamespace(hyperlora_xyz={"weight": "0.3"}))
+    merged = xyz.merge_overrides(args, cell_with(weight="0.3"))
     assert merged == args.replace(weight=0.3)
     with pytest.raises(Exception, match="'weight'"):
-        xyz.merge_overrides(args, SimpleNamespace(hyperlora_xyz={"weight": 7.0}))
-    strength = SimpleNamespace(hyperlora_xyz={"slider_strength": 0.5})
+        xyz.merge_overrides(args, cell_with(weight=7.0))
+    strength = cell_with(slider_strength=0.5)
     with pytest.raises(Exception, match=r"'slider_strength'.*needs a slider"):
         xyz.merge_overrides(args, strength)  # a grid of identical images otherwise
     with_slider = args.replace(slider_positive="a", slider_negative="b")
@@ -143,7 +125,7 @@ def test_confirm_rejects_bad_values_before_the_grid_runs(grid):
 
 
 def test_default_choices_come_from_the_webui(host, grid):
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     lora = {
         "lora_unet_x.lora_down.weight": torch.ones(2, 4),
@@ -202,15 +184,15 @@ def test_enabled_axis_turns_it_off_per_cell(job, grid):
 
 
 def test_identity_axis_uses_saved_identities_without_encoding(job, grid, host):
-    from hyperlora_ext.identities import get_store
+    from hyperlora_ext.store import get_store
 
     lora = job.p.script_args[1]
     result = host.processing.process_images(job.p)  # encodes the photo (unless cached)
     assert "HyperLoRA identity" in result.infotexts[0]
     encoded = len(job.encodes)
-    from hyperlora_ext.webui.host import predict
+    from tests.webui.harness import resolve
 
-    predicted = predict(HyperLoRAArgs.from_dict(lora))
+    predicted = resolve(HyperLoRAArgs.from_dict(lora))
     store = get_store(host.lora_dir)
     store.save("first", predicted.lora, model="tiny", photos=1)
     store.save("second", {k: -v for k, v in predicted.lora.items()}, model="tiny", photos=1)
@@ -230,11 +212,11 @@ def test_model_axis_checks_names_and_sets_the_model(job, grid):
 
 
 def test_slider_strength_axis_encodes_once_and_each_cell_states_its_strength(job, grid, host):
-    from hyperlora_ext.identities import get_store
-    from hyperlora_ext.webui.host import predict
+    from hyperlora_ext.store import get_store
+    from tests.webui.harness import resolve
 
     identity_only = host.processing.process_images(job.p).images[0]
-    predicted = predict(HyperLoRAArgs.from_dict(job.p.script_args[1]))
+    predicted = resolve(HyperLoRAArgs.from_dict(job.p.script_args[1]))
     store = get_store(host.lora_dir)
     store.save("older", {k: v * 3 for k, v in predicted.lora.items()}, model="tiny", photos=1)
     store.save("younger", {k: -v for k, v in predicted.lora.items()}, model="tiny", photos=1)

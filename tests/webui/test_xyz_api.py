@@ -8,14 +8,13 @@ before the ``on_before_ui`` callbacks run; the axes must already be there, and b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
+from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.lora_format import lora_digest
 from hyperlora_ext.webui import host
 from tests.webui.fake_webui import EXTENSION_ROOT
@@ -45,19 +44,6 @@ script_callbacks.on_before_ui(register)
 """
 
 
-@dataclass
-class Stub:
-    lora: dict
-    digest: str
-    seconds: float = 0.0
-    cache_hit: bool = False
-    # the rest of IdentityResult's fields that the script reads
-    reports: tuple = ()
-    photos_used: int = 1
-    tokens: torch.Tensor | None = None
-    reference_embedding: Any = None  # no likeness reference: a warning, no score
-
-
 def x_types(client) -> list[str]:
     info = client.get("/sdapi/v1/script-info").json()
     xyz = next(entry for entry in info if entry["name"] == "x/y/z plot")
@@ -68,7 +54,9 @@ def x_types(client) -> list[str]:
 def server(webui, tmp_path, monkeypatch):
     model = webui.load_model()
     lora = make_lora(model)
-    monkeypatch.setattr(host, "predict", lambda *a, **k: Stub(lora, lora_digest(lora)))
+    made = Identity(lora=lora, digest=lora_digest(lora), model="tiny", photos=1)
+    stub = SimpleNamespace(predict=lambda *a, **k: made)  # the pipeline: one identity for all
+    monkeypatch.setattr(host, "pipeline", lambda: stub)
     late = tmp_path / "late" / "scripts" / "late.py"
     late.parent.mkdir(parents=True)
     late.write_text(LATE_EXTENSION)

@@ -9,27 +9,17 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
-from hyperlora_ext.export import ExportExistsError
-from hyperlora_ext.identities import (
+from hyperlora_ext.errors import ExportExistsError, HyperLoRAError, InvalidNameError
+from hyperlora_ext.lora_format import lora_digest
+from hyperlora_ext.store import (
     RECORD_SUFFIX,
     IdentityNotFoundError,
     IdentityStore,
     check_name,
     get_store,
 )
-from hyperlora_ext.lora_format import lora_digest
-
-PREFIX = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
-
-
-def tiny_lora(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        f"{PREFIX}.lora_down.weight": torch.randn(4, 20, generator=g),
-        f"{PREFIX}.lora_up.weight": torch.randn(20, 4, generator=g),
-        f"{PREFIX}.alpha": torch.tensor(4.0),
-    }
+from tests.factories import STORE_PREFIX as PREFIX
+from tests.factories import save_identity, tiny_lora
 
 
 @pytest.fixture
@@ -37,15 +27,9 @@ def store(tmp_path):
     return IdentityStore(tmp_path / "Lora")
 
 
-def save(store, name="alice", seed=0, **kwargs):
-    kwargs.setdefault("model", "fidelity")
-    kwargs.setdefault("photos", 3)
-    return store.save(name, tiny_lora(seed), **kwargs)
-
-
 def test_save_writes_lora_card_preview_and_record(store):
     preview = Image.new("RGB", (8, 8), (200, 10, 10))
-    record = save(store, options={"face": "largest"}, preview=preview)
+    record = save_identity(store, options={"face": "largest"}, preview=preview)
     folder = store.folder
     assert folder.name == "hyperlora"
     names = sorted(p.name for p in folder.iterdir())
@@ -62,22 +46,22 @@ def test_save_writes_lora_card_preview_and_record(store):
 
 
 def test_load_returns_the_stored_tensors_and_their_digest(store):
-    record = save(store)
+    record = save_identity(store)
     loaded = store.load("alice")
     original = tiny_lora(0)
     assert set(loaded.lora) == set(original)
     down = f"{PREFIX}.lora_down.weight"
     assert torch.allclose(loaded.lora[down].float(), original[down], atol=1e-2)
     assert loaded.digest == record.digest == lora_digest(loaded.lora)
-    assert loaded.record.model == "fidelity"
+    assert loaded.model == "fidelity"
     assert get_store(store.folder.parent).load("alice").digest == record.digest
 
 
 def test_load_is_cached_until_the_file_changes(store):
-    save(store)
+    save_identity(store)
     assert store.load("alice") is store.load("alice")
     first = store.load("alice").digest
-    save(store, seed=1, overwrite=True)
+    save_identity(store, seed=1, overwrite=True)
     assert store.load("alice").digest != first
 
 
@@ -86,25 +70,25 @@ def test_another_store_replacing_the_file_with_the_same_size_and_mtime_is_seen(s
     that restores the old mtime, gives a file of the same size and mtime: not the cached one."""
     import os
 
-    save(store)
+    save_identity(store)
     first = store.load("alice").digest
     stat = store.lora_path("alice").stat()
-    save(IdentityStore(tmp_path / "Lora"), seed=1, overwrite=True)
+    save_identity(IdentityStore(tmp_path / "Lora"), seed=1, overwrite=True)
     os.utime(store.lora_path("alice"), ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert store.lora_path("alice").stat().st_size == stat.st_size
     assert store.load("alice").digest == lora_digest(tiny_lora(1)) != first
 
 
 def test_existing_name_needs_overwrite(store):
-    save(store)
+    save_identity(store)
     with pytest.raises(ExportExistsError, match="already exists"):
-        save(store, seed=1)
-    assert save(store, seed=1, overwrite=True).digest == store.load("alice").digest
+        save_identity(store, seed=1)
+    assert save_identity(store, seed=1, overwrite=True).digest == store.load("alice").digest
 
 
 def test_list_names_and_records(store):
-    save(store, "bob")
-    save(store, "Alice")
+    save_identity(store, "bob")
+    save_identity(store, "Alice")
     assert store.names() == ["Alice", "bob"]
     assert [r.name for r in store.list()] == ["Alice", "bob"]
     assert store.exists("bob") and not store.exists("carol")
@@ -112,9 +96,9 @@ def test_list_names_and_records(store):
 
 
 def test_a_lora_without_record_or_with_a_broken_one_is_still_listed(store):
-    save(store, "alice")
+    save_identity(store, "alice")
     (store.folder / f"alice{RECORD_SUFFIX}").write_text("{not json")
-    save(store, "bob")
+    save_identity(store, "bob")
     (store.folder / f"bob{RECORD_SUFFIX}").unlink()
     records = {r.name: r for r in store.list()}
     assert records["alice"].photos == records["bob"].photos == 0
@@ -124,8 +108,8 @@ def test_a_lora_without_record_or_with_a_broken_one_is_still_listed(store):
 
 
 def test_delete_removes_every_file(store):
-    save(store, preview=Image.new("RGB", (4, 4)))
-    save(store, "bob")
+    save_identity(store, preview=Image.new("RGB", (4, 4)))
+    save_identity(store, "bob")
     removed = store.delete("alice")
     assert len(removed) == 4
     assert [p.name for p in store.folder.iterdir() if p.name.startswith("alice")] == []
@@ -167,7 +151,7 @@ def test_names_that_are_not_plain_stems_are_refused_everywhere(store, tmp_path, 
         with pytest.raises(InvalidNameError):
             action(name)
     with pytest.raises(InvalidNameError):
-        save(store, name)
+        save_identity(store, name)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written == []
 
@@ -198,10 +182,10 @@ def test_an_unreadable_lora_file_is_a_clear_error(store):
 
 
 def test_an_identity_cannot_take_over_another_identitys_record(store):
-    save(store, "victim", seed=1)
+    save_identity(store, "victim", seed=1)
     record = (store.folder / f"victim{RECORD_SUFFIX}").read_text()
     with pytest.raises(InvalidNameError):
-        save(store, "victim.hyperlora", seed=2)
+        save_identity(store, "victim.hyperlora", seed=2)
     with pytest.raises(InvalidNameError):
         store.delete("victim.hyperlora")
     assert (store.folder / f"victim{RECORD_SUFFIX}").read_text() == record
@@ -209,14 +193,14 @@ def test_an_identity_cannot_take_over_another_identitys_record(store):
 
 
 def test_a_name_differing_only_in_case_is_refused(store):
-    save(store, "alice")
+    save_identity(store, "alice")
     with pytest.raises(InvalidNameError, match="letter case"):
-        save(store, "ALICE", overwrite=True)
+        save_identity(store, "ALICE", overwrite=True)
     assert store.names() == ["alice"]
 
 
 def test_a_folder_named_like_a_lora_is_not_an_identity(store):
-    save(store, "alice")
+    save_identity(store, "alice")
     (store.folder / "x.safetensors").mkdir()
     assert store.names() == ["alice"]
 
@@ -227,7 +211,7 @@ def test_concurrent_saves_of_one_name(store, overwrite):
 
     def attempt(seed):
         try:
-            save(store, "race", seed=seed, overwrite=overwrite)
+            save_identity(store, "race", seed=seed, overwrite=overwrite)
             return "saved"
         except ExportExistsError:
             return "exists"
@@ -253,7 +237,7 @@ def test_an_empty_lora_file_is_refused(store):
 
 def test_tokens_are_kept_beside_an_ordinary_lora(store):
     tokens = torch.randn(8, 6)
-    save(store, tokens=tokens)
+    save_identity(store, tokens=tokens)
     lora_file = store.folder / "alice.safetensors"
     assert set(load_file(lora_file)) == set(tiny_lora())  # the LoRA holds only LoRA keys
     assert store.tokens_path("alice").name == "alice.hyperlora.tokens"
@@ -264,9 +248,9 @@ def test_tokens_are_kept_beside_an_ordinary_lora(store):
 
 
 def test_identity_saved_without_tokens_still_loads_and_says_why_it_cannot_mix(store):
-    from hyperlora_ext.identities import NoTokensError
+    from hyperlora_ext.errors import NoTokensError
 
-    save(store)
+    save_identity(store)
     assert store.load("alice").lora.keys() == tiny_lora().keys()
     with pytest.raises(NoTokensError, match=r"saved before mixing existed.*works as a LoRA"):
         store.load_tokens("alice")
@@ -275,17 +259,17 @@ def test_identity_saved_without_tokens_still_loads_and_says_why_it_cannot_mix(st
 def test_tokens_of_a_replaced_lora_are_refused(store):
     from safetensors.torch import save_file
 
-    from hyperlora_ext.identities import NoTokensError
+    from hyperlora_ext.errors import NoTokensError
 
-    save(store, tokens=torch.randn(8, 6))
+    save_identity(store, tokens=torch.randn(8, 6))
     save_file(tiny_lora(seed=5), str(store.folder / "alice.safetensors"))
     with pytest.raises(NoTokensError, match="does not belong to its LoRA"):
         store.load_tokens("alice")
 
 
 def test_overwriting_without_tokens_drops_the_old_tokens(store):
-    save(store, tokens=torch.randn(8, 6))
-    save(store, seed=1, overwrite=True)
+    save_identity(store, tokens=torch.randn(8, 6))
+    save_identity(store, seed=1, overwrite=True)
     assert not store.tokens_path("alice").exists()
 
 
@@ -313,7 +297,7 @@ def test_two_writers_past_the_existence_check_cannot_both_save(tmp_path, monkeyp
 
     def attempt(store, seed):
         try:
-            save(store, "race", seed=seed)
+            save_identity(store, "race", seed=seed)
             outcomes.append(f"saved {seed}")
         except ExportExistsError:
             outcomes.append("exists")
@@ -337,19 +321,17 @@ def test_the_likeness_reference_is_stored_in_the_record_exactly(store):
 
     reference = np.random.default_rng(0).standard_normal(512).astype(np.float32)
     reference /= np.linalg.norm(reference)
-    save(store, reference_embedding=reference)
+    save_identity(store, reference_embedding=reference)
     on_disk = json.loads((store.folder / f"alice{RECORD_SUFFIX}").read_text())
     assert len(on_disk["reference_embedding"]) == 512
     again = np.asarray(store.record("alice").reference_embedding, np.float32)
     np.testing.assert_allclose(again, reference, rtol=0, atol=1e-7)
-    assert (
-        store.load("alice").record.reference_embedding == store.record("alice").reference_embedding
-    )
+    assert store.load("alice").likeness_reference == store.record("alice").reference_embedding
 
 
 @pytest.mark.parametrize("stored", [None, [0.5] * 3, "text", [[1.0] * 512] * 2, [0.0] * 512])
 def test_a_record_without_a_usable_reference_reads_as_none(store, stored):
-    save(store)  # an identity saved before the likeness reference existed has none
+    save_identity(store)  # an identity saved before the likeness reference existed has none
     path = store.folder / f"alice{RECORD_SUFFIX}"
     data = json.loads(path.read_text())
     assert data["reference_embedding"] == []
@@ -387,18 +369,19 @@ def test_two_store_instances_racing_saves_and_deletes_lose_nothing(tmp_path):
                 action = rng.choice(["save", "save", "delete", "read"])
                 if action == "save":
                     tokens = torch.full((4, 3), float(seed))
-                    save(store, name, seed, overwrite=True, tokens=tokens)
+                    save_identity(store, name, seed, overwrite=True, tokens=tokens)
                 elif action == "delete":
                     store.delete(name)
                 else:  # what a generation and a mix read: each consistent in itself
                     loaded = store.load(name)
-                    assert loaded.record.digest == loaded.digest
+                    assert lora_digest(loaded.lora) == loaded.digest
+                    assert loaded.model == "fidelity" and loaded.photos == 3
                     store.load_tokens(name)
             except IdentityNotFoundError:
                 pass
             except Exception as error:  # the test's finding (AssertionError included)
                 unexpected.append(error)
-        save(store, f"own {worker}", seed=worker, tokens=torch.full((4, 3), float(worker)))
+        save_identity(store, f"own {worker}", seed=worker, tokens=torch.full((4, 3), float(worker)))
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
     for thread in threads:
@@ -419,11 +402,11 @@ def test_a_mix_read_during_another_stores_save_gets_the_new_tokens(tmp_path, ove
     the read waits for the save instead of calling the identity old or replaced."""
     import threading
 
-    from hyperlora_ext import identities
+    from hyperlora_ext import store as identities
 
     writer, reader = IdentityStore(tmp_path / "Lora"), IdentityStore(tmp_path / "Lora")
     if overwrite:
-        save(writer, "alice", seed=1, tokens=torch.full((4, 3), 1.0))
+        save_identity(writer, "alice", seed=1, tokens=torch.full((4, 3), 1.0))
     lora_written, reader_started = threading.Event(), threading.Event()
     real_write_tokens = identities._write_tokens
 
@@ -436,7 +419,7 @@ def test_a_mix_read_during_another_stores_save_gets_the_new_tokens(tmp_path, ove
     identities._write_tokens = write_tokens_late
     try:
         saving = threading.Thread(
-            target=save,
+            target=save_identity,
             args=(writer, "alice", 2),
             kwargs={"overwrite": True, "tokens": torch.full((4, 3), 2.0)},
         )
@@ -455,12 +438,12 @@ def test_a_save_waits_for_a_held_lock_and_takes_over_a_stale_one(store):
     import threading
     import time
 
-    from hyperlora_ext.identities import LOCK_NAME, STALE_LOCK_SECONDS
+    from hyperlora_ext.store import LOCK_NAME, STALE_LOCK_SECONDS
 
     store.folder.mkdir(parents=True)
     lock = store.folder / LOCK_NAME
     lock.touch()  # another process is saving
-    saving = threading.Thread(target=save, args=(store, "alice"))
+    saving = threading.Thread(target=save_identity, args=(store, "alice"))
     saving.start()
     saving.join(0.3)
     assert saving.is_alive() and not store.exists("alice")
@@ -470,7 +453,7 @@ def test_a_save_waits_for_a_held_lock_and_takes_over_a_stale_one(store):
     lock.touch()  # left behind by a process that crashed while saving
     old = time.time() - STALE_LOCK_SECONDS - 5
     os.utime(lock, (old, old))
-    save(store, "bob")
+    save_identity(store, "bob")
     assert store.names() == ["alice", "bob"] and not lock.exists()
 
 
@@ -489,9 +472,9 @@ def test_a_save_waits_for_a_held_lock_and_takes_over_a_stale_one(store):
 def test_damaged_tokens_are_called_damaged_not_a_replaced_lora(store, damage):
     from safetensors.torch import save_file
 
-    from hyperlora_ext.identities import NoTokensError
+    from hyperlora_ext.store import NoTokensError
 
-    record = save(store, tokens=torch.randn(4, 3))
+    record = save_identity(store, tokens=torch.randn(4, 3))
     path = store.tokens_path("alice")
     if isinstance(damage, bytes):
         path.write_bytes(damage)
@@ -507,7 +490,7 @@ def test_damaged_tokens_are_called_damaged_not_a_replaced_lora(store, damage):
 def test_a_lora_placed_by_hand_says_it_was_not_made_by_hyperlora(store):
     from safetensors.torch import save_file
 
-    from hyperlora_ext.identities import NoReferenceError, NoTokensError
+    from hyperlora_ext.store import NoReferenceError, NoTokensError
 
     store.folder.mkdir(parents=True)
     save_file(tiny_lora(), str(store.folder / "civitai.safetensors"))
@@ -521,20 +504,21 @@ def test_a_lora_placed_by_hand_says_it_was_not_made_by_hyperlora(store):
 
 
 def test_an_identity_saved_before_references_says_so(store):
-    from hyperlora_ext.identities import NoReferenceError
+    from hyperlora_ext.store import NoReferenceError
 
-    save(store)
+    save_identity(store)
     with pytest.raises(NoReferenceError, match=r"'alice'.*saved before references were recorded"):
         store.likeness_reference("alice")
-    save(store, "bob", reference_embedding=[1.0] * 512)
+    save_identity(store, "bob", reference_embedding=[1.0] * 512)
     assert store.likeness_reference("bob") == store.record("bob").reference_embedding
     assert len(store.likeness_reference("bob")) == 512
 
 
 WORKER = """
 import random, sys, torch
-from hyperlora_ext.identities import IdentityNotFoundError, IdentityStore
-from tests.test_identities import save
+from hyperlora_ext.errors import IdentityNotFoundError
+from hyperlora_ext.store import IdentityStore
+from tests.factories import save_identity
 
 worker, folder = int(sys.argv[1]), sys.argv[2]
 store, rng = IdentityStore(folder), random.Random(worker)
@@ -543,7 +527,7 @@ for step in range(30):
     try:
         action = rng.choice(["save", "save", "delete", "read"])
         if action == "save":
-            save(store, name, seed, overwrite=True, tokens=torch.full((4, 3), float(seed)))
+            save_identity(store, name, seed, overwrite=True, tokens=torch.full((4, 3), float(seed)))
         elif action == "delete":
             store.delete(name)
         else:
@@ -552,7 +536,7 @@ for step in range(30):
         pass
     except Exception as error:
         print(f"{type(error).__name__}: {error}")
-save(store, f"own {worker}", seed=worker, tokens=torch.full((4, 3), float(worker)))
+save_identity(store, f"own {worker}", seed=worker, tokens=torch.full((4, 3), float(worker)))
 """
 
 
@@ -587,7 +571,7 @@ def test_two_processes_sharing_a_folder_lose_nothing(tmp_path):
 def test_a_folder_that_refuses_the_lock_is_a_clear_error_not_a_hang(store, monkeypatch):
     import os
 
-    from hyperlora_ext.identities import LOCK_NAME
+    from hyperlora_ext.store import LOCK_NAME
 
     real_open = os.open
 
@@ -598,5 +582,5 @@ def test_a_folder_that_refuses_the_lock_is_a_clear_error_not_a_hang(store, monke
 
     monkeypatch.setattr(os, "open", refusing_open)
     with pytest.raises(HyperLoRAError, match=r"cannot write into .*hyperlora.*Permission denied"):
-        save(store)
+        save_identity(store)
     assert not store.exists("alice")

@@ -37,9 +37,16 @@ from PIL import Image
 
 from hyperlora_ext import names
 from hyperlora_ext.cache import LruCache
-from hyperlora_ext.errors import HyperLoRAError, InvalidNameError
+from hyperlora_ext.errors import (
+    HyperLoRAError,
+    IdentityNotFoundError,
+    InvalidNameError,
+    NoReferenceError,
+    NoTokensError,
+)
 from hyperlora_ext.export import RECOMMENDED_WEIGHT, export_lora
 from hyperlora_ext.files import read_json, safetensors_reader, write_atomically
+from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.lora_format import lora_digest
 
 SUBFOLDER = "hyperlora"
@@ -54,18 +61,6 @@ RESERVED_SUFFIXES = (".hyperlora", ".preview")
 LOCK_NAME = ".hyperlora.lock"  # held by the store (of any process) saving or deleting
 STALE_LOCK_SECONDS = 30.0  # a save takes well under a second; older: left by a crashed process
 READS = 3  # a read meeting a save (of any process) between its files reads again after it
-
-
-class IdentityNotFoundError(HyperLoRAError):
-    """No saved identity of that name exists."""
-
-
-class NoTokensError(HyperLoRAError):
-    """A saved identity has no (matching) tokens file, so it cannot take part in a mix."""
-
-
-class NoReferenceError(HyperLoRAError):
-    """A saved identity has no likeness reference to score images against."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +101,6 @@ class IdentityRecord:
         return f"<lora:{self.name}:{RECOMMENDED_WEIGHT:g}>"
 
 
-@dataclass(frozen=True)
-class LoadedIdentity:
-    lora: dict[str, torch.Tensor]
-    digest: str
-    record: IdentityRecord
-
-
 def check_name(name: Any) -> str:
     """Return ``name`` if it is a usable identity name, else raise InvalidNameError.
 
@@ -135,7 +123,7 @@ class IdentityStore:
 
     def __init__(self, lora_dir: str | Path, *, cache_entries: int = 4) -> None:
         self.folder = Path(lora_dir) / SUBFOLDER
-        self._cache: LruCache[LoadedIdentity] = LruCache(cache_entries)
+        self._cache: LruCache[Identity] = LruCache(cache_entries)
         self._changing = threading.Lock()  # a save or delete writes several files
 
     # ---------------------------------------------------------------- paths
@@ -282,9 +270,9 @@ class IdentityStore:
         )
         return record
 
-    def load(self, name: str) -> LoadedIdentity:
-        """The identity's LoRA tensors (as stored), digest and record; cached until the file
-        changes. A LoRA and record met in the middle of a save are read again after it."""
+    def load(self, name: str) -> Identity:
+        """The identity (its LoRA tensors as stored, digest and record's facts); cached until the
+        file changes. A LoRA and record met in the middle of a save are read again after it."""
         path = self.lora_path(name)
         for attempt in range(1, READS + 1):
             try:
@@ -296,14 +284,15 @@ class IdentityStore:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-            loaded = self._read_lora(name, path)
-            if loaded.record.digest == loaded.digest or attempt == READS:
+            loaded, recorded_digest = self._read_lora(name, path)
+            if recorded_digest == loaded.digest or attempt == READS:
                 self._cache.put(key, loaded)  # a record deleted or left stale by hand stays so
                 return loaded
             _wait_unlocked(self.folder)
         raise AssertionError("unreachable")
 
-    def _read_lora(self, name: str, path: Path) -> LoadedIdentity:
+    def _read_lora(self, name: str, path: Path) -> tuple[Identity, str]:
+        """The identity in the LoRA file, and the digest its record expects."""
         from safetensors import SafetensorError  # type: ignore[attr-defined]  # not in its stubs
         from safetensors.torch import load_file
 
@@ -320,7 +309,12 @@ class IdentityStore:
             raise HyperLoRAError(
                 f"saved identity {name!r} ({path}) holds no tensors; delete it and save it again"
             )
-        return LoadedIdentity(lora, lora_digest(lora), self.record(name))
+        record = self.record(name)
+        loaded = Identity(
+            lora=lora, digest=lora_digest(lora), model=record.model, name=name,
+            photos=record.photos, likeness_reference=record.reference_embedding or None,
+        )  # fmt: skip
+        return loaded, record.digest
 
     def load_tokens(self, name: str) -> torch.Tensor:
         """The identity's fused pre-normalisation tokens (Q, H) float32, for mixing.
