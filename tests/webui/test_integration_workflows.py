@@ -2,13 +2,13 @@
 
     SD_WEBUI_URL=http://127.0.0.1:7860 SD_WEBUI_FACE=face.png pytest tests/webui -m integration
 
-Each case sends a request body of ``docs/workflows/*.json`` (the bodies the README shows) with the
-placeholders replaced: ``<PHOTO>``/``<KPS>`` by SD_WEBUI_FACE, ``<POSE>``/``<SLIDER0>``/``<SLIDER1>``
-by ``pose.png``/``slider0.png``/``slider1.png`` of SD_WEBUI_PHOTOS (default: the face's folder;
-``tools/webui_smoke/make_addon_models.py`` writes them), the detector and ControlNet names by the
-smoke models' names, and (only to keep a CPU run short) steps, sizes and the face pass's steps and
-size by SD_WEBUI_STEPS / SD_WEBUI_SIZE. Cases needing ADetailer or a ControlNet model skip with
-the reason when the WebUI lacks them.
+Each case sends a request body of ``docs/workflows/*.json`` (the bodies the README shows) with
+the placeholders replaced: ``<PHOTO>``/``<KPS>`` by SD_WEBUI_FACE; ``<POSE>``, ``<SLIDER0>`` and
+``<SLIDER1>`` by ``pose.png``, ``slider0.png`` and ``slider1.png`` of SD_WEBUI_PHOTOS (default:
+the face's folder; ``tools/webui_smoke/make_addon_models.py`` writes them); the detector and
+ControlNet names by the smoke models' names; and (only to keep a CPU run short) the steps, sizes
+and the face pass's steps and size by SD_WEBUI_STEPS / SD_WEBUI_SIZE. Cases needing ADetailer or a
+ControlNet model skip with the reason when the WebUI lacks them.
 """
 
 from __future__ import annotations
@@ -67,11 +67,10 @@ def photo(name: str) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def workflow(name: str, **names: str) -> dict[str, Any]:
-    """docs/workflows/NAME.json with its placeholders and model names replaced."""
-    text = (WORKFLOWS / f"{name}.json").read_text()
-    body = json.loads(text)
-    replacements = {**MODEL_NAMES, **names}
+def workflow(name: str, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """docs/workflows/NAME.json with its placeholders and model names (and ``names``) replaced."""
+    body = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    replacements = {**MODEL_NAMES, **(names or {})}
     images = {"<PHOTO>": face, "<KPS>": face, "<POSE>": lambda: photo("pose.png")}
     images |= {f"<SLIDER{i}>": (lambda i=i: photo(f"slider{i}.png")) for i in (0, 1)}
     return shrink(_replace(body, images, replacements))
@@ -255,11 +254,11 @@ def test_two_identities_on_two_faces(restored):
         assert saved.status == 200, saved.body
     call("/sdapi/v1/refresh-loras", {})
     try:
-        two = {"face_yolov8m.pt": TWO_FACES_DETECTOR}
-        body = workflow("two_identities", **two, **{f"<lora:{k}:": f"<lora:{v}:" for k, v in names.items()})
-        swapped = workflow("two_identities", **two, **{
-            "<lora:alice:": f"<lora:{names['bob']}:", "<lora:bob:": f"<lora:{names['alice']}:"
-        })
+        loras = {f"<lora:{k}:": f"<lora:{v}:" for k, v in names.items()}
+        swap = {"<lora:alice:": f"<lora:{names['bob']}:", "<lora:bob:": f"<lora:{names['alice']}:"}
+        detector = {"face_yolov8m.pt": TWO_FACES_DETECTOR}
+        body = workflow("two_identities", {**detector, **loras})
+        swapped = workflow("two_identities", {**detector, **swap})
         response = send(body)
         prompt = str(response.params.get("ADetailer prompt", ""))
         assert names["alice"] in prompt and names["bob"] in prompt, response.params

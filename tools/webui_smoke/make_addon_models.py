@@ -61,9 +61,7 @@ def main() -> None:
         unet = read_header(args.checkpoint)
         for name in ("smoke_openpose_sdxl", "control_instant_id_sdxl"):
             write_random(controlnets / f"{name}.safetensors", controlnet_shapes(unet))
-        write_random(
-            controlnets / "ip-adapter_instant_id_sdxl.safetensors", instantid_shapes(unet)
-        )
+        write_random(controlnets / "ip-adapter_instant_id_sdxl.safetensors", instantid_shapes(unet))
     write_photos(args.photos_dir)
     print("add-on models ready:", args.root / "models")
 
