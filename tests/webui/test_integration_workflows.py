@@ -18,6 +18,7 @@ import copy
 import json
 import os
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ MODEL_NAMES = {
     "face_yolov8m.pt": os.environ.get("SD_WEBUI_FACE_DETECTOR", "face_smoke.pt"),
     "thibaud_xl_openpose": os.environ.get("SD_WEBUI_OPENPOSE", "smoke_openpose_sdxl"),
 }
+# Forge's built-in ControlNet names two preprocessors differently (the README says so too).
+FORGE_MODULES = {"none": "None", "instant_id_face_embedding": "InsightFace (InstantID)"}
 TWO_FACES_DETECTOR = os.environ.get("SD_WEBUI_TWO_FACES_DETECTOR", "faces2_smoke.pt")
 APPLIED = ("HyperLoRA model", "HyperLoRA weight", "HyperLoRA identity")
 # ADetailer's default "Script names to apply to ADetailer" (adetailer/args.py, v25.3.0).
@@ -73,7 +76,16 @@ def workflow(name: str, names: dict[str, str] | None = None) -> dict[str, Any]:
     replacements = {**MODEL_NAMES, **(names or {})}
     images = {"<PHOTO>": face, "<KPS>": face, "<POSE>": lambda: photo("pose.png")}
     images |= {f"<SLIDER{i}>": (lambda i=i: photo(f"slider{i}.png")) for i in (0, 1)}
-    return shrink(_replace(body, images, replacements))
+    body = _replace(body, images, replacements)
+    if is_forge():
+        for unit in body.get("alwayson_scripts", {}).get("ControlNet", {}).get("args", []):
+            unit["module"] = FORGE_MODULES.get(unit["module"], unit["module"])
+    return shrink(body)
+
+
+@cache
+def is_forge() -> bool:
+    return any(key.startswith("forge_") for key in call("/sdapi/v1/options").body)
 
 
 def _replace(value: Any, images: dict[str, Any], names: dict[str, str]) -> Any:
@@ -151,16 +163,26 @@ def requires_adetailer_model(name: str) -> None:
         pytest.skip(f"ADetailer has no {name!r} ({models}); run setup_<webui>.sh")
 
 
-def requires_controlnet(*models: str, modules: tuple[str, ...] = ()) -> None:
+def requires_controlnet(body: dict[str, Any]) -> None:
+    """Skip unless the WebUI's ControlNet has every unit's model and preprocessor, and the
+    preprocessors run here; then name each model as the WebUI lists it (Forge: with its hash)."""
     requires("ControlNet")
     listed = call("/controlnet/model_list").body.get("model_list", [])
-    for model in models:
-        if not any(m == model or m.startswith(model + " [") for m in listed):
-            pytest.skip(f"no ControlNet model {model!r} fits this WebUI's checkpoint ({listed})")
     known = call("/controlnet/module_list").body.get("module_list", [])
-    for module in modules:
-        if module not in known:
-            pytest.skip(f"the WebUI's ControlNet has no preprocessor {module!r}")
+    for unit in body["alwayson_scripts"]["ControlNet"]["args"]:
+        model = unit["model"]
+        names = [m for m in listed if m == model or m.startswith(model + " [")]
+        if not names:
+            pytest.skip(f"no ControlNet model {model!r} fits this WebUI's checkpoint ({listed})")
+        unit["model"] = names[0]
+        if unit["module"] not in known:
+            pytest.skip(f"the WebUI's ControlNet has no preprocessor {unit['module']!r}")
+        if unit["module"].lower() != "none":
+            probe = {"controlnet_module": unit["module"], "controlnet_input_images": [face()]}
+            detected = call("/controlnet/detect", probe)
+            if detected.status != 200:
+                why = str(detected.body)[:300]
+                pytest.skip(f"the preprocessor {unit['module']!r} fails here: {why}")
 
 
 # ---------------------------------------------------------------------------------- T2I
@@ -277,8 +299,8 @@ def test_two_identities_on_two_faces(restored):
 
 
 def test_controlnet_openpose_unit(restored):
-    requires_controlnet(MODEL_NAMES["thibaud_xl_openpose"])
     body = workflow("t2i_controlnet")
+    requires_controlnet(body)
     response = send(body)
     assert_identity(response)
     assert "ControlNet 0" in response.params, response.params
@@ -288,12 +310,8 @@ def test_controlnet_openpose_unit(restored):
 
 
 def test_instantid_units(restored):
-    requires_controlnet(
-        "ip-adapter_instant_id_sdxl",
-        "control_instant_id_sdxl",
-        modules=("instant_id_face_embedding", "instant_id_face_keypoints"),
-    )
     body = workflow("t2i_instantid")
+    requires_controlnet(body)
     response = send(body)
     assert_identity(response)
     assert "ControlNet 1" in response.params, response.params

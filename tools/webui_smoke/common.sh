@@ -131,12 +131,12 @@ install_adetailer() {
 
 # install_controlnet WEBUI: Mikubill/sd-webui-controlnet (A1111 only; Forge 2 has it built in)
 # with the packages its scripts import when they load; its preprocessors that need more
-# (mediapipe, insightface, controlnet_aux) are not used by the smoke test.
+# (mediapipe, insightface) are not used by the smoke test.
 install_controlnet() {
     local webui="$1"
     checkout Mikubill/sd-webui-controlnet "$CONTROLNET_COMMIT" "$webui/extensions/sd-webui-controlnet"
     if [ ! -e "$webui/venv/.smoke-controlnet" ]; then
-        pip_frozen "$webui" addict yapf svglib fvcore
+        pip_frozen "$webui" addict yapf svglib fvcore "controlnet_aux>=0.0.9"
         touch "$webui/venv/.smoke-controlnet"
     fi
 }
