@@ -6,9 +6,10 @@
 # TEST_PYTHON is a Python with pytest and this repository's test requirements (default: the
 # repository's .venv); it is not the WebUI's venv. Starts the WebUI with the full API, runs
 # SMOKE_TESTS (default: tests/webui/test_integration_webui.py and test_integration_workflows.py),
-# restarts it API-only (--nowebui) for the X/Y/Z tests (the axes in script-info, the grids), then
-# stops it. Fails when a run failed, errored, or passed no test (nothing collected, or all
-# skipped: a smoke run that ran nothing is not a pass). Logs: WEBUI_HOME/<webui>-pytest*.log.
+# restarts it API-only (--nowebui) for the X/Y/Z tests (the axes in script-info, the grids) and
+# the workflows, then stops it. Fails when a run failed, errored, or passed no test (nothing
+# collected, or all skipped: a smoke run that ran nothing is not a pass).
+# Logs: WEBUI_HOME/<webui>-pytest*.log.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [ $# -ge 1 ] || { echo "usage: smoke.sh {a1111|forge} [pytest args]" >&2 && exit 2; }
@@ -50,5 +51,6 @@ status=0
 run_pytest "$WEBUI_HOME/$name-pytest.log" "$@" || status=1
 
 "$SMOKE_DIR/launch.sh" "$name" --nowebui
-run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" -k "script_info or grid" "$@" || status=1
+run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" -k "script_info or grid or workflows" "$@" \
+    || status=1
 exit "$status"
