@@ -64,13 +64,17 @@ class ADetailer(scripts.Script):
                 p.scripts.postprocess(copy(p), dummy)
         i2i = self._i2i(p, pp.image)
         prompts = _prompts(self.ad_prompt, p)
+        processed = None
+        p2 = copy(i2i)  # the first p2 shares init_images with i2i
         for j, _box in enumerate(self.boxes):
-            p2 = copy(i2i)
             p2.prompt = prompts[min(j, len(prompts) - 1)]  # i2i_prompts_replace
-            p2.seed = p.seed + j  # get_each_tab_seed
+            p2.seed = p.seed + j  # fix_p2 -> get_each_tab_seed
             processed = processing.process_images(p2)
             self.inner_jobs.append(p2)
-            i2i.init_images[0] = pp.image = processed.images[0]
+            p2 = copy(i2i)
+            p2.init_images = [processed.images[0]]
+        if processed is not None:
+            pp.image = processed.images[0]
         if p.batch_index == p.batch_size - 1:  # need_call_process
             with _preserve_prompts(p):
                 copy_p = copy(p)
