@@ -100,3 +100,51 @@ install_extension() {
     log "extension: $(git -C "$source" rev-parse --short "$ref") of $source"
     (cd "$webui" && PYTHONPATH="$webui" venv/bin/python "$dest/install.py")
 }
+
+# ------------------------------------------------------------------ other extensions (issue 22)
+ADETAILER_COMMIT="${ADETAILER_COMMIT:-36189cbea735b85fd01e98ac42002b8ce6f0e41d}"   # v25.3.0
+# The last commit before the 1.1.455 tag moved on; runs on A1111 1.10 (its version parsing fix).
+CONTROLNET_COMMIT="${CONTROLNET_COMMIT:-56cec5b2958edf3b1807b7e7b2b1b5186dbd2f81}"
+
+# pip_frozen WEBUI ARGS...: `pip install ARGS` that may add packages but never change an installed
+# one (ultralytics would upgrade the WebUI's httpx/httpcore, and more): every installed version is
+# pinned through a second constraints file.
+pip_frozen() {
+    local webui="$1"
+    shift
+    "$webui/venv/bin/python" -m pip freeze --exclude-editable 2>/dev/null \
+        | grep -v -E '^(-e |.* @ )' >"$webui/constraints-frozen.txt"
+    pip_in "$webui" -c "$webui/constraints-frozen.txt" "$@"
+}
+
+# install_adetailer WEBUI: ADetailer v25.3.0 from its fetched source, ultralytics (not mediapipe:
+# it needs protobuf < 5) and rich; the WebUI runs with --skip-install, so ADetailer's install.py
+# does not run.
+install_adetailer() {
+    local webui="$1"
+    checkout Bing-su/adetailer "$ADETAILER_COMMIT" "$webui/extensions/adetailer"
+    if [ ! -e "$webui/venv/.smoke-adetailer" ]; then
+        pip_frozen "$webui" "ultralytics>=8.3.75,<8.4" "rich>=13.0.0"
+        touch "$webui/venv/.smoke-adetailer"
+    fi
+}
+
+# install_controlnet WEBUI: Mikubill/sd-webui-controlnet (A1111 only; Forge 2 has it built in)
+# with the packages its scripts import when they load; its preprocessors that need more
+# (mediapipe, insightface) are not used by the smoke test.
+install_controlnet() {
+    local webui="$1"
+    checkout Mikubill/sd-webui-controlnet "$CONTROLNET_COMMIT" "$webui/extensions/sd-webui-controlnet"
+    if [ ! -e "$webui/venv/.smoke-controlnet" ]; then
+        pip_frozen "$webui" addict yapf svglib fvcore "controlnet_aux>=0.0.9"
+        touch "$webui/venv/.smoke-controlnet"
+    fi
+}
+
+# make_addon_models NAME WEBUI: the face detector, ControlNet and InstantID files (random).
+make_addon_models() {
+    local name="$1" webui="$2"
+    "$webui/venv/bin/python" "$SMOKE_DIR/make_addon_models.py" "$name" --webui "$webui" \
+        --checkpoint "$webui/models/Stable-diffusion/smoke_sdxl_base.safetensors" \
+        --photos-dir "$WEBUI_HOME/models/$name"
+}

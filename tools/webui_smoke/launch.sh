@@ -41,12 +41,21 @@ forge) flags=(--always-cpu) ;;
 *) echo "usage: launch.sh {a1111|forge} [flags] | launch.sh stop {a1111|forge}" >&2 && exit 2 ;;
 esac
 
+# ADetailer's preload adds the flag; without it ADetailer tries the Hugging Face hub for models.
+[ -d "$WEBUI/extensions/adetailer" ] && flags+=(--ad-no-huggingface)
+
 stop "$name"
 log "starting $name on 127.0.0.1:$PORT (log: $WEBUI_HOME/$name.log)"
 (
     cd "$WEBUI"
     # A1111 reads CLIP-L's tokenizer from the offline Hugging Face cache made by make_hf_cache.py.
     export HF_HOME="$WEBUI_HOME/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+    # ultralytics sets torch's CPU thread count to min(8, cores - 1) on its first detection, and
+    # later images then differ by a few levels: start with that count. YOLO_OFFLINE stops its
+    # online checks.
+    threads=$(($(nproc) - 1))
+    threads=$((threads < 1 ? 1 : threads > 8 ? 8 : threads))
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" YOLO_OFFLINE=True
     exec setsid venv/bin/python launch.py "${common[@]}" "${flags[@]}" "$@"
 ) >"$WEBUI_HOME/$name.log" 2>&1 &
 echo $! >"$WEBUI_HOME/$name.pid"

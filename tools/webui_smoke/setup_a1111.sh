@@ -34,4 +34,7 @@ install_extension "$WEBUI"
 "$WEBUI/venv/bin/python" "$SMOKE_DIR/make_models.py" a1111 \
     --checkpoint "$WEBUI/models/Stable-diffusion/smoke_sdxl_base.safetensors" \
     --models-dir "$WEBUI_HOME/models/a1111" --sgm "$REPOS/generative-models"
+install_adetailer "$WEBUI"
+install_controlnet "$WEBUI"
+make_addon_models a1111 "$WEBUI"
 log "A1111 ready: tools/webui_smoke/launch.sh a1111"

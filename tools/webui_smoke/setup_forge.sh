@@ -32,4 +32,6 @@ install_extension "$WEBUI"
 "$WEBUI/venv/bin/python" "$SMOKE_DIR/make_models.py" forge \
     --checkpoint "$WEBUI/models/Stable-diffusion/smoke_sdxl_base.safetensors" \
     --models-dir "$WEBUI_HOME/models/forge" --sgm "$REPOS/generative-models"
+install_adetailer "$WEBUI"
+make_addon_models forge "$WEBUI"
 log "Forge ready: tools/webui_smoke/launch.sh forge"

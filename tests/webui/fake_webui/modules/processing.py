@@ -261,6 +261,7 @@ def process_images_inner(p):
                 samples = ps.samples
                 p.scripts.postprocess_batch(p, samples, batch_number=n)
             for i, image in enumerate(samples):
+                p.batch_index = i  # read by ADetailer (need_call_postprocess/process)
                 if image_decoder is not None:
                     image = image_decoder(p, n * p.batch_size + i, image)
                 if p.scripts is not None:

@@ -1,0 +1,229 @@
+"""HyperLoRA under ADetailer's face pass (issue 22), through the A1111 double's ADetailer replay.
+
+``tests/webui/fake_webui/adetailer.py`` replays ADetailer v25.3.0's calls: on the main job
+``postprocess(copy(p), dummy)`` at batch index 0, one inner img2img job per face box with the
+filtered script list, then ``before_process``/``process(copy(p))`` at the last batch index. The
+identity pipeline is stubbed (``test_script.Harness``). Tests marked ``xfail(strict=True)`` state
+what issue 22 asks for and today's code does not do; each turns into a failure (XPASS) once fixed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from hyperlora_ext.webui import host, infotext
+from tests.webui.fake_webui import EXTENSION_ROOT
+from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
+from tests.webui.loras import make_lora
+from tests.webui.test_never_silent import _with_lora, unmatched
+from tests.webui.test_script import ON, Harness, ours
+
+HYPERLORA_FILE = str(EXTENSION_ROOT / "scripts" / "hyperlora.py")
+
+
+class ADetailerHarness(Harness):
+    """test_script's harness with ADetailer installed beside HyperLoRA."""
+
+    def __init__(self, webui, monkeypatch):
+        super().__init__(webui, monkeypatch)
+        # Imported after install(): the replay binds the double's fresh ``modules``.
+        self.ad_module = importlib.reload(importlib.import_module(adetailer_module()))
+        files = {
+            HYPERLORA_FILE: self.script_class,
+            self.ad_module.FILENAME: self.ad_module.ADetailer,
+        }
+        self.runner = self.ad_module.runner(files)
+        self.adetailer = self.runner.scripts[1]
+        self.list_hyperlora(False)
+        self.inner_samples: list[list[str]] = []  # our networks at each step of a face pass
+        webui.processing.sampler_step_hooks.append(self._record_inner)
+
+    def list_hyperlora(self, listed: bool) -> None:
+        """ADetailer's setting "Script names to apply to ADetailer" (ad_script_names)."""
+        names = self.ad_module.SCRIPT_DEFAULT + (",hyperlora" if listed else "")
+        self.webui.shared.opts.data["ad_script_names"] = names
+
+    def _record_inner(self, p, step):
+        if getattr(p, "_ad_inner", False):
+            self.inner_samples.append(ours(n.name for n in self.webui.networks.loaded_networks))
+
+
+def adetailer_module() -> str:
+    return "tests.webui.fake_webui.adetailer"
+
+
+@pytest.fixture
+def ad(webui, monkeypatch):
+    harness = ADetailerHarness(webui, monkeypatch)
+    yield harness
+    webui.processing.sampler_step_hooks.clear()
+    webui.shared.state.begin()
+
+
+# ---------------------------------------------------------------------------------- the replay
+
+
+class Recorder:
+    """An always-on script; the test adds hooks that log which job each saw."""
+
+    def title(self):
+        return "Recorder"
+
+    def show(self, is_img2img):
+        from modules import scripts
+
+        return scripts.AlwaysVisible
+
+
+def test_the_replay_calls_the_scripts_in_adetailers_order(ad):
+    from modules import scripts
+
+    main: list = []
+    calls: list[tuple[str, str, int | None]] = []
+
+    def log(method):
+        def hook(self, p, *args, **kwargs):
+            kind = "inner" if getattr(p, "_ad_inner", False) else "main"
+            if kind == "main" and main and p is not main[0]:
+                kind = "copy"
+            if kind == "main" and not main:
+                main.append(p)
+            calls.append((method, kind, getattr(p, "batch_index", None)))
+
+        return hook
+
+    methods = ("before_process", "process", "postprocess")
+    recorder = type("Rec", (Recorder, scripts.Script), {m: log(m) for m in methods})
+    files = {"x/scripts/recorder.py": recorder, ad.ad_module.FILENAME: ad.ad_module.ADetailer}
+    ad.runner = ad.ad_module.runner(files)
+    ad.webui.shared.opts.data["ad_script_names"] = "recorder"
+    ad.runner.scripts[1].boxes = ((0, 0, 8, 8), (8, 8, 16, 16))
+    ad.job(batch_size=2)
+    inner = [("before_process", "inner", None), ("process", "inner", None)]
+    inner += [("postprocess", "inner", 0)]
+    assert calls == [
+        ("before_process", "main", None),
+        ("process", "main", None),
+        ("postprocess", "copy", 0),  # image 0: the dummy postprocess ...
+        *inner,  # ... then one inner job per box
+        *inner,
+        *inner,  # image 1: no postprocess, the two boxes ...
+        *inner,
+        ("before_process", "copy", 1),  # ... then before_process/process at the last index
+        ("process", "copy", 1),
+        ("postprocess", "main", 1),
+    ]
+
+
+# ---------------------------------------------------------------------------------- identity
+
+
+def test_face_pass_keeps_the_identity_when_hyperlora_is_listed(ad):
+    ad.list_hyperlora(True)
+    ad.job(ON)
+    assert ad.inner_samples and all(ad.inner_samples), ad.inner_samples
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: ADetailer's default script list drops HyperLoRA from the face pass",
+)
+def test_face_pass_keeps_the_identity_by_default(ad):
+    ad.job(ON)
+    assert ad.inner_samples and all(ad.inner_samples), ad.inner_samples
+
+
+def test_unet_is_restored_bit_exactly_after_a_job_with_a_face_pass(ad):
+    ad.list_hyperlora(True)
+    before = unet_fingerprint(ad.model)
+    ad.job(ON)
+    after = unet_fingerprint(ad.model)
+    assert all(torch.equal(before[k], v) for k, v in after.items())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: the image's parameters claim the identity while the face pass ran "
+    "without it, and no warning says so",
+)
+def test_a_face_pass_without_the_identity_is_a_warning(ad):
+    p, _ = ad.job(ON)
+    warning = str(p.extra_generation_params.get(infotext.WARNING, ""))
+    assert "ADetailer" in warning, p.extra_generation_params
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: ADetailer re-runs process() on a shallow copy of the job, which wipes the "
+    "apply-time warnings recorded for the image (the dict is shared)",
+)
+def test_apply_time_warnings_survive_the_face_pass(ad, monkeypatch):
+    """A LoRA that only partly matches the checkpoint: "only N of M layers matched", recorded
+    while applying; the image keeps it after ADetailer's face pass."""
+    predict = ad._predict
+
+    def partial(*args, **kwargs):
+        extra = unmatched(make_lora(ad.model, seed=5, only=8))
+        return _with_lora(predict(*args, **kwargs), lambda lora: {**lora, **extra})
+
+    monkeypatch.setattr(host, "predict", partial)
+    ad.list_hyperlora(True)
+    ad.adetailer.enabled = False  # what the main job records
+    p, _ = ad.job(ON)
+    assert "layers matched" in str(p.extra_generation_params.get(infotext.WARNING))
+    ad.adetailer.enabled = True
+    p, _ = ad.job(ON)
+    warning = str(p.extra_generation_params.get(infotext.WARNING))
+    assert "layers matched" in warning, p.extra_generation_params
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: the identity is predicted again by the re-entered process() calls "
+    "(ADetailer's copy of the main job and its face pass) instead of reused",
+)
+def test_one_prediction_for_a_job_with_a_face_pass(ad):
+    ad.list_hyperlora(True)
+    ad.job(ON)
+    assert len(ad.predictions) == 1, ad.predictions
+
+
+def test_trigger_words_reach_a_custom_face_prompt(ad):
+    ad.list_hyperlora(True)
+    ad.adetailer.ad_prompt = "a detailed face"
+    ad.job(ON)
+    prompts = [p2.all_prompts[0] for p2 in ad.adetailer.inner_jobs]
+    assert prompts and all(p.startswith("fcsks fxhks fhyks, ") for p in prompts), prompts
+
+
+# ---------------------------------------------------------------------------------- API rules
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: the face pass is not an API job, so a server path refused by the API job "
+    "is read and applied there",
+)
+def test_api_input_rules_hold_in_the_face_pass(ad, tmp_path):
+    ad.list_hyperlora(True)
+    photo = tmp_path / "server_side.png"
+    photo.write_bytes(b"not read")
+    p, _ = ad.job({**ON, "images": [str(photo)]}, is_api=True)
+    assert infotext.ERROR in p.extra_generation_params, p.extra_generation_params
+    assert not any(ad.inner_samples), "a server path refused by the API was applied"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: /hyperlora/v1/status says nothing about ADetailer's script list",
+)
+def test_status_reports_the_adetailer_state(ad, tmp_path_factory, monkeypatch):
+    from tests.webui.test_api import make_client, point_webui_at, tiny_models
+
+    point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
+    status = make_client().get("/hyperlora/v1/status").json()
+    assert "adetailer" in status, status
+    assert "hyperlora" in str(status["adetailer"]), status

@@ -1,0 +1,320 @@
+"""Opt-in: the official HyperLoRA workflows in a real running WebUI (A1111 or Forge, --api).
+
+    SD_WEBUI_URL=http://127.0.0.1:7860 SD_WEBUI_FACE=face.png pytest tests/webui -m integration
+
+Each case sends a request body of ``docs/workflows/*.json`` (the bodies the README shows) with
+the placeholders replaced: ``<PHOTO>``/``<KPS>`` by SD_WEBUI_FACE; ``<POSE>``, ``<SLIDER0>`` and
+``<SLIDER1>`` by ``pose.png``, ``slider0.png`` and ``slider1.png`` of SD_WEBUI_PHOTOS (default:
+the face's folder; ``tools/webui_smoke/make_addon_models.py`` writes them); the detector and
+ControlNet names by the smoke models' names; and (only to keep a CPU run short) the steps, sizes
+and the face pass's steps and size by SD_WEBUI_STEPS / SD_WEBUI_SIZE. Cases needing ADetailer or a
+ControlNet model skip with the reason when the WebUI lacks them.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.webui.test_integration_webui import (
+    ERROR,
+    Response,
+    call,
+    face,
+    same,
+)
+
+pytestmark = pytest.mark.integration
+URL = os.environ.get("SD_WEBUI_URL", "").rstrip("/")
+FACE = os.environ.get("SD_WEBUI_FACE", "")
+PHOTOS = Path(os.environ.get("SD_WEBUI_PHOTOS") or Path(FACE).parent)
+WORKFLOWS = Path(__file__).resolve().parents[2] / "docs" / "workflows"
+# Real model names in the bodies -> the smoke WebUI's random models.
+MODEL_NAMES = {
+    "face_yolov8m.pt": os.environ.get("SD_WEBUI_FACE_DETECTOR", "face_smoke.pt"),
+    "thibaud_xl_openpose": os.environ.get("SD_WEBUI_OPENPOSE", "smoke_openpose_sdxl"),
+}
+# Forge's built-in ControlNet names two preprocessors differently (the README says so too).
+FORGE_MODULES = {"none": "None", "instant_id_face_embedding": "InsightFace (InstantID)"}
+TWO_FACES_DETECTOR = os.environ.get("SD_WEBUI_TWO_FACES_DETECTOR", "faces2_smoke.pt")
+APPLIED = ("HyperLoRA model", "HyperLoRA weight", "HyperLoRA identity")
+# ADetailer's default "Script names to apply to ADetailer" (adetailer/args.py, v25.3.0).
+AD_DEFAULT_SCRIPTS = (
+    "dynamic_prompting,dynamic_thresholding,lora_block_weight,negpip,wildcard_recursive,wildcards"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _webui() -> None:
+    if not URL:
+        pytest.skip("SD_WEBUI_URL is not set (point it at a WebUI started with --api)")
+    if not FACE or not Path(FACE).is_file():
+        pytest.skip("SD_WEBUI_FACE is not set to a photo of a face")
+
+
+# ---------------------------------------------------------------------------------- bodies
+
+
+def photo(name: str) -> str:
+    path = PHOTOS / name
+    if not path.is_file():
+        pytest.skip(f"{path} is missing (tools/webui_smoke/make_addon_models.py writes it)")
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def workflow(name: str, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """docs/workflows/NAME.json with its placeholders and model names (and ``names``) replaced."""
+    body = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    replacements = {**MODEL_NAMES, **(names or {})}
+    images = {"<PHOTO>": face, "<KPS>": face, "<POSE>": lambda: photo("pose.png")}
+    images |= {f"<SLIDER{i}>": (lambda i=i: photo(f"slider{i}.png")) for i in (0, 1)}
+    body = _replace(body, images, replacements)
+    if is_forge():
+        for unit in body.get("alwayson_scripts", {}).get("ControlNet", {}).get("args", []):
+            unit["module"] = FORGE_MODULES.get(unit["module"], unit["module"])
+    return shrink(body)
+
+
+@cache
+def is_forge() -> bool:
+    return any(key.startswith("forge_") for key in call("/sdapi/v1/options").body)
+
+
+def _replace(value: Any, images: dict[str, Any], names: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _replace(v, images, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, images, names) for v in value]
+    if isinstance(value, str):
+        if value in images:
+            return images[value]()
+        for old, new in names.items():
+            value = value.replace(old, new)
+    return value
+
+
+def shrink(body: dict[str, Any]) -> dict[str, Any]:
+    """Steps and sizes cut to SD_WEBUI_STEPS / SD_WEBUI_SIZE (a CPU smoke run)."""
+    steps = int(os.environ.get("SD_WEBUI_STEPS", "8"))
+    size = int(os.environ.get("SD_WEBUI_SIZE", "512"))
+    body = {**body, "steps": steps, "width": size, "height": size}
+    for tab in ad_tabs(body):
+        tab.update(ad_steps=steps, ad_inpaint_width=size, ad_inpaint_height=size)
+    return body
+
+
+def ad_tabs(body: dict[str, Any]) -> list[dict[str, Any]]:
+    scripts = body.get("alwayson_scripts", {})
+    return [a for a in scripts.get("ADetailer", {}).get("args", []) if isinstance(a, dict)]
+
+
+def without(body: dict[str, Any], script: str) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    del body["alwayson_scripts"][script]
+    return body
+
+
+def send(body: dict[str, Any]) -> Response:
+    response = call("/sdapi/v1/txt2img", body)
+    assert response.status == 200, f"{response.status}: {response.body}"
+    return response
+
+
+def assert_identity(response: Response) -> None:
+    params = response.params
+    assert ERROR not in params, params[ERROR]
+    missing = [key for key in APPLIED if key not in params]
+    assert not missing, f"{missing} missing from {params}"
+    assert "HyperLoRA model:" in response.infotext, response.infotext
+
+
+@pytest.fixture(scope="module")
+def baseline() -> Iterator[Any]:
+    """The T2I body without HyperLoRA: the image every later plain request must give again."""
+    body = without(workflow("t2i"), "HyperLoRA")
+    yield body, send(body).image()
+
+
+@pytest.fixture
+def restored(baseline) -> Iterator[None]:
+    """After the test, a plain image equals the baseline: the UNet came back bit-exactly."""
+    yield
+    body, image = baseline
+    assert same(image, send(body).image()), "a plain image changed: the UNet was not restored"
+
+
+def requires(script: str) -> None:
+    if script.lower() not in [s.lower() for s in call("/sdapi/v1/scripts").body["txt2img"]]:
+        pytest.skip(f"the WebUI has no {script} script")
+
+
+def requires_adetailer_model(name: str) -> None:
+    requires("ADetailer")
+    models = call("/adetailer/v1/ad_model").body.get("ad_model", [])
+    if name not in models:
+        pytest.skip(f"ADetailer has no {name!r} ({models}); run setup_<webui>.sh")
+
+
+def requires_controlnet(body: dict[str, Any]) -> None:
+    """Skip unless the WebUI's ControlNet has every unit's model and preprocessor, and the
+    preprocessors run here; then name each model as the WebUI lists it (Forge: with its hash)."""
+    requires("ControlNet")
+    listed = call("/controlnet/model_list").body.get("model_list", [])
+    known = call("/controlnet/module_list").body.get("module_list", [])
+    for unit in body["alwayson_scripts"]["ControlNet"]["args"]:
+        model = unit["model"]
+        names = [m for m in listed if m == model or m.startswith(model + " [")]
+        if not names:
+            pytest.skip(f"no ControlNet model {model!r} fits this WebUI's checkpoint ({listed})")
+        unit["model"] = names[0]
+        if unit["module"] not in known:
+            pytest.skip(f"the WebUI's ControlNet has no preprocessor {unit['module']!r}")
+        if unit["module"].lower() != "none":
+            probe = {"controlnet_module": unit["module"], "controlnet_input_images": [face()]}
+            detected = call("/controlnet/detect", probe)
+            if detected.status != 200:
+                why = str(detected.body)[:300]
+                pytest.skip(f"the preprocessor {unit['module']!r} fails here: {why}")
+
+
+# ---------------------------------------------------------------------------------- T2I
+
+
+def test_t2i(baseline, restored):
+    response = send(workflow("t2i"))
+    assert_identity(response)
+    assert not same(baseline[1], response.image()), "the identity did not change the image"
+
+
+def test_concept_slider(restored):
+    body = workflow("t2i_slider")
+    response = send(body)
+    assert_identity(response)
+    params = response.params
+    assert params["HyperLoRA slider strength"] == "0.7", params
+    assert params["HyperLoRA slider positive"] == "@images(1)", params
+    hyperlora = body["alwayson_scripts"]["HyperLoRA"]["args"][0]
+    no_slider = {k: v for k, v in hyperlora.items() if k != "slider"}
+    plain_identity = copy.deepcopy(body)
+    plain_identity["alwayson_scripts"]["HyperLoRA"]["args"] = [no_slider]
+    assert not same(send(plain_identity).image(), response.image()), "the slider did nothing"
+
+
+# ---------------------------------------------------------------------------------- ADetailer
+
+
+def ad_body(scripts: str | None = None) -> dict[str, Any]:
+    body = workflow("t2i_adetailer")
+    if scripts is not None:
+        body["override_settings"] = {"ad_script_names": scripts}
+        body["override_settings_restore_afterwards"] = True
+    return body
+
+
+def test_adetailer_face_pass_runs_with_the_identity_on_the_main_pass(restored):
+    requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
+    body = ad_body()
+    response = send(body)
+    assert_identity(response)
+    assert "ADetailer model" in response.params, response.params
+    assert not same(send(without(body, "ADetailer")).image(), response.image()), (
+        "the face pass did not change the image (no face box?)"
+    )
+
+
+def test_adetailer_face_pass_uses_the_identity_when_hyperlora_is_listed(restored):
+    """With `hyperlora` in ADetailer's script list the face pass is repainted with the identity:
+    its image differs from the same job whose face pass runs without HyperLoRA."""
+    requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
+    listed = send(ad_body(AD_DEFAULT_SCRIPTS + ",hyperlora"))
+    assert_identity(listed)
+    unlisted = send(ad_body(AD_DEFAULT_SCRIPTS))
+    assert not same(listed.image(), unlisted.image()), "the face pass ignores the script list"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: with ADetailer's default script list the face pass runs without the "
+    "identity (HyperLoRA is not re-applied inside ADetailer's inner img2img job)",
+)
+def test_adetailer_default_face_pass_keeps_the_identity(restored):
+    """The probe: the default face pass equals the face pass with `hyperlora` listed."""
+    requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
+    default = send(ad_body(AD_DEFAULT_SCRIPTS))
+    listed = send(ad_body(AD_DEFAULT_SCRIPTS + ",hyperlora"))
+    assert same(default.image(), listed.image()), "the default face pass lost the identity"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 22: nothing tells that the face pass ran without the identity (no warning "
+    "in the image's parameters)",
+)
+def test_adetailer_face_pass_without_the_identity_is_reported(restored):
+    requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
+    response = send(ad_body(AD_DEFAULT_SCRIPTS))
+    text = json.dumps(response.params)
+    assert "HyperLoRA warning" in text and "ADetailer" in text, response.params
+
+
+def test_two_identities_on_two_faces(restored):
+    """Saved identities as LoRAs in ADetailer's per-face prompts ([SEP], left to right)."""
+    requires_adetailer_model(TWO_FACES_DETECTOR)
+    names = {"alice": "hyperlora_it_alice", "bob": "hyperlora_it_bob"}
+    for (_, name), picture in zip(names.items(), ("slider0.png", "slider1.png"), strict=True):
+        saved = call(
+            "/hyperlora/v1/encode", {"images": [photo(picture)], "save_as": name, "overwrite": True}
+        )
+        assert saved.status == 200, saved.body
+    call("/sdapi/v1/refresh-loras", {})
+    try:
+        loras = {f"<lora:{k}:": f"<lora:{v}:" for k, v in names.items()}
+        swap = {"<lora:alice:": f"<lora:{names['bob']}:", "<lora:bob:": f"<lora:{names['alice']}:"}
+        detector = {"face_yolov8m.pt": TWO_FACES_DETECTOR}
+        body = workflow("two_identities", {**detector, **loras})
+        swapped = workflow("two_identities", {**detector, **swap})
+        response = send(body)
+        prompt = str(response.params.get("ADetailer prompt", ""))
+        assert names["alice"] in prompt and names["bob"] in prompt, response.params
+        assert not same(response.image(), send(swapped).image()), "the two faces are the same"
+        bare = copy.deepcopy(body)
+        for tab in ad_tabs(bare):
+            tab["ad_prompt"] = "portrait photo of a person [SEP] portrait photo of a person"
+        assert not same(response.image(), send(bare).image()), "the identities did nothing"
+    finally:
+        for name in names.values():
+            call(f"/hyperlora/v1/identities/{name}", method="DELETE")
+        call("/sdapi/v1/refresh-loras", {})
+
+
+# ---------------------------------------------------------------------------------- ControlNet
+
+
+def test_controlnet_openpose_unit(restored):
+    body = workflow("t2i_controlnet")
+    requires_controlnet(body)
+    response = send(body)
+    assert_identity(response)
+    assert "ControlNet 0" in response.params, response.params
+    assert not same(send(without(body, "ControlNet")).image(), response.image()), (
+        "the ControlNet unit did nothing"
+    )
+
+
+def test_instantid_units(restored):
+    body = workflow("t2i_instantid")
+    requires_controlnet(body)
+    response = send(body)
+    assert_identity(response)
+    assert "ControlNet 1" in response.params, response.params
+    assert not same(send(without(body, "ControlNet")).image(), response.image()), (
+        "the InstantID units did nothing"
+    )
