@@ -155,6 +155,10 @@ def workflow_files() -> list[Path]:
 @pytest.mark.parametrize("path", workflow_files(), ids=lambda path: path.name)
 def test_workflow_bodies_parse(path: Path):
     body = json.loads(path.read_text(encoding="utf-8"))
+    if "hyperlora" not in {title.lower() for title in body.get("alwayson_scripts", {})}:
+        # saved identities as ordinary LoRAs, e.g. one per face in ADetailer's prompts
+        assert "<lora:" in json.dumps(body), f"{path.name}: neither HyperLoRA nor a saved identity"
+        return
     args = hyperlora_script_args(with_photos(body), path.name)
     assert args.enabled and args.weight > 0, f"{path.name}: the identity is not applied"
 
