@@ -19,6 +19,8 @@ Run with the WebUI's venv (ultralytics installed). Writes, skipping what exists:
 * WEBUI/models/ControlNet/ip-adapter_instant_id_sdxl.safetensors: InstantID's IP-Adapter, the
   ``image_proj.`` Resampler (dim 1280, 4 layers, 16 tokens from a 512-d face embedding) and
   ``ip_adapter.{1,3,...}.to_{k,v}_ip`` for each cross-attention layer of the checkpoint.
+* WEBUI/models/insightface/models/antelopev2 (Forge): a copy of the synthetic antelopev2 pack
+  from DIR, for Forge's InstantID preprocessors (insightface, offline).
 * DIR/pose.png (a stick figure, used as a ready pose map) and DIR/slider0.png, slider1.png.
 
 sd-webui-controlnet (A1111) builds every SDXL ControlNet at SDXL's widths (320/640/1280); the
@@ -62,6 +64,7 @@ def main() -> None:
         for name in ("smoke_openpose_sdxl", "control_instant_id_sdxl"):
             write_random(controlnets / f"{name}.safetensors", controlnet_shapes(unet))
         write_random(controlnets / "ip-adapter_instant_id_sdxl.safetensors", instantid_shapes(unet))
+        copy_antelopev2(args.photos_dir, args.root / "models" / "insightface" / "models")
     write_photos(args.photos_dir)
     print("add-on models ready:", args.root / "models")
 
@@ -195,6 +198,19 @@ def write_random(out: Path, shapes: dict[str, list[int]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out))
     print(f"wrote {out} ({len(state)} tensors)", flush=True)
+
+
+def copy_antelopev2(models_dir: Path, insightface_models: Path) -> None:
+    """Forge's InstantID preprocessor runs insightface's antelopev2 from models/insightface (and
+    downloads it when missing): give it the synthetic pack make_models.py wrote for HyperLoRA."""
+    import shutil
+
+    from hyperlora_ext.models import ModelRoots
+
+    dest = insightface_models / "antelopev2"
+    if not dest.exists():
+        shutil.copytree(ModelRoots.from_models_dir(models_dir).antelopev2, dest)
+        print(f"copied the synthetic antelopev2 pack to {dest}", flush=True)
 
 
 # ---------------------------------------------------------------- images
