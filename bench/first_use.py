@@ -42,7 +42,7 @@ result = pipeline.predict([sys.argv[2]], IdentityOptions("sdxl_hyper_id_lora_v1_
 done = time.perf_counter()
 assert result.photos == 1 and not result.cache_hit
 print(json.dumps({"imports": imported - start, "first identity": done - start,
-                  "dtype": str(pipeline._engine.dtype)}))
+                  "dtype": str(pipeline.models.engine.dtype)}))
 """
 
 

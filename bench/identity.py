@@ -95,7 +95,8 @@ def main() -> None:
             ("cached call, grid cell (other seed)", *timed(pipeline, [photo(40)], options)),
         ]
         warm = rows[1][1]
-        print(f"\nengine dtype: {pipeline._engine.dtype}, torch threads: {torch.get_num_threads()}")
+        engine_dtype = pipeline.models.engine.dtype
+        print(f"\nengine dtype: {engine_dtype}, torch threads: {torch.get_num_threads()}")
         print("| step | seconds | vs warm call | cache hit |\n|---|---|---|---|")
         for label, seconds, hit in rows:
             print(f"| {label} | {seconds:.3f} | {seconds / warm:.4f} | {hit} |")
@@ -119,15 +120,16 @@ def rss_mb() -> dict[str, float]:
 
 def held_between_jobs(pipeline: IdentityPipeline) -> None:
     """What the encoders hold between jobs: their tensors, and the RSS that unloading frees."""
-    mapped = pipeline._engine.mapped_nbytes() / 2**20
-    allocated = pipeline._engine.nbytes() / 2**20 - mapped
-    clip = sum(t.numel() * t.element_size() for t in pipeline._clip.model.state_dict().values())
+    models = pipeline.models
+    mapped = models.engine.mapped_nbytes() / 2**20
+    allocated = models.engine.nbytes() / 2**20 - mapped
+    clip = sum(t.numel() * t.element_size() for t in models.clip.model.state_dict().values())
     before = rss_mb()
     pipeline.unload()
     gc.collect()
     after = rss_mb()
     print("\n| held between jobs | MB |\n|---|---|")
-    print(f"| HyperLoRA tensors allocated ({pipeline._dtype()}) | {allocated:.0f} |")
+    print(f"| HyperLoRA tensors allocated ({models.working_dtype()}) | {allocated:.0f} |")
     print(f"| HyperLoRA bases mapped from the file (file cache) | {mapped:.0f} |")
     print(f"| CLIP vision tower tensors | {clip / 2**20:.0f} |")
     for kind in ("RssAnon", "RssFile"):
@@ -142,13 +144,13 @@ def warm_vs_parts(pipeline: IdentityPipeline, options, repeats: int) -> None:
     from hyperlora_ext.encoders.features import extract_identity_features
 
     rows: dict[str, list[float]] = {"warm identity": [], "CLIP encode": [], "predict_lora": []}
-    engine, clip = pipeline._engine, pipeline._clip
+    engine, clip = pipeline.models.engine, pipeline.models.clip
     for round_ in range(repeats):
         image = photo(100 + 7 * round_)  # a new photo every round: never a cache hit
         seconds, hit = timed(pipeline, [image], options)
         assert not hit
         rows["warm identity"].append(seconds)
-        features = extract_identity_features([image], pipeline._face_analyzer())
+        features = extract_identity_features([image], pipeline.models.face_analyzer())
         with torch.no_grad():
             start = time.perf_counter()
             hidden = clip.encode(features.pixel_values)

@@ -1,35 +1,34 @@
-"""Photos to identity LoRA in one call: face pipeline + CLIP + HyperLoRA, cached and memory-aware.
+"""Photos to identity LoRA in one call: face pipeline + CLIP + HyperLoRA, cached.
 
-Encoders load on first use. By default they leave the GPU after each prediction (the WebUI needs the
-VRAM for sampling); ``keep_on_device=True`` keeps them resident for speed. Results are cached by
-(photo contents, model, options), so repeated generations, batches and X/Y/Z cells over other
-parameters never re-run the encoders.
+Encoders load on first use (``loaded_models.LoadedModels`` holds and places them). By default they
+leave the GPU after each prediction (the WebUI needs the VRAM for sampling); ``keep_on_device=True``
+keeps them resident for speed. Results are cached by (photo contents, model, options), so repeated
+generations, batches and X/Y/Z cells over other parameters never re-run the encoders.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from .cache import LruCache
-from .devices import parse_device
 from .engine.cpu_dtype import dtype_name
 from .engine.fusion import check_weights
 from .errors import ArgumentError, CheckpointError, HyperLoRAError
-from .facts import DEVICES, check_face_choice, check_face_index
+from .facts import check_face_choice, check_face_index
 from .identity_value import Identity
+from .loaded_models import LoadedModels, Placement
 from .lora_format import lora_digest
-from .memory import peak_rss_mb, return_freed_memory
+from .memory import peak_rss_mb
 from .model_files import folder_fingerprint
-from .models import ModelRoots, resolve_antelopev2, resolve_clip, resolve_hyperlora
+from .models import ModelRoots, resolve_clip, resolve_hyperlora
 
 _log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -71,13 +70,9 @@ class IdentityOptions:
         return values
 
 
-def _folder_fingerprint(folder: Path) -> tuple:
-    """Changes when a file of a model folder is replaced, so stale cache entries are not reused."""
-    return folder_fingerprint(folder)
-
-
 class IdentityPipeline:
-    """Owns the encoders and the LoRA cache; thread-safe (one prediction runs at a time)."""
+    """Owns the encoders (``models``) and the LoRA cache; thread-safe (one prediction runs at a
+    time: its methods use ``models`` only under the pipeline's lock)."""
 
     def __init__(
         self,
@@ -92,26 +87,26 @@ class IdentityPipeline:
         free_after_use: bool = False,
         placement: Placement | None = None,
     ) -> None:
-        if face_device not in DEVICES:
-            raise HyperLoRAError(f"face device {face_device!r} is not one of {DEVICES}")
         self.roots = roots
-        self.device = parse_device(device)
-        self.face_device = face_device
-        self.dtype = dtype
-        self.keep_on_device = keep_on_device
-        self.free_after_use = free_after_use
-        self.placement = placement
+        self.models = LoadedModels(
+            roots, device=device, face_device=face_device, dtype=dtype,
+            keep_on_device=keep_on_device, free_after_use=free_after_use, placement=placement,
+        )  # fmt: skip
         # Per key: the identity as computed, and per photo content (digest) what happened to it.
         self.cache: LruCache[_Cached] = LruCache(cache_entries, cache_bytes)
         self._lock = threading.RLock()
-        self._engine: Any = None
-        self._engine_key: tuple | None = None
-        self._clip: Any = None
-        self._clip_key: tuple | None = None
-        self._faces: Any = None
         self._preloading: threading.Thread | None = None
         self._preload_lock = threading.Lock()
         self._preload_error: BaseException | None = None
+
+    # What the host reads of the models' settings (the others: ``models``).
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    @property
+    def placement(self) -> Placement | None:
+        return self.models.placement
 
     # ----------------------------------------------------------------- public
     def predict(
@@ -148,9 +143,9 @@ class IdentityPipeline:
             clip_path = resolve_clip(self.roots, options.clip)
             key = (
                 options,
-                _folder_fingerprint(model_dir),
-                _folder_fingerprint(clip_path),
-                str(self.dtype),
+                folder_fingerprint(model_dir),
+                folder_fingerprint(clip_path),
+                str(self.models.dtype),
                 _weighted_digests(digests, weights),
             )
             cached = self.cache.get(key) if any(digests) else None
@@ -183,7 +178,7 @@ class IdentityPipeline:
         start = time.perf_counter()
         with self._lock:
             model_dir = resolve_hyperlora(self.roots, model)
-            engine = self._load_engine(model_dir)
+            engine = self.models.load_engine(model_dir)
             try:
                 config = engine.resampler.config
                 shape = (config.num_queries, config.output_dim)
@@ -194,7 +189,7 @@ class IdentityPipeline:
                 except ValueError as error:
                     raise ArgumentError("mix", str(error)) from None
             finally:
-                self._offload()
+                self.models.offload()
         _require_finite(lora, model_dir, model_dir)
         return Identity(
             lora=_copy(lora), digest=lora_digest(lora), model=model,
@@ -224,10 +219,7 @@ class IdentityPipeline:
             with self._lock:
                 model_dir = resolve_hyperlora(self.roots, options.model)
                 clip_path = resolve_clip(self.roots, options.clip)
-                self._face_analyzer().load()
-                engine = self._load_engine(model_dir)
-                self._load_clip(clip_path, engine)
-                self._offload()
+                self.models.load_all(model_dir, clip_path)
         except BaseException as error:  # kept for the next job, which reports it
             _log.warning("HyperLoRA: loading the models in the background failed", exc_info=True)
             self._preload_error = error
@@ -250,23 +242,19 @@ class IdentityPipeline:
         if vector is None:
             raise HyperLoRAError("the likeness reference is not a 512-number face embedding")
         with self._lock:
-            return score_images(images, vector, self._face_analyzer(), labels)
+            return score_images(images, vector, self.models.face_analyzer(), labels)
 
     def reference_from_photos(self, images: Sequence[Any], labels: Sequence[str] | None = None):
         """The reference embedding of photos (largest face each), with the face models only."""
         from .likeness import reference_from_photos
 
         with self._lock:
-            return reference_from_photos(images, self._face_analyzer(), labels)
+            return reference_from_photos(images, self.models.face_analyzer(), labels)
 
     def unload(self) -> None:
         """Free every encoder (the cache stays)."""
         with self._lock:
-            if self._faces is not None:
-                self._faces.unload()
-            self._engine = self._clip = self._faces = None
-            self._engine_key = self._clip_key = None
-            _release_memory()
+            self.models.unload()
 
     # -------------------------------------------------------------- internals
     def _compute(
@@ -275,13 +263,13 @@ class IdentityPipeline:
         from .encoders.features import IdentityFeatures, extract_identity_features
         from .likeness import reference_embedding
 
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        models = self.models
+        models.reset_peak_vram()
         report("detecting faces")
         readable = [i for i, digest in enumerate(digests) if digest]
         features = extract_identity_features(
             [images[i] for i in readable],
-            self._face_analyzer(),
+            models.face_analyzer(),
             face_choice=options.face_choice,
             face_index=options.face_index,
             remove_background=options.remove_background,
@@ -294,24 +282,22 @@ class IdentityPipeline:
             IdentityFeatures(features.id_embeds, features.pixel_values, reports).require_usable()
         rows, used_weights = _weighted_rows(features.reports, readable, weights)
         report("loading the models")
-        engine = self._load_engine(model_dir)
-        clip = self._load_clip(clip_path, engine)
-        loaded = (self._engine_key[1], self._clip_key[1])  # type: ignore[index]
+        engine = models.load_engine(model_dir)
+        clip = models.load_clip(clip_path, engine)
+        loaded = models.fingerprints()
         try:
             report("encoding with CLIP")
             with torch.inference_mode(False), torch.no_grad():
                 pixels = features.pixel_values[rows].to(clip.device, clip.dtype)
                 hidden = clip.encode(pixels)
                 report("predicting the LoRA")
-                self._require_unchanged(loaded, model_dir, clip_path)  # before the mapped bases
+                models.require_unchanged(loaded, model_dir, clip_path)  # before the mapped bases
                 tokens = engine.predict_tokens(features.id_embeds[rows], hidden, used_weights)
                 lora = engine.lora_from_tokens(tokens)
         finally:
-            self._offload()
-            if self.free_after_use:  # 16 GB machines: the RAM is worth more than a fast next face
-                self.unload()
+            models.after_use()
         _require_finite(lora, model_dir, clip_path)
-        self._require_unchanged(loaded, model_dir, clip_path)
+        models.require_unchanged(loaded, model_dir, clip_path)
         identity = Identity(
             lora=lora,  # fresh tensors, referenced nowhere else; callers get copies (_result)
             tokens=tokens.detach().to("cpu").clone(),
@@ -319,102 +305,10 @@ class IdentityPipeline:
             model=options.model,
             likeness_reference=reference_embedding(features.id_embeds[rows].numpy(), used_weights),
             peak_rss_mb=peak_rss_mb(),
-            peak_vram_mb=_peak_vram_mb(self.device),
+            peak_vram_mb=models.peak_vram_mb(),
             dtype=dtype_name(engine.dtype),
         )
         return identity, by_digest
-
-    def _require_unchanged(self, loaded: tuple, model_dir: Path, clip_path: Path) -> None:
-        """A model file rewritten during the job may have given a half-old, half-new LoRA:
-        refuse it, and load the files again next time."""
-        if loaded == (_folder_fingerprint(model_dir), _folder_fingerprint(clip_path)):
-            return
-        self._engine = self._clip = self._engine_key = self._clip_key = None
-        raise CheckpointError(
-            f"the files of the HyperLoRA model {model_dir} or of the CLIP encoder {clip_path} "
-            "changed while this identity was computed; run it again. Replace model files only "
-            "while no generation runs (docs/model-files.md)."
-        )
-
-    def _face_analyzer(self):
-        if self._faces is None:
-            from .encoders.faces import FaceAnalyzer
-
-            providers = ["CPUExecutionProvider"] if self._faces_on_cpu() else None
-            self._faces = FaceAnalyzer(resolve_antelopev2(self.roots), providers=providers)
-        return self._faces
-
-    def _faces_on_cpu(self) -> bool:
-        """``auto`` follows the encoder device; ``cuda`` lets onnxruntime pick its best provider."""
-        if self.face_device == "auto":
-            return self.device.type == "cpu"
-        return self.face_device == "cpu"
-
-    def _load_engine(self, model_dir: Path):
-        from .engine.model import load_hyperlora
-
-        key = (str(model_dir), _folder_fingerprint(model_dir))
-        if self._engine_key != key:
-            # Free the old 3 GB of bases first; no key until the new ones have loaded, so that
-            # a failed load is retried rather than leaving no engine under the old key.
-            self._engine = self._engine_key = None
-            self._engine = load_hyperlora(
-                model_dir,
-                device="cpu",
-                dtype=self._dtype(),
-                map_bases=self.device.type == "cpu",  # a GPU gets stacked copies (one bmm each)
-            )
-            self._engine_key = key
-        return self._place(self._engine, self._engine.module())
-
-    def _dtype(self) -> torch.dtype:
-        from .engine.model import default_dtype
-
-        return self.dtype or default_dtype(self.device)
-
-    def _load_clip(self, clip_path: Path, engine):
-        from .encoders.clip_encoder import load_clip_vision
-
-        key = (str(clip_path), _folder_fingerprint(clip_path), engine.dtype)
-        if self._clip_key != key:
-            self._clip = self._clip_key = None  # as in _load_engine
-            self._clip = load_clip_vision(
-                clip_path,
-                device="cpu",
-                dtype=engine.dtype,
-                expected_hidden_size=engine.embedding_dim,
-            )
-            self._clip_key = key
-        return self._place(self._clip, self._clip.model)
-
-    def _place(self, encoder, module: torch.nn.Module):
-        """``encoder`` on the pipeline's device: through the host's memory management if any."""
-        if self.placement is None:
-            return encoder.to(self.device)
-        self.placement.load(module)
-        return encoder
-
-    def _offload(self) -> None:
-        """Encoders back to the CPU after a prediction, unless they are to stay on the GPU."""
-        if self.keep_on_device:
-            return
-        loaded = [(e, e.module()) for e in (self._engine,) if e is not None]
-        loaded += [(c, c.model) for c in (self._clip,) if c is not None]
-        for encoder, module in loaded:
-            if self.placement is not None:
-                self.placement.release(module)
-            elif self.device.type != "cpu":
-                encoder.to("cpu")
-        if self.device.type != "cpu":
-            _empty_device_cache()
-
-
-class Placement(Protocol):
-    """A host's memory management (Forge): it makes room for an encoder and may evict it later."""
-
-    def load(self, module: torch.nn.Module) -> torch.device: ...
-
-    def release(self, module: torch.nn.Module) -> None: ...
 
 
 def _weighted_digests(digests: Sequence[str | None], weights: Sequence[float] | None) -> tuple:
@@ -501,21 +395,3 @@ def _require_finite(lora: dict[str, torch.Tensor], model_dir: Path, clip_path: P
             f"the HyperLoRA model {model_dir} or the CLIP encoder {clip_path} are damaged. "
             "Re-download them (python -m hyperlora_ext doctor shows where they are)."
         )
-
-
-def _peak_vram_mb(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def _empty_device_cache() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _release_memory() -> None:
-    """Give unloaded encoders' memory back to the OS: the CPU's and torch's GPU cache."""
-    gc.collect()  # tensors held in reference cycles (e.g. by an exception's frames)
-    return_freed_memory()
-    _empty_device_cache()

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from hyperlora_ext import identity as identity_module
+from hyperlora_ext import loaded_models
 from hyperlora_ext.errors import CheckpointError, HyperLoRAError, ModelNotFoundError, NoFaceError
 from hyperlora_ext.export import export_lora
 from hyperlora_ext.identity import IdentityOptions, IdentityPipeline
@@ -171,11 +171,11 @@ def test_concurrent_predictions_compute_once(roots):
 
 def test_unload_frees_encoders_and_keeps_the_cache(pipeline, monkeypatch):
     first = pipeline.predict([_photo()], IdentityOptions(MODEL))
-    engine = weakref.ref(pipeline._engine)
+    engine = weakref.ref(pipeline.models.engine)
     trims: list[bool] = []
-    monkeypatch.setattr(identity_module, "return_freed_memory", lambda: trims.append(True))
+    monkeypatch.setattr(loaded_models, "return_freed_memory", lambda: trims.append(True))
     pipeline.unload()
-    assert pipeline._engine is None and pipeline._clip is None
+    assert pipeline.models.engine is None and pipeline.models.clip is None
     assert engine() is None and trims == [True]  # gone, and its memory handed back to the OS
     assert pipeline.predict([_photo()], IdentityOptions(MODEL)).digest == first.digest
 
@@ -241,7 +241,7 @@ def test_before_compute_runs_on_a_cache_miss_only(pipeline):
 )
 def test_face_device_chooses_the_onnxruntime_providers(roots, device, face_device, cpu_only):
     pipeline = IdentityPipeline(roots, device=device, face_device=face_device)
-    providers = pipeline._face_analyzer().providers
+    providers = pipeline.models.face_analyzer().providers
     assert (providers == ["CPUExecutionProvider"]) is cpu_only
     assert cpu_only or providers is None  # None: onnxruntime's best available provider
 
@@ -282,8 +282,8 @@ def test_photos_are_decoded_one_at_a_time_across_requests(roots, monkeypatch):
 def test_preload_loads_every_encoder_and_a_job_then_loads_nothing(pipeline, monkeypatch):
     thread = pipeline.preload(IdentityOptions(MODEL))
     thread.join(timeout=120)
-    assert pipeline._engine is not None and pipeline._clip is not None
-    assert pipeline._faces.loaded
+    assert pipeline.models.engine is not None and pipeline.models.clip is not None
+    assert pipeline.models.faces.loaded
     from hyperlora_ext.engine import model
 
     def no_load(*args, **kwargs):
@@ -325,7 +325,7 @@ def test_a_failed_preload_is_raised_by_the_next_job_then_retried(tmp_path, caplo
 
 
 def test_a_preload_error_is_not_lost_when_the_next_job_would_load_fine(pipeline, monkeypatch):
-    monkeypatch.setattr(pipeline, "_face_analyzer", lambda: 1 / 0)
+    monkeypatch.setattr(pipeline.models, "face_analyzer", lambda: 1 / 0)
     pipeline.preload(IdentityOptions(MODEL)).join(timeout=60)
     monkeypatch.undo()
     with pytest.raises(ZeroDivisionError):
@@ -336,16 +336,17 @@ def test_a_preload_error_is_not_lost_when_the_next_job_would_load_fine(pipeline,
 def test_free_after_use_unloads_the_encoders_but_keeps_the_cache(roots):
     pipeline = IdentityPipeline(roots, device="cpu", dtype=torch.float32, free_after_use=True)
     first = pipeline.predict([_photo()], IdentityOptions(MODEL))
-    assert pipeline._engine is None and pipeline._clip is None and pipeline._faces is None
+    models = pipeline.models
+    assert models.engine is None and models.clip is None and models.faces is None
     again = pipeline.predict([_photo()], IdentityOptions(MODEL))
     assert again.cache_hit and again.digest == first.digest
     other = pipeline.predict([_photo(60)], IdentityOptions(MODEL))  # loads them again
-    assert not other.cache_hit and pipeline._engine is None
+    assert not other.cache_hit and pipeline.models.engine is None
 
 
 def test_the_engine_as_a_module_moves_the_engine(pipeline):
     pipeline.predict([_photo()], IdentityOptions(MODEL))
-    engine = pipeline._engine
+    engine = pipeline.models.engine
     module = engine.module()
     assert module is engine.module()
     sizes = sum(t.numel() * t.element_size() for t in module.parameters())
@@ -381,7 +382,7 @@ def test_bases_are_mapped_on_a_cpu_and_stacked_for_other_devices(roots, device, 
     """A GPU (here the meta device, which moves like one) gets stacked copies to move; a CPU
     pipeline leaves the bases in the file's memory map."""
     pipeline = IdentityPipeline(roots, device=device, dtype=torch.float16)
-    engine = pipeline._load_engine(resolve_hyperlora(roots, MODEL))
+    engine = pipeline.models.load_engine(resolve_hyperlora(roots, MODEL))
     assert engine.device.type == device
     assert all(group.stacked != mapped for group in engine.bank.groups)
     assert (engine.mapped_nbytes() > 0) == mapped

@@ -1,4 +1,5 @@
-"""The package's dependencies flow one way: facts <- encoders/engine <- identity <- webui.
+"""The package's dependencies flow one way: facts <- encoders/engine <- loaded_models <- identity
+<- webui.
 
 Every ``import`` in the source counts, also those inside functions (lazy imports still make a
 dependency), except those under ``if TYPE_CHECKING:``.
@@ -120,6 +121,7 @@ def test_the_engine_never_imports_the_webui(graph):
         ("hyperlora_ext.args", "hyperlora_ext.identity"),
         ("hyperlora_ext.export", "hyperlora_ext.args"),
         ("hyperlora_ext.identity", "hyperlora_ext.args"),
+        ("hyperlora_ext.loaded_models", "hyperlora_ext.identity"),
         ("hyperlora_ext.webui.job", "hyperlora_ext.webui.api"),
         ("hyperlora_ext.webui.a1111", "hyperlora_ext.webui.host"),
         ("hyperlora_ext.webui.forge", "hyperlora_ext.webui.host"),

@@ -41,7 +41,7 @@ class Services:
         """The face analyzer for /detect (by default the pipeline's own)."""
         if self.face_analyzer is not None:
             return self.face_analyzer()
-        return self.pipeline()._face_analyzer()
+        return self.pipeline().models.face_analyzer()
 
 
 # ------------------------------------------------------- the process-wide pipeline

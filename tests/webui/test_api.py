@@ -536,4 +536,5 @@ def test_the_webui_preload_loads_the_encoders_in_the_background(host, tmp_path_f
     services._pipeline, services._pipeline_key = fresh, webui_host.pipeline_config()
     webui_host.preload("not installed")  # falls back to the installed model
     fresh._preloading.join(timeout=120)
-    assert fresh._engine is not None and fresh._clip is not None and fresh._faces.loaded
+    models = fresh.models
+    assert models.engine is not None and models.clip is not None and models.faces.loaded

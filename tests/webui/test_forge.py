@@ -475,12 +475,12 @@ def test_the_pipeline_loads_its_encoders_through_forge_memory_management(memory,
 
     pipeline = IdentityPipeline(roots, dtype=torch.float32, placement=Recording())
     pipeline.predict([face_photo()], IdentityOptions("tiny"))
-    engine, clip = pipeline._engine.module(), pipeline._clip.model
+    engine, clip = pipeline.models.engine.module(), pipeline.models.clip.model
     assert seen == [[engine, unet.model], [clip, engine, unet.model]]  # the UNet is not evicted
     patcher = engine.__dict__["hyperlora_forge_patcher"]
-    assert patcher.size == pipeline._engine.nbytes()  # Forge sees how much room it needs
+    assert patcher.size == pipeline.models.engine.nbytes()  # Forge sees how much room it needs
     # after the job both are released: Forge holds only the UNet, the encoders are on the CPU
     assert [loaded.model.model for loaded in memory.current_loaded_models] == [unet.model]
-    assert pipeline._engine.device == torch.device("cpu")
+    assert pipeline.models.engine.device == torch.device("cpu")
     pipeline.predict([face_photo(faces=((250, 90, 470, 390),))], IdentityOptions("tiny"))
     assert len(seen) == 4  # loaded again for the next face

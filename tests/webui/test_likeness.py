@@ -64,7 +64,7 @@ def on(photo, **extra):
 
 def expected(host, reference_photo, image) -> str:
     """The score computed independently of the script: own reference, own cosine."""
-    analyzer = host.pipeline._face_analyzer()
+    analyzer = host.pipeline.models.face_analyzer()
     reference = reference_from_photos([reference_photo], analyzer)
     from hyperlora_ext.likeness import largest_face_embedding
 
@@ -175,7 +175,7 @@ def test_reference_of_the_job_is_that_of_its_photos(host, photo):
     from tests.webui.harness import resolve
 
     result = resolve(HyperLoRAArgs.from_dict(on(photo)))
-    own = reference_from_photos([photo], host.pipeline._face_analyzer())
+    own = reference_from_photos([photo], host.pipeline.models.face_analyzer())
     np.testing.assert_allclose(result.likeness_reference, own, atol=1e-6)
 
 

@@ -298,7 +298,7 @@ def test_a_crash_inside_the_encoders_fails_visibly_through_the_api(api_host, mon
 
 def test_interrupt_while_encoding_skips_clip_with_the_real_pipeline(api_host, monkeypatch):
     pipeline = services.current_pipeline()
-    analyzer = pipeline._face_analyzer()
+    analyzer = pipeline.models.face_analyzer()
     detect = analyzer.detect
     loaded = []
 
@@ -312,7 +312,7 @@ def test_interrupt_while_encoding_skips_clip_with_the_real_pipeline(api_host, mo
         if threading.current_thread().name != "hyperlora-preload":
             loaded.append(1)
 
-    monkeypatch.setattr(pipeline, "_load_clip", load_clip)
+    monkeypatch.setattr(pipeline.models, "load_clip", load_clip)
     client = generation_app(api_host, [api_host.load_script()])
     response = post(client, {"enabled": True, "images": [FACE], "model": "tiny"}, FAIL)
     assert response.status_code == 200 and response.json()["images"] == []

@@ -127,9 +127,9 @@ def test_pipeline_is_built_from_settings_and_command_line(registered):
     pipeline = host.pipeline()
     assert pipeline is host.pipeline() is services.current_pipeline()  # reused while unchanged
     assert pipeline.roots == host.model_roots()
-    assert pipeline.keep_on_device is True and pipeline.dtype == torch.float32
+    assert pipeline.models.keep_on_device is True and pipeline.models.dtype == torch.float32
     assert (pipeline.cache.max_entries, pipeline.cache.max_bytes) == (3, 64 * 2**20)
-    assert pipeline.face_device == "cpu" and pipeline._faces_on_cpu()
+    assert pipeline.models.face_device == "cpu" and pipeline.models.faces_on_cpu()
     assert pipeline.device.type == "cpu"  # the double runs with --use-cpu all
 
 
