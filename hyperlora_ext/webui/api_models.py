@@ -51,6 +51,10 @@ class EncodeRequest(BaseModel):
     )
     remove_background: bool = True
     grayscale: bool = False
+    dtype: str = Field(
+        "", description="the dtype an earlier response or infotext named: a warning when this "
+        "machine's differs (the identity then differs slightly)",
+    )  # fmt: skip
     save_as: str | None = Field(None, description="save under this identity name")
     overwrite: bool = Field(False, description="replace an identity of the same name")
     return_lora: bool = Field(False, description="include the .safetensors file as base64")
@@ -199,6 +203,7 @@ class IdentityList(BaseModel):
 class EncodeResponse(BaseModel):
     digest: str
     model: str
+    dtype: str = Field("", description="the encoders' dtype (fp32, bf16, fp16); '' if unknown")
     photos_used: int
     cache_hit: bool
     seconds: float

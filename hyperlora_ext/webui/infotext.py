@@ -2,7 +2,9 @@
 
 Keys follow A1111's rule ``\\w[\\w \\-/]+`` (no ``:`` or ``.``). The model, weight and identity
 digest are always written; other options only when they differ from the defaults. The photos
-themselves are not in the infotext, so pasting restores the settings, not the identity.
+themselves are not in the infotext, so pasting restores the settings, not the identity. The
+encoders' dtype is written too: pasted, it is compared with this machine's (a warning when they
+differ, as the same photos then give a slightly different identity).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ PREFIX = "HyperLoRA "
 MODEL = "HyperLoRA model"
 WEIGHT = "HyperLoRA weight"
 DIGEST = "HyperLoRA identity"
+DTYPE = "HyperLoRA dtype"  # the encoders' dtype: it changes the identity's last bits
 ERROR = ERROR_LABEL
 WARNING = "HyperLoRA warning"
 # field -> key, for options written only when they differ from the default
@@ -48,11 +51,14 @@ def write(
     digest: str,
     *,
     slider_digests: Sequence[str] = (),
+    dtype: str = "",
 ) -> None:
     clear(params)
     params[MODEL] = args.model
     params[WEIGHT] = format_weight(args.weight)
     params[DIGEST] = digest
+    if dtype:
+        params[DTYPE] = dtype
     for field, value in args.changed_from_default().items():
         if field in OPTION_KEYS:
             params[OPTION_KEYS[field]] = str(value)
@@ -131,9 +137,10 @@ def paste_rules() -> list[tuple[str, str | Callable[[dict], Any]]]:
         ("slider_positive", saved(SLIDER_POSITIVE)),
         ("slider_negative", saved(SLIDER_NEGATIVE)),
         ("slider_strength", text(SLIDER_STRENGTH, format_weight(defaults.slider_strength))),
+        ("dtype", text(DTYPE)),
     ]
 
 
 def paste_field_names() -> list[str]:
     advanced = [PHOTO_WEIGHTS, MIX, SLIDER_POSITIVE, SLIDER_NEGATIVE, SLIDER_STRENGTH]
-    return [MODEL, WEIGHT, *OPTION_KEYS.values(), *advanced]
+    return [MODEL, WEIGHT, *OPTION_KEYS.values(), *advanced, DTYPE]

@@ -177,4 +177,4 @@ def test_paste_restores_weights_mix_and_slider(webui, monkeypatch, hl):
     values = [by_component.get(id(c), no_change) for c in inputs]
     values = [c.value if v is no_change else v for c, v in zip(inputs, values, strict=True)]
     restored = HyperLoRAArgs.from_positional(values)
-    assert restored == wanted.replace(images=())
+    assert restored == wanted.replace(images=(), dtype="fp32")  # the dtype used pastes back
