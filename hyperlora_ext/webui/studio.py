@@ -190,6 +190,7 @@ def _mixed(args: HyperLoRAArgs, ctx: Context) -> Identity:
     model, notes = _mix_model(args, saved, ctx)
     args = args.replace(model=model)
     tokens, references, labels, photos = [], [], [], 0
+    reports: list[Any] = []
     for number, part in enumerate(args.mix, 1):
         name = part.source.identity
         if name:
@@ -202,11 +203,15 @@ def _mixed(args: HyperLoRAArgs, ctx: Context) -> Identity:
         tokens.append(identity.tokens)
         references.append(identity.likeness_reference)
         labels.append(label)
+        reports += identity.reports  # their photos' warnings, labelled with the part
         photos += identity.photos
     weights = [part.weight for part in args.mix]
     mixed = ctx.services.pipeline().mix(tokens, weights, model, labels=labels)
     reference = _mixed_reference(references, weights)
-    return replace(mixed, photos=photos, likeness_reference=reference, notes=tuple(notes))
+    return replace(
+        mixed, photos=photos, likeness_reference=reference, notes=tuple(notes),
+        reports=tuple(reports),
+    )  # fmt: skip
 
 
 def _mixed_reference(references: Sequence[Any], weights: Sequence[float]) -> Any:
