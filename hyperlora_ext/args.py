@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hyperlora_ext.arg_table import ArgSpec, arg, specs
 from hyperlora_ext.errors import ArgumentError
 from hyperlora_ext.facts import (
     DTYPES,
+    MAX_FACE_INDEX,
     MAX_IMAGES,
     MAX_MIX_PARTS,
     MAX_TOTAL_IMAGES,
@@ -38,25 +40,127 @@ __all__ = ["HyperLoRAArgs", "add_trigger_words", "ignored"]
 class HyperLoRAArgs:
     """HyperLoRA settings for one generation. Field order is the ``ui()`` component order."""
 
-    enabled: bool = False
-    images: tuple[Any, ...] = ()
-    model: str = ""
-    weight: float = RECOMMENDED_WEIGHT
-    trigger_words: bool = True
-    face: str = "largest"
-    face_index: int = 0
-    remove_background: bool = True
-    grayscale: bool = False
-    identity: str = ""
+    # Each field's label, infotext key, hint, widget and range: hyperlora_ext.arg_table.
+    enabled: bool = arg(
+        False,
+        label="Enable",
+        key="",
+        widget="checkbox",
+        hint="turn HyperLoRA on for this generation",
+    )
+    images: tuple[Any, ...] = arg(
+        (),
+        label="Reference photos",
+        key="",
+        widget="photos",
+        hint=f"1 to {MAX_IMAGES} photos of the person (never stored in the infotext)",
+    )
+    model: str = arg(
+        "",
+        label="Model",
+        key="HyperLoRA model",
+        widget="dropdown",
+        hint="HyperLoRA model folder name; empty: the default model",
+    )
+    weight: float = arg(
+        RECOMMENDED_WEIGHT,
+        label="Weight",
+        key="HyperLoRA weight",
+        widget="slider",
+        range=WEIGHT_RANGE,
+        hint="strength of the identity LoRA",
+    )
+    trigger_words: bool = arg(
+        True,
+        label="Add trigger words",
+        key="HyperLoRA trigger words",
+        widget="checkbox",
+        hint="prepend the words the models were trained with to the prompt",
+    )
+    face: str = arg(
+        "largest",
+        label="Face",
+        key="HyperLoRA face",
+        widget="radio",
+        hint="which face of a group photo: largest, index or best_score",
+    )
+    face_index: int = arg(
+        0,
+        label="Face index",
+        key="HyperLoRA face index",
+        widget="number",
+        range=(0, MAX_FACE_INDEX),
+        hint="with face=index: 0 is the leftmost face",
+    )
+    remove_background: bool = arg(
+        True,
+        label="Remove background",
+        key="HyperLoRA remove background",
+        widget="checkbox",
+        hint="grey out everything but the face before encoding",
+    )
+    grayscale: bool = arg(
+        False,
+        label="Grayscale",
+        key="HyperLoRA grayscale",
+        widget="checkbox",
+        hint="encode the photos in grayscale",
+    )
+    identity: str = arg(
+        "",
+        label="Saved identity (used instead of photos)",
+        key="HyperLoRA saved identity",
+        widget="dropdown",
+        hint="the name of a saved identity, used instead of photos",
+    )
     # Advanced: relative weights of the photos, a mix of identities, a slider.
-    photo_weights: tuple[float, ...] = ()
-    mix: tuple[MixPart, ...] = ()
-    slider_positive: IdentitySource | None = None
-    slider_negative: IdentitySource | None = None
-    slider_strength: float = 0.5
+    photo_weights: tuple[float, ...] = arg(
+        (),
+        label="Photo weights",
+        key="HyperLoRA photo weights",
+        widget="text",
+        hint="relative weight of each photo, in order (default: equal)",
+    )
+    mix: tuple[MixPart, ...] = arg(
+        (),
+        label="Mix identities",
+        key="HyperLoRA mix",
+        widget="text",
+        hint=f"identities to mix (at most {MAX_MIX_PARTS}): [{{'identity': 'alice', 'weight': "
+        f"0.7}}, {{'images': [...], 'weight': 0.3}}] or as text alice:0.7, {PHOTOS}:0.3",
+    )
+    slider_positive: IdentitySource | None = arg(  # noqa: RUF009 - a field specifier
+        None,
+        label="Slider: positive identity",
+        key="HyperLoRA slider positive",
+        widget="dropdown",
+        hint="the identity applied at +strength",
+    )
+    slider_negative: IdentitySource | None = arg(  # noqa: RUF009 - a field specifier
+        None,
+        label="Slider: negative identity",
+        key="HyperLoRA slider negative",
+        widget="dropdown",
+        hint="the identity applied at -strength",
+    )
+    slider_strength: float = arg(
+        0.5,
+        label="Slider strength",
+        key="HyperLoRA slider strength",
+        widget="slider",
+        range=SLIDER_RANGE,
+        hint="0 turns the slider off",
+    )
     # The dtype an infotext says its identity was made in ("" when not known): only compared with
     # the dtype this machine uses, to warn that a pasted image may not come out the same.
-    dtype: str = ""
+    dtype: str = arg(
+        "",
+        label="Encoder dtype",
+        key="HyperLoRA dtype",
+        widget="hidden",
+        hint="the encoders' dtype of an earlier image (fp32, bf16, fp16): a warning if this "
+        "machine's differs",
+    )
 
     def __post_init__(self) -> None:
         # Normalise and validate every field, so any instance that exists is valid.
@@ -73,6 +177,11 @@ class HyperLoRAArgs:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def specs(cls) -> dict[str, ArgSpec]:
+        """Each field's label, infotext key, hint, widget kind and range."""
+        return specs(cls)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> HyperLoRAArgs:

@@ -20,6 +20,7 @@ from hyperlora_ext.facts import (
     MAX_IMAGES,
     MAX_MIX_PARTS,
     MAX_TOTAL_IMAGES,
+    PHOTOS,
     WEIGHT_RANGE,
 )
 
@@ -226,8 +227,8 @@ def test_a_mix_text_never_names_an_identity_by_its_weight(text):
     if args is None:
         return
     for part, item in zip(args.mix, [i for i in text.split(",") if i.strip()], strict=True):
-        assert part.source.identity == item.rpartition(":")[0].strip() or ":" not in item
-        assert part.source.photos or part.source.identity
+        name = item.rpartition(":")[0] if ":" in item else item
+        assert (PHOTOS if part.source.photos else part.source.identity) == name.strip()
 
 
 @SETTINGS

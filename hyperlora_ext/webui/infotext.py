@@ -12,30 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
+from hyperlora_ext.arg_table import PREFIX
 from hyperlora_ext.args import HyperLoRAArgs, IdentitySource, MixPart
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS
 
-PREFIX = "HyperLoRA "
-MODEL = "HyperLoRA model"
-WEIGHT = "HyperLoRA weight"
+# The arguments' keys are declared with the arguments (HyperLoRAArgs.specs()).
+KEYS = {name: spec.key for name, spec in HyperLoRAArgs.specs().items() if spec.key}
+MODEL = KEYS["model"]
+WEIGHT = KEYS["weight"]
 DIGEST = "HyperLoRA identity"
-DTYPE = "HyperLoRA dtype"  # the encoders' dtype: it changes the identity's last bits
+DTYPE = KEYS["dtype"]  # the encoders' dtype: it changes the identity's last bits
 ERROR = ERROR_LABEL
 WARNING = "HyperLoRA warning"
 # field -> key, for options written only when they differ from the default
-OPTION_KEYS = {
-    "trigger_words": "HyperLoRA trigger words",
-    "face": "HyperLoRA face",
-    "face_index": "HyperLoRA face index",
-    "remove_background": "HyperLoRA remove background",
-    "grayscale": "HyperLoRA grayscale",
-    "identity": "HyperLoRA saved identity",
-}
-PHOTO_WEIGHTS = "HyperLoRA photo weights"
-MIX = "HyperLoRA mix"
-SLIDER_POSITIVE = "HyperLoRA slider positive"
-SLIDER_NEGATIVE = "HyperLoRA slider negative"
-SLIDER_STRENGTH = "HyperLoRA slider strength"
+OPTIONS = ("trigger_words", "face", "face_index", "remove_background", "grayscale", "identity")
+OPTION_KEYS = {name: KEYS[name] for name in OPTIONS}
+PHOTO_WEIGHTS = KEYS["photo_weights"]
+MIX = KEYS["mix"]
+SLIDER_POSITIVE = KEYS["slider_positive"]
+SLIDER_NEGATIVE = KEYS["slider_negative"]
+SLIDER_STRENGTH = KEYS["slider_strength"]
 SLIDER_DIGESTS = "HyperLoRA slider identities"  # positive/negative identity digests
 
 
