@@ -15,9 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hyperlora_ext.arg_table import ArgSpec, arg, specs
 from hyperlora_ext.errors import ArgumentError
 from hyperlora_ext.facts import (
+    DTYPES,
+    MAX_FACE_INDEX,
     MAX_IMAGES,
+    MAX_MIX_PARTS,
+    MAX_TOTAL_IMAGES,
     PHOTOS,
     RECOMMENDED_WEIGHT,
     SLIDER_RANGE,
@@ -28,29 +33,134 @@ from hyperlora_ext.facts import (
     too_many_images,
 )
 
-__all__ = ["HyperLoRAArgs", "add_trigger_words"]
+__all__ = ["HyperLoRAArgs", "add_trigger_words", "ignored"]
 
 
 @dataclass(frozen=True)
 class HyperLoRAArgs:
     """HyperLoRA settings for one generation. Field order is the ``ui()`` component order."""
 
-    enabled: bool = False
-    images: tuple[Any, ...] = ()
-    model: str = ""
-    weight: float = RECOMMENDED_WEIGHT
-    trigger_words: bool = True
-    face: str = "largest"
-    face_index: int = 0
-    remove_background: bool = True
-    grayscale: bool = False
-    identity: str = ""
+    # Each field's label, infotext key, hint, widget and range: hyperlora_ext.arg_table.
+    enabled: bool = arg(
+        False,
+        label="Enable",
+        key="",
+        widget="checkbox",
+        hint="turn HyperLoRA on for this generation",
+    )
+    images: tuple[Any, ...] = arg(
+        (),
+        label="Reference photos",
+        key="",
+        widget="photos",
+        hint=f"1 to {MAX_IMAGES} photos of the person (never stored in the infotext)",
+    )
+    model: str = arg(
+        "",
+        label="Model",
+        key="HyperLoRA model",
+        widget="dropdown",
+        hint="HyperLoRA model folder name; empty: the default model",
+    )
+    weight: float = arg(
+        RECOMMENDED_WEIGHT,
+        label="Weight",
+        key="HyperLoRA weight",
+        widget="slider",
+        range=WEIGHT_RANGE,
+        hint="strength of the identity LoRA",
+    )
+    trigger_words: bool = arg(
+        True,
+        label="Add trigger words",
+        key="HyperLoRA trigger words",
+        widget="checkbox",
+        hint="prepend the words the models were trained with to the prompt",
+    )
+    face: str = arg(
+        "largest",
+        label="Face",
+        key="HyperLoRA face",
+        widget="radio",
+        hint="which face of a group photo: largest, index or best_score",
+    )
+    face_index: int = arg(
+        0,
+        label="Face index",
+        key="HyperLoRA face index",
+        widget="number",
+        range=(0, MAX_FACE_INDEX),
+        hint="with face=index: 0 is the leftmost face",
+    )
+    remove_background: bool = arg(
+        True,
+        label="Remove background",
+        key="HyperLoRA remove background",
+        widget="checkbox",
+        hint="grey out everything but the face before encoding",
+    )
+    grayscale: bool = arg(
+        False,
+        label="Grayscale",
+        key="HyperLoRA grayscale",
+        widget="checkbox",
+        hint="encode the photos in grayscale",
+    )
+    identity: str = arg(
+        "",
+        label="Saved identity (used instead of photos)",
+        key="HyperLoRA saved identity",
+        widget="dropdown",
+        hint="the name of a saved identity, used instead of photos",
+    )
     # Advanced: relative weights of the photos, a mix of identities, a slider.
-    photo_weights: tuple[float, ...] = ()
-    mix: tuple[MixPart, ...] = ()
-    slider_positive: IdentitySource | None = None
-    slider_negative: IdentitySource | None = None
-    slider_strength: float = 0.5
+    photo_weights: tuple[float, ...] = arg(
+        (),
+        label="Photo weights",
+        key="HyperLoRA photo weights",
+        widget="text",
+        hint="relative weight of each photo, in order (default: equal)",
+    )
+    mix: tuple[MixPart, ...] = arg(
+        (),
+        label="Mix identities",
+        key="HyperLoRA mix",
+        widget="text",
+        hint=f"identities to mix (at most {MAX_MIX_PARTS}): [{{'identity': 'alice', 'weight': "
+        f"0.7}}, {{'images': [...], 'weight': 0.3}}] or as text alice:0.7, {PHOTOS}:0.3",
+    )
+    slider_positive: IdentitySource | None = arg(  # noqa: RUF009 - a field specifier
+        None,
+        label="Slider: positive identity",
+        key="HyperLoRA slider positive",
+        widget="dropdown",
+        hint="the identity applied at +strength",
+    )
+    slider_negative: IdentitySource | None = arg(  # noqa: RUF009 - a field specifier
+        None,
+        label="Slider: negative identity",
+        key="HyperLoRA slider negative",
+        widget="dropdown",
+        hint="the identity applied at -strength",
+    )
+    slider_strength: float = arg(
+        0.5,
+        label="Slider strength",
+        key="HyperLoRA slider strength",
+        widget="slider",
+        range=SLIDER_RANGE,
+        hint="0 turns the slider off",
+    )
+    # The dtype an infotext says its identity was made in ("" when not known): only compared with
+    # the dtype this machine uses, to warn that a pasted image may not come out the same.
+    dtype: str = arg(
+        "",
+        label="Encoder dtype",
+        key="HyperLoRA dtype",
+        widget="hidden",
+        hint="the encoders' dtype of an earlier image (fp32, bf16, fp16): a warning if this "
+        "machine's differs",
+    )
 
     def __post_init__(self) -> None:
         # Normalise and validate every field, so any instance that exists is valid.
@@ -67,6 +177,11 @@ class HyperLoRAArgs:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def specs(cls) -> dict[str, ArgSpec]:
+        """Each field's label, infotext key, hint, widget kind and range."""
+        return specs(cls)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> HyperLoRAArgs:
@@ -205,6 +320,7 @@ def _photo_weights(value: Any, field: str = "photo_weights") -> tuple[float, ...
 
 
 SOURCE_KEYS = ("identity", "images", "photo_weights")
+MIX_PART_KEYS = (*SOURCE_KEYS, "weight")
 
 
 def _source(field: str):
@@ -227,11 +343,13 @@ def _source(field: str):
     return check
 
 
-def _source_from_dict(field: str, value: Mapping[str, Any]) -> IdentitySource:
-    unknown = [str(k) for k in value if k not in SOURCE_KEYS]
+def _source_from_dict(
+    field: str, value: Mapping[str, Any], known: Sequence[str] = SOURCE_KEYS
+) -> IdentitySource:
+    unknown = [str(k) for k in value if k not in known]
     if unknown:
         raise ArgumentError(
-            f"{field}.{unknown[0]}", f"unknown field; known fields: {', '.join(SOURCE_KEYS)}"
+            f"{field}.{unknown[0]}", f"unknown field; known fields: {', '.join(known)}"
         )
     identity = _str(f"{field}.identity")(value.get("identity"))
     images = _images(value.get("images"), f"{field}.images")
@@ -254,15 +372,22 @@ def _mix(value: Any) -> tuple[MixPart, ...]:
         value = [_mix_text_item(item) for item in value.split(",") if item.strip()]
     if isinstance(value, (bytes, Mapping)) or not isinstance(value, Sequence):
         raise ArgumentError("mix", f"expected a list of identities, got {type(value).__name__}")
+    if len(value) > MAX_MIX_PARTS:
+        raise ArgumentError("mix", f"{len(value)} identities; a mix takes at most {MAX_MIX_PARTS}")
     parts = tuple(_mix_part(number, item) for number, item in enumerate(value, 1))
     _relative_weights("mix", [part.weight for part in parts])
     return parts
 
 
 def _mix_text_item(item: str) -> dict[str, Any]:
-    name, _, weight = item.rpartition(":")
-    if not name.strip():
+    name, colon, weight = item.rpartition(":")
+    if not colon:
         name, weight = weight, "1"
+    if not name.strip():
+        raise ArgumentError(
+            "mix",
+            f"{item.strip()!r} names no identity before ':'; write NAME:WEIGHT, e.g. alice:0.5",
+        )
     return {"identity": name, "weight": weight}
 
 
@@ -273,7 +398,9 @@ def _mix_part(number: int, item: Any) -> MixPart:
     if not isinstance(item, Mapping):
         raise ArgumentError(field, f"expected {{'identity' or 'images', 'weight'}}, got {item!r}")
     weight = _number(f"{field}.weight", item.get("weight", 1.0), 0, 1e6)
-    source = _source(field)({k: v for k, v in item.items() if k != "weight"})
+    source = _source_from_dict(
+        field, {k: v for k, v in item.items() if k != "weight"}, MIX_PART_KEYS
+    )
     if source is not None and source.identity == PHOTOS:
         source = IdentitySource(photos=True)
     return MixPart(source, weight)
@@ -317,6 +444,54 @@ def _check_together(args: HyperLoRAArgs) -> None:
     if (args.slider_positive is None) != (args.slider_negative is None):
         missing = "slider_negative" if args.slider_negative is None else "slider_positive"
         raise ArgumentError(missing, "a slider needs both a positive and a negative identity")
+    _check_total_images(args)
+
+
+def _photo_sets(args: HyperLoRAArgs) -> list[tuple[str, int]]:
+    """(field, photo count) of every photo set the generation may encode, in request order."""
+    sets = [("images", len(args.images))]
+    sets += [(f"mix.{n}.images", len(p.source.images)) for n, p in enumerate(args.mix, 1)]
+    for field in ("slider_positive", "slider_negative"):
+        source = getattr(args, field)
+        sets.append((f"{field}.images", len(source.images) if source else 0))
+    return sets
+
+
+def _check_total_images(args: HyperLoRAArgs) -> None:
+    total = 0
+    for field, count in _photo_sets(args):
+        total += count
+        if total > MAX_TOTAL_IMAGES:
+            raise ArgumentError(
+                field, f"{total} photos in all (photos, mix parts and slider sides); at most "
+                f"{MAX_TOTAL_IMAGES} per generation"
+            )  # fmt: skip
+
+
+def ignored(args: HyperLoRAArgs) -> list[str]:
+    """What in ``args`` has no effect, one line each (a warning for the infotext and the API)."""
+    notes = []
+    if args.photo_weights and args.identity and not args.mix:
+        notes.append(
+            f"photo weights are ignored: the saved identity {args.identity!r} is used, not photos"
+        )
+    plus, minus = args.slider_positive, args.slider_negative
+    if plus is None and args.slider_strength != HyperLoRAArgs.slider_strength:
+        notes.append("slider strength is ignored: no slider identities are given")
+    if args.slider and plus == minus:
+        notes.append(
+            f"the slider has {plus.label() if plus else ''!r} on both sides; it changes nothing"
+        )
+    return notes
+
+
+def _dtype(value: Any) -> str:
+    text = _str("dtype")(value).lower()
+    if text and text not in DTYPES:
+        raise ArgumentError(
+            "dtype", f"expected one of {', '.join(DTYPES)} (or empty), got {value!r}"
+        )
+    return text
 
 
 def _face(value: Any) -> str:
@@ -368,6 +543,7 @@ _CHECKS = {
     "slider_positive": _source("slider_positive"),
     "slider_negative": _source("slider_negative"),
     "slider_strength": _slider_strength,
+    "dtype": _dtype,
 }
 
 

@@ -38,11 +38,16 @@ TRIGGER_WORDS = "fcsks fxhks fhyks"
 # ------------------------------------------------------------------------ photo limits
 MAX_IMAGES = 16  # photos per generation or request
 MAX_IMAGE_BYTES = 20 * MB  # file size of one photo
+# A mix, and all the photos of one generation or request (its photos, every mix part's and both
+# slider sides'): each photo set is one prediction holding the queue, so their total is bounded.
+MAX_MIX_PARTS = 8
+MAX_TOTAL_IMAGES = 2 * MAX_IMAGES
 # A photo sent as text: an optional ``data:image/...;base64,`` prefix, then base64.
 DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 # ----------------------------------------------------------------------------- devices
 DEVICES = ("auto", "cpu", "cuda")  # where the encoders and face analysis may run
+DTYPES = ("fp32", "bf16", "fp16")  # the encoders' dtypes; the infotext names the one used
 
 # ------------------------------------------------------------------- package flavours
 # Distributions that install the same import package: one present satisfies a requirement on any,

@@ -34,8 +34,11 @@ class Identity:
     # The encoders' dtype ("fp32", "bf16", "fp16"): it changes the LoRA's last bits; "" when
     # unknown (a saved identity).
     dtype: str = ""
+    # What the request asked for that had no effect or may not give what was asked (the studio's
+    # notes, e.g. a model a mix ignored): shown beside the photos' warnings.
+    notes: tuple[str, ...] = ()
 
     @property
     def warnings(self) -> list[str]:
-        """One line per photo that was not used, and why."""
-        return [f"{r.label}: {r.reason}" for r in self.reports if not r.used]
+        """One line per photo that was not used, and why; then the notes."""
+        return [f"{r.label}: {r.reason}" for r in self.reports if not r.used] + list(self.notes)

@@ -7,14 +7,22 @@ import base64
 import contextlib
 import io
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hyperlora_ext.args import ArgumentError, HyperLoRAArgs
+from hyperlora_ext.args import ArgumentError, HyperLoRAArgs, ignored
 from hyperlora_ext.encoders.images import decode_image_payload, load_image
 from hyperlora_ext.errors import ImageError
-from hyperlora_ext.facts import MAX_FACE_INDEX, WEIGHT_RANGE
+from hyperlora_ext.facts import (
+    MAX_FACE_INDEX,
+    MAX_IMAGES,
+    MAX_MIX_PARTS,
+    MAX_TOTAL_IMAGES,
+    PHOTOS,
+    WEIGHT_RANGE,
+)
 
 FIELDS = HyperLoRAArgs.field_names()
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -159,3 +167,86 @@ def test_api_decoding_raises_only_image_error_and_never_reads_files(source):
     assert isinstance(data, bytes) and 0 < len(data) <= 1000
     with contextlib.suppress(ImageError):
         load_image(data, "image 3")
+
+
+# ------------------------------------------------------------ mixes and sliders, across parts
+names = st.sampled_from(["alice", "bob", "@photos", "", " ", ":", "0.5", "a:b"]) | st.text(
+    max_size=6
+)
+part_keys = st.sampled_from(["identity", "images", "photo_weights", "weight", "wieght"])
+photo_lists = st.lists(st.sampled_from(["a.png", "b.png"]) | json_scalars, max_size=MAX_IMAGES + 1)
+part_values = names | photo_lists | json_values
+parts = st.dictionaries(part_keys, part_values, max_size=4) | names | json_scalars
+mix_texts = st.lists(
+    st.tuples(names, st.sampled_from(["", ":", ":0.5", ":-1", ":x", ":1e400", "::2"])).map("".join),
+    max_size=MAX_MIX_PARTS + 2,
+).map(", ".join)
+mixes = st.lists(parts, max_size=MAX_MIX_PARTS + 2) | mix_texts | json_values
+sides = parts | st.none()
+argument_sets = st.fixed_dictionaries(
+    {},
+    optional={
+        "images": photo_lists,
+        "identity": names,
+        "photo_weights": st.lists(json_scalars, max_size=4) | st.text(max_size=8),
+        "mix": mixes,
+        "slider_positive": sides,
+        "slider_negative": sides,
+        "slider_strength": json_scalars,
+        "slider": st.dictionaries(
+            st.sampled_from(["positive", "negative", "strength", "x"]), sides, max_size=3
+        ),
+        "dtype": st.sampled_from(["fp32", "bf16", "fp8", "", "FP16"]) | json_scalars,
+    },
+)
+
+
+def photo_count(args: HyperLoRAArgs) -> int:
+    sources = [part.source for part in args.mix] + [args.slider_positive, args.slider_negative]
+    return len(args.images) + sum(len(s.images) for s in sources if s is not None)
+
+
+@SETTINGS
+@given(argument_sets)
+def test_mixes_and_sliders_raise_only_argument_errors_within_the_limits(values):
+    args = parses_or_argument_error(HyperLoRAArgs.from_dict, values)
+    if args is None:
+        return
+    assert len(args.mix) <= MAX_MIX_PARTS and photo_count(args) <= MAX_TOTAL_IMAGES
+    assert all(
+        part.source.identity != "" or part.source.images or part.source.photos for part in args.mix
+    )
+    assert args == HyperLoRAArgs.from_dict(args.to_dict())
+    assert all(isinstance(note, str) and note for note in ignored(args))
+
+
+@SETTINGS
+@given(mix_texts)
+def test_a_mix_text_never_names_an_identity_by_its_weight(text):
+    args = parses_or_argument_error(HyperLoRAArgs.from_dict, {"mix": text})
+    if args is None:
+        return
+    for part, item in zip(args.mix, [i for i in text.split(",") if i.strip()], strict=True):
+        name = item.rpartition(":")[0] if ":" in item else item
+        assert (PHOTOS if part.source.photos else part.source.identity) == name.strip()
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["alice", "bob", "carol", "@photos"]),
+            st.floats(0, 1e6, allow_subnormal=False),
+        ),
+        min_size=1,
+        max_size=MAX_MIX_PARTS,
+    ).filter(lambda items: any(weight for _, weight in items))
+)
+def test_a_mix_pastes_back_from_its_infotext_text(items):
+    from hyperlora_ext.webui.infotext import format_mix
+
+    mix = [{"identity": name, "weight": weight} for name, weight in items]
+    args = HyperLoRAArgs.from_dict({"mix": mix, "images": ["a.png"]})
+    pasted = HyperLoRAArgs.from_dict({"mix": format_mix(args.mix), "images": ["a.png"]})
+    assert [p.source for p in pasted.mix] == [p.source for p in args.mix]
+    assert [p.weight for p in pasted.mix] == pytest.approx([p.weight for p in args.mix], rel=1e-3)

@@ -46,10 +46,18 @@ class Patch:
     name: str  # unique within a job: the digest, with the role's prefix (ROLE_PREFIXES)
     role: str = IDENTITY
     digest: str = ""  # the LoRA's digest (the infotext names it)
+    model: str = ""  # the HyperLoRA model that made it (messages name it)
 
     @classmethod
-    def of(cls, lora: Mapping[str, torch.Tensor], digest: str, weight: float, role: str) -> Patch:
-        return cls(lora, weight, ROLE_PREFIXES[role] + digest, role, digest)
+    def of(
+        cls,
+        lora: Mapping[str, torch.Tensor],
+        digest: str,
+        weight: float,
+        role: str,
+        model: str = "",
+    ) -> Patch:
+        return cls(lora, weight, ROLE_PREFIXES[role] + digest, role, digest, model)
 
 
 class HostAdapter(Protocol):

@@ -33,6 +33,7 @@ from hyperlora_ext.errors import (
     InvalidNameError,
     ModelNotFoundError,
     NoFaceError,
+    NoReferenceError,
     about,
 )
 from hyperlora_ext.facts import LORA_SUFFIX, MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
@@ -290,6 +291,7 @@ def _encode(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str
     response: dict[str, Any] = {
         "digest": identity.digest,
         "model": identity.model,
+        "dtype": identity.dtype,
         "photos_used": identity.photos,
         "cache_hit": identity.cache_hit,
         "seconds": round(identity.seconds, 3),
@@ -316,7 +318,8 @@ def _encode_request(
     from hyperlora_ext.store import check_name
 
     option_fields = (
-        "model", "face", "face_index", "remove_background", "grayscale", "photo_weights", "mix"
+        "model", "face", "face_index", "remove_background", "grayscale", "photo_weights", "mix",
+        "dtype",
     )  # fmt: skip
     args = HyperLoRAArgs.from_dict({k: data[k] for k in option_fields if k in data})
     save_as = data["save_as"]
@@ -384,16 +387,8 @@ def _likeness(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[s
 def _identity_reference(backend: Services, name: Any) -> Any:
     if not isinstance(name, str):
         raise ApiError(422, f"'identity' must be a name, got {name!r}", "identity")
-    with about("identity", InvalidNameError, IdentityNotFoundError):
-        record = backend.store().record(name)
-    if not record.reference_embedding:
-        raise ApiError(
-            422,
-            f"the saved identity {name!r} has no likeness reference (it was saved before this "
-            "version): save it again from its photos, or send 'reference_images'",
-            "identity",
-        )
-    return record.reference_embedding
+    with about("identity", InvalidNameError, IdentityNotFoundError, NoReferenceError):
+        return backend.store().likeness_reference(name)
 
 
 def _reference_photos(value: Any, limits: Limits) -> list[bytes]:

@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from hyperlora_ext.facts import FACE_CHOICES, MAX_FACE_INDEX, MAX_IMAGES
+from hyperlora_ext.args import HyperLoRAArgs
+from hyperlora_ext.facts import MAX_IMAGES
 
 MIN_CROP_SIDE, MAX_CROP_SIDE = 16, 1024
 PHOTOS = (
@@ -19,6 +20,15 @@ PHOTOS = (
 
 
 # ------------------------------------------------------------------------------- requests
+def _arg(name: str, default: Any = ...) -> Any:
+    """The request field of the generation argument ``name``: its default, hint and range as the
+    argument model declares them (hyperlora_ext.arg_table)."""
+    spec = HyperLoRAArgs.specs()[name]
+    low, high = spec.range or (None, None)
+    default = getattr(HyperLoRAArgs, name) if default is ... else default
+    return Field(default, description=spec.hint, ge=low, le=high)
+
+
 class DetectRequest(BaseModel):
     """Faces in posted photos."""
 
@@ -34,23 +44,14 @@ class EncodeRequest(BaseModel):
     file."""
 
     images: list[str] | None = Field(None, description=PHOTOS + "; optional with a mix")
-    photo_weights: list[float] | None = Field(
-        None, description="relative weight of each photo (default: equal)"
-    )
-    mix: list[dict[str, Any]] | None = Field(
-        None,
-        description='identities to mix, e.g. [{"identity": "alice", "weight": 0.7}, '
-        '{"images": [...], "weight": 0.3}]',
-    )
-    model: str = Field("", description="HyperLoRA model folder name; empty: the first installed")
-    face: str = Field(
-        "largest", description=f"which face of a group photo: {', '.join(FACE_CHOICES)}"
-    )
-    face_index: int = Field(
-        0, ge=0, le=MAX_FACE_INDEX, description="with face=index: 0 is the leftmost face"
-    )
-    remove_background: bool = True
-    grayscale: bool = False
+    photo_weights: list[float] | None = _arg("photo_weights", None)
+    mix: list[dict[str, Any]] | None = _arg("mix", None)
+    model: str = _arg("model")
+    face: str = _arg("face")
+    face_index: int = _arg("face_index")
+    remove_background: bool = _arg("remove_background")
+    grayscale: bool = _arg("grayscale")
+    dtype: str = _arg("dtype")
     save_as: str | None = Field(None, description="save under this identity name")
     overwrite: bool = Field(False, description="replace an identity of the same name")
     return_lora: bool = Field(False, description="include the .safetensors file as base64")
@@ -199,6 +200,7 @@ class IdentityList(BaseModel):
 class EncodeResponse(BaseModel):
     digest: str
     model: str
+    dtype: str = Field("", description="the encoders' dtype (fp32, bf16, fp16); '' if unknown")
     photos_used: int
     cache_hit: bool
     seconds: float

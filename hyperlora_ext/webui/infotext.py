@@ -2,7 +2,9 @@
 
 Keys follow A1111's rule ``\\w[\\w \\-/]+`` (no ``:`` or ``.``). The model, weight and identity
 digest are always written; other options only when they differ from the defaults. The photos
-themselves are not in the infotext, so pasting restores the settings, not the identity.
+themselves are not in the infotext, so pasting restores the settings, not the identity. The
+encoders' dtype is written too: pasted, it is compared with this machine's (a warning when they
+differ, as the same photos then give a slightly different identity).
 """
 
 from __future__ import annotations
@@ -10,29 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
+from hyperlora_ext.arg_table import PREFIX
 from hyperlora_ext.args import HyperLoRAArgs, IdentitySource, MixPart
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS
 
-PREFIX = "HyperLoRA "
-MODEL = "HyperLoRA model"
-WEIGHT = "HyperLoRA weight"
+# The arguments' keys are declared with the arguments (HyperLoRAArgs.specs()).
+KEYS = {name: spec.key for name, spec in HyperLoRAArgs.specs().items() if spec.key}
+MODEL = KEYS["model"]
+WEIGHT = KEYS["weight"]
 DIGEST = "HyperLoRA identity"
+DTYPE = KEYS["dtype"]  # the encoders' dtype: it changes the identity's last bits
 ERROR = ERROR_LABEL
 WARNING = "HyperLoRA warning"
 # field -> key, for options written only when they differ from the default
-OPTION_KEYS = {
-    "trigger_words": "HyperLoRA trigger words",
-    "face": "HyperLoRA face",
-    "face_index": "HyperLoRA face index",
-    "remove_background": "HyperLoRA remove background",
-    "grayscale": "HyperLoRA grayscale",
-    "identity": "HyperLoRA saved identity",
-}
-PHOTO_WEIGHTS = "HyperLoRA photo weights"
-MIX = "HyperLoRA mix"
-SLIDER_POSITIVE = "HyperLoRA slider positive"
-SLIDER_NEGATIVE = "HyperLoRA slider negative"
-SLIDER_STRENGTH = "HyperLoRA slider strength"
+OPTIONS = ("trigger_words", "face", "face_index", "remove_background", "grayscale", "identity")
+OPTION_KEYS = {name: KEYS[name] for name in OPTIONS}
+PHOTO_WEIGHTS = KEYS["photo_weights"]
+MIX = KEYS["mix"]
+SLIDER_POSITIVE = KEYS["slider_positive"]
+SLIDER_NEGATIVE = KEYS["slider_negative"]
+SLIDER_STRENGTH = KEYS["slider_strength"]
 SLIDER_DIGESTS = "HyperLoRA slider identities"  # positive/negative identity digests
 
 
@@ -48,11 +47,14 @@ def write(
     digest: str,
     *,
     slider_digests: Sequence[str] = (),
+    dtype: str = "",
 ) -> None:
     clear(params)
     params[MODEL] = args.model
     params[WEIGHT] = format_weight(args.weight)
     params[DIGEST] = digest
+    if dtype:
+        params[DTYPE] = dtype
     for field, value in args.changed_from_default().items():
         if field in OPTION_KEYS:
             params[OPTION_KEYS[field]] = str(value)
@@ -131,9 +133,10 @@ def paste_rules() -> list[tuple[str, str | Callable[[dict], Any]]]:
         ("slider_positive", saved(SLIDER_POSITIVE)),
         ("slider_negative", saved(SLIDER_NEGATIVE)),
         ("slider_strength", text(SLIDER_STRENGTH, format_weight(defaults.slider_strength))),
+        ("dtype", text(DTYPE)),
     ]
 
 
 def paste_field_names() -> list[str]:
     advanced = [PHOTO_WEIGHTS, MIX, SLIDER_POSITIVE, SLIDER_NEGATIVE, SLIDER_STRENGTH]
-    return [MODEL, WEIGHT, *OPTION_KEYS.values(), *advanced]
+    return [MODEL, WEIGHT, *OPTION_KEYS.values(), *advanced, DTYPE]

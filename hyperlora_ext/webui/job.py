@@ -101,12 +101,16 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
         with doing("matching the identity to the checkpoint"):
             outcome = host.get_adapter(p).check(p, patch.lora, patch.name)
         if outcome.matched == 0:  # known now, before the trigger words would change the prompt
-            report(p, _skipped(outcome, patch))
+            report(p, _skipped(p, outcome, patch))
             return
     state = job_state.of(p)
     state.identity, state.patches = identity, patches
     slider = [patch.digest for patch in patches if patch.role != IDENTITY]
-    infotext.write(p.extra_generation_params, options, identity.digest, slider_digests=slider)
+    infotext.write(
+        p.extra_generation_params, options, identity.digest, slider_digests=slider,
+        dtype=identity.dtype,
+    )  # fmt: skip
+    _warn(p, identity.notes)
     _write_errors(p)  # e.g. the clean-up of the previous job failed
     if options.trigger_words:
         for name in ("all_prompts", "all_hr_prompts"):
@@ -127,7 +131,7 @@ def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Identity, tuple[Patch, ..
     with doing(_action(options)):
         identity = studio.resolve(options, ctx)
     options = options.replace(model=identity.model)
-    patches = [Patch.of(identity.lora, identity.digest, options.weight, IDENTITY)]
+    patches = [Patch.of(identity.lora, identity.digest, options.weight, IDENTITY, identity.model)]
     if options.slider:
         try:
             with doing("preparing the slider's identities"):
@@ -135,8 +139,8 @@ def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Identity, tuple[Patch, ..
         except HyperLoRAError as error:  # say which part failed; the message names the side
             raise HyperLoRAError(f"slider: {error}") from error.__cause__  # unexpected: logged
         strength = options.slider_strength
-        patches.append(Patch.of(plus.lora, plus.digest, strength, SLIDER_POSITIVE))
-        patches.append(Patch.of(minus.lora, minus.digest, -strength, SLIDER_NEGATIVE))
+        patches.append(Patch.of(plus.lora, plus.digest, strength, SLIDER_POSITIVE, plus.model))
+        patches.append(Patch.of(minus.lora, minus.digest, -strength, SLIDER_NEGATIVE, minus.model))
     return identity, tuple(patches), options
 
 
@@ -164,18 +168,32 @@ def apply(p: Any) -> None:
         if outcome.matched == 0:
             _take_out(p)  # a slider without one of its sides would be a different image
             state.drop_identity()
-            report(p, _skipped(outcome, patch))
+            report(p, _skipped(p, outcome, patch))
             return
     for outcome in outcomes:
         if outcome.matched < outcome.expected:
             message = f"only {outcome.matched} of {outcome.expected} layers matched this checkpoint"
-            p.extra_generation_params[infotext.WARNING] = message
-            p.comment(f"HyperLoRA: {message}")
+            _warn(p, (*state.identity.notes, message))
             return
 
 
-def _skipped(outcome: Any, patch: Patch) -> str:
-    reason = outcome.reasons[0] if outcome.reasons else "no layer matched"
+def _warn(p: Any, notes: tuple[str, ...]) -> None:
+    """The job's warnings in the infotext and the UI's comments (the same text every call)."""
+    if notes:
+        message = "; ".join(notes)
+        p.extra_generation_params[infotext.WARNING] = message
+        p.comment(f"HyperLoRA: {message}")
+
+
+def _skipped(p: Any, outcome: Any, patch: Patch) -> str:
+    """Why nothing of ``patch`` was applied: a checkpoint HyperLoRA cannot patch at all, or a
+    model none of whose layers fits this checkpoint (one layer's reason as the example)."""
+    reason = host.unsupported_reason(p.sd_model)
+    if reason is None:
+        model = f"HyperLoRA model {patch.model!r}" if patch.model else "the HyperLoRA model"
+        reason = f"none of the {outcome.expected} layers of {model} fit this checkpoint"
+        if outcome.reasons:
+            reason += f" (e.g. {outcome.reasons[0]})"
     side = {SLIDER_POSITIVE: "slider positive: ", SLIDER_NEGATIVE: "slider negative: "}
     return f"skipped, {side.get(patch.role, '')}{reason}"
 

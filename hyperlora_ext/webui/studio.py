@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hyperlora_ext.args import HyperLoRAArgs, IdentitySource
+from hyperlora_ext.args import HyperLoRAArgs, IdentitySource, ignored
 from hyperlora_ext.errors import (
     ArgumentError,
     ExportExistsError,
@@ -41,7 +41,24 @@ class Context:
 
 
 def resolve(args: HyperLoRAArgs, ctx: Context) -> Identity:
-    """The generation's identity: from a mix, a saved identity or the photos of ``args``."""
+    """The generation's identity: from a mix, a saved identity or the photos of ``args``; its
+    ``notes`` say what in ``args`` had no effect or may not reproduce a pasted image."""
+    identity = _resolve(args, ctx)
+    notes = [*identity.notes, *ignored(args), *_dtype_notes(args, identity)]
+    return replace(identity, notes=tuple(notes)) if notes else identity
+
+
+def _dtype_notes(args: HyperLoRAArgs, identity: Identity) -> list[str]:
+    if not args.dtype or not identity.dtype or args.dtype == identity.dtype:
+        return []
+    return [
+        f"the pasted settings' identity was made in {args.dtype}; this machine makes it in "
+        f"{identity.dtype} (a fixed rule of its CPU and torch build), so the image may differ "
+        "slightly from the original"
+    ]
+
+
+def _resolve(args: HyperLoRAArgs, ctx: Context) -> Identity:
     if args.mix:
         return _mixed(args, ctx)
     if args.identity:
@@ -95,7 +112,11 @@ def check_new_name(name: str, store: Any, overwrite: bool) -> None:
         )
 
 
-def _source(source: IdentitySource, args: HyperLoRAArgs, ctx: Context, field: str) -> Identity:
+def _source(
+    source: IdentitySource, args: HyperLoRAArgs, ctx: Context, field: str, label: str = ""
+) -> Identity:
+    """The identity of one mix part or slider side; ``field`` names it (``mix.2``), ``label`` its
+    photos in messages (``mix part 2``)."""
     if source.identity:
         return _saved(source.identity, args.model, ctx)
     args = args.replace(model=args.model or ctx.services.default_model())
@@ -103,7 +124,9 @@ def _source(source: IdentitySource, args: HyperLoRAArgs, ctx: Context, field: st
         if not args.images:
             raise ArgumentError(field, f"{PHOTOS} stands for the photos, but none are given")
         return _photos(args.images, args.photo_weights, args, ctx, "images")
-    return _photos(source.images, source.photo_weights, args, ctx, f"{field}.images")
+    images_field = f"{field}.images"
+    with about(images_field):  # e.g. no face: in which part's photos
+        return _photos(source.images, source.photo_weights, args, ctx, images_field, label)
 
 
 def _photos(
@@ -112,11 +135,13 @@ def _photos(
     args: HyperLoRAArgs,
     ctx: Context,
     field: str,
+    label: str = "",
 ) -> Identity:
     from hyperlora_ext.identity import IdentityOptions
 
     if ctx.is_api:  # API photos are base64 only: never let a client name a path
         images = _api_images(images, field)
+    labels = [f"{label}, image {n}" for n in range(1, len(images) + 1)] if label else None
     with ctx.stage() as progress:
         return ctx.services.pipeline().predict(
             list(images),
@@ -124,6 +149,7 @@ def _photos(
             before_compute=ctx.before_compute,
             progress=progress,
             weights=list(weights) or None,
+            labels=labels,
         )
 
 
@@ -156,21 +182,36 @@ def _mixed(args: HyperLoRAArgs, ctx: Context) -> Identity:
             "mix, or remove the photos"
         )  # fmt: skip
     store = ctx.services.store()
-    model = _mix_model(args, store, ctx)
+    saved = {
+        part.source.identity: _about("mix", store.load, part.source.identity)
+        for part in args.mix
+        if part.source.identity
+    }  # one snapshot of each: its model and likeness reference
+    model, notes = _mix_model(args, saved, ctx)
     args = args.replace(model=model)
-    tokens, references, photos = [], [], 0
-    for part in args.mix:
-        if part.source.identity:
-            tokens.append(_about("mix", store.load_tokens, part.source.identity))
-            references.append(store.record(part.source.identity).reference_embedding or None)
+    tokens, references, labels, photos = [], [], [], 0
+    reports: list[Any] = []
+    for number, part in enumerate(args.mix, 1):
+        name = part.source.identity
+        if name:
+            tokens.append(_about("mix", store.load_tokens, name))
+            references.append(saved[name].likeness_reference)
+            labels.append(name)
             continue
-        identity = _source(part.source, args, ctx, "mix")
+        label = PHOTOS if part.source.photos else f"photos of part {number}"
+        identity = _source(part.source, args, ctx, f"mix.{number}", f"mix part {number}")
         tokens.append(identity.tokens)
         references.append(identity.likeness_reference)
+        labels.append(label)
+        reports += identity.reports  # their photos' warnings, labelled with the part
         photos += identity.photos
     weights = [part.weight for part in args.mix]
-    mixed = ctx.services.pipeline().mix(tokens, weights, model)
-    return replace(mixed, photos=photos, likeness_reference=_mixed_reference(references, weights))
+    mixed = ctx.services.pipeline().mix(tokens, weights, model, labels=labels)
+    reference = _mixed_reference(references, weights)
+    return replace(
+        mixed, photos=photos, likeness_reference=reference, notes=tuple(notes),
+        reports=tuple(reports),
+    )  # fmt: skip
 
 
 def _mixed_reference(references: Sequence[Any], weights: Sequence[float]) -> Any:
@@ -183,20 +224,25 @@ def _mixed_reference(references: Sequence[Any], weights: Sequence[float]) -> Any
     return reference_embedding(references, weights)
 
 
-def _mix_model(args: HyperLoRAArgs, store: Any, ctx: Context) -> str:
-    """The one model every identity of the mix was made with (their tokens live in its space)."""
-    models: dict[str, str] = {}
-    for part in args.mix:
-        if part.source.identity:
-            record = _about("mix", store.record, part.source.identity)
-            if record.model:
-                models[part.source.identity] = record.model
+def _mix_model(
+    args: HyperLoRAArgs, saved: dict[str, Identity], ctx: Context
+) -> tuple[str, list[str]]:
+    """The one model every identity of the mix was made with (their tokens live in its space),
+    and a note when it is not the ``model`` the request named."""
+    models = {name: identity.model for name, identity in saved.items() if identity.model}
     if len(set(models.values())) > 1:
         listed = ", ".join(f"{name!r} with {model!r}" for name, model in models.items())
         raise ArgumentError(
             "mix", f"only identities of one HyperLoRA model mix; these were made {listed}"
         )
-    return next(iter(models.values()), "") or args.model or ctx.services.default_model()
+    made_with = next(iter(models.values()), "")
+    if made_with and args.model and args.model != made_with:
+        note = (
+            f"model {args.model!r} is ignored: the mix's saved identities were made with "
+            f"{made_with!r}, so the whole mix is"
+        )
+        return made_with, [note]
+    return made_with or args.model or ctx.services.default_model(), []
 
 
 def _about(field: str, work: Callable[..., Any], *args: Any) -> Any:

@@ -128,6 +128,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
     inputs = [
         enabled, images, model, weight, trigger_words, face, face_index, remove_background,
         grayscale, identity, *advanced,
+        gr.Textbox(value="", visible=False),  # the dtype: set only by pasting an infotext
     ]  # fmt: skip
     by_field = dict(zip(HyperLoRAArgs.field_names(), inputs, strict=True))
     _wire(gr, services, inputs, by_field, gallery, status, save, [save_name, overwrite])

@@ -39,9 +39,13 @@ class StubPipeline:
 
     def __init__(self, harness: Harness) -> None:
         self.harness, self.calls = harness, []  # calls: what mix was asked to mix
+        self.labels = []  # the labels= of each predict and mix call
 
-    def predict(self, images, options, *, before_compute=None, progress=None, weights=None):
+    def predict(
+        self, images, options, *, before_compute=None, progress=None, weights=None, labels=None
+    ):
         harness = self.harness
+        self.labels.append(labels)
         harness.predictions.append(
             Prediction(tuple(images), tuple(weights or ()), options.model, options.face_choice)
         )
@@ -53,14 +57,17 @@ class StubPipeline:
         lora = make_lora(harness.model, seed=seed)
         return Identity(
             lora=lora, digest=lora_digest(lora), model=options.model, photos=1, seconds=0.01,
-            tokens=torch.full((4, 3), float(seed)),
+            tokens=torch.full((4, 3), float(seed)), dtype="fp32",
         )  # fmt: skip
 
-    def mix(self, tokens, weights, model):
+    def mix(self, tokens, weights, model, labels=None):
+        self.labels.append(labels)
         self.calls.append(([t.clone() for t in tokens], list(weights), model))
         seed = int(sum(w * t.sum() for w, t in zip(weights, tokens, strict=True)))
         lora = make_lora(self.harness.model, seed=seed)
-        return Identity(lora=lora, digest=lora_digest(lora), model=model, tokens=torch.zeros(4, 3))
+        return Identity(
+            lora=lora, digest=lora_digest(lora), model=model, tokens=torch.zeros(4, 3), dtype="fp32"
+        )
 
 
 class Harness:

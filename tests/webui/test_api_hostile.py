@@ -160,3 +160,50 @@ def test_fuzz_identity_names(client, name, preview):
     quoted = "".join(c if c.isalnum() else f"%{ord(c):02X}" if ord(c) < 128 else c for c in name)
     assert_answered(client.get(f"/hyperlora/v1/identities/{quoted}", params={"preview": preview}))
     assert_answered(client.delete(f"/hyperlora/v1/identities/{quoted}"))
+
+
+# Mixes across parts and likeness arguments: a saved identity ("alice"), unknown and bad names,
+# the generation's photos, parts of photos, and every kind of weight.
+identity_names = st.sampled_from(["alice", "nobody", "@photos", "", ":", "a/b", "CON", "0.5"])
+mix_parts = st.dictionaries(
+    st.sampled_from(["identity", "images", "photo_weights", "weight", "x"]),
+    identity_names | images | values,
+    max_size=4,
+)
+mix_texts = st.lists(
+    st.tuples(identity_names, st.sampled_from(["", ":1", ":0.5", ":", ":-1", ":nan", "::"])).map(
+        "".join
+    ),
+    max_size=10,
+).map(", ".join)
+mixes = st.lists(mix_parts | identity_names | values, max_size=10) | mix_texts
+
+
+@pytest.fixture
+def saved_client(client):
+    response = client.post("/hyperlora/v1/encode", json={"images": [FACE], "save_as": "alice"})
+    assert response.status_code == 200, response.text
+    return client
+
+
+@FUZZ
+@given(mix=mixes, body=st.dictionaries(ENCODE_KEYS, values, max_size=2), photos=images)
+def test_fuzz_encode_mixes(saved_client, mix, body, photos):
+    request = {"images": photos, **body, "mix": mix}
+    assert_answered(saved_client.post("/hyperlora/v1/encode", json=request))
+
+
+@FUZZ
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "identity": identity_names | values,
+            "reference_images": images,
+            "images": images,
+            "x": values,
+        },
+    )
+)
+def test_fuzz_likeness(saved_client, body):
+    assert_answered(saved_client.post("/hyperlora/v1/likeness", json=body))

@@ -46,7 +46,10 @@ def test_scores_against_a_saved_identity(client, host):
 
     store.save("old", result.lora, model="tiny", photos=1)  # saved before references existed
     expect_error(
-        post(client, images=[FACE], identity="old"), 422, "ApiError", "no likeness reference"
+        post(client, images=[FACE], identity="old"),
+        422,
+        "NoReferenceError",
+        "no likeness reference",
     )
 
 

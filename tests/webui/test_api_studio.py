@@ -68,7 +68,7 @@ def test_mix_errors_name_the_field(client, host):
     response = client.post(URL, json={"mix": [{"identity": "alice", "weight": -1}]})
     assert expect_error(response, 422, "ArgumentError")["field"] == "mix.1.weight"
     response = client.post(URL, json={"mix": [{"images": ["/etc/passwd"], "weight": 1}]})
-    assert expect_error(response, 400, "ImageError", "path")["field"] == "mix.images"
+    assert expect_error(response, 400, "ImageError", "path")["field"] == "mix.1.images"
 
 
 def test_a_mix_saved_through_the_api_keeps_its_likeness_reference(client, host):
@@ -95,4 +95,4 @@ def test_a_large_server_file_named_in_a_request_is_refused_as_a_path(client, tmp
     for path in (str(big), str(tmp_path / "missing.png")):
         response = client.post(URL, json={"mix": [{"images": [path], "weight": 1}]})
         body = expect_error(response, 400, "ImageError", "paths and URLs are not accepted")
-        assert body["field"] == "mix.images"
+        assert body["field"] == "mix.1.images"

@@ -23,7 +23,7 @@ def test_defaults_match_the_issue():
 
 def test_positional_and_named_forms_agree():
     positional = [True, ["a.png"], "fidelity", 0.5, False, "Best score", 1, False, True, ""]
-    positional += ["2", "", "older", "younger", 0.4]  # photo weights, mix, slider
+    positional += ["2", "", "older", "younger", 0.4, "bf16"]  # photo weights, mix, slider, dtype
     named = dict(zip(HyperLoRAArgs.field_names(), positional, strict=True))
     assert HyperLoRAArgs.from_script_args(positional) == HyperLoRAArgs.from_script_args([named])
     assert HyperLoRAArgs.from_positional([True]) == HyperLoRAArgs(enabled=True)

@@ -402,3 +402,16 @@ def test_bad_values_from_the_issue_fail_visibly_through_the_api(tiny_host, field
     tiny_host.shared.state.begin()
     response = post(client, args, FAIL)
     assert response.status_code == 422 and response.json()["detail"].startswith("HyperLoRA error")
+
+
+def test_a_model_fitting_no_layer_is_named_not_one_of_its_layers(hl, monkeypatch):
+    predict = hl.pipeline.predict
+    monkeypatch.setattr(
+        hl.pipeline, "predict", lambda *a, **k: _with_lora(predict(*a, **k), unmatched)
+    )
+    p, _ = hl.job(ON)
+    error = p.extra_generation_params[infotext.ERROR]
+    layers = len({key.partition(".")[0] for key in make_lora(hl.model, seed=1)})
+    assert error.startswith(
+        f"skipped, none of the {layers} layers of HyperLoRA model 'tiny' fit this checkpoint"
+    )

@@ -177,4 +177,51 @@ def test_paste_restores_weights_mix_and_slider(webui, monkeypatch, hl):
     values = [by_component.get(id(c), no_change) for c in inputs]
     values = [c.value if v is no_change else v for c, v in zip(inputs, values, strict=True)]
     restored = HyperLoRAArgs.from_positional(values)
-    assert restored == wanted.replace(images=())
+    assert restored == wanted.replace(images=(), dtype="fp32")  # the dtype used pastes back
+
+
+# -------------------------------------------------- reproducibility and settings without effect
+def test_the_dtype_used_is_in_the_infotext(hl):
+    p, processed = hl.job(ON)
+    assert p.extra_generation_params[infotext.DTYPE] == "fp32"  # what the stub's encoders used
+    assert "HyperLoRA dtype: fp32" in processed.infotexts[0]
+    assert "made in" not in p.extra_generation_params.get(infotext.WARNING, "")
+
+
+def test_a_pasted_dtype_this_machine_does_not_use_is_a_warning(hl):
+    p, processed = hl.job({**ON, "dtype": "bf16"})
+    params = p.extra_generation_params
+    assert "made in bf16" in params[infotext.WARNING] and "fp32" in params[infotext.WARNING]
+    assert params[infotext.DTYPE] == "fp32"  # the infotext says what was used, not what was asked
+    assert "made in bf16" in processed.comments
+    assert infotext.ERROR not in params and all(ours(names) for _, names, _ in hl.samples)
+    same, _ = hl.job({**ON, "dtype": "fp32"})
+    assert "made in" not in same.extra_generation_params.get(infotext.WARNING, "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"slider_strength": 1.5}, "slider strength is ignored"),
+        ({"slider": {**SLIDER, "negative": "older"}}, "'older' on both sides"),
+        ({"identity": "older", "photo_weights": [1]}, "photo weights are ignored"),
+        ({"mix": "older:1, @photos:1", "model": "tiny_edit"}, "model 'tiny_edit' is ignored"),
+    ],
+)
+def test_settings_without_effect_are_a_warning_not_silence(hl, extra, fragment):
+    save(hl, "older", 11), save(hl, "younger", 12)
+    p, processed = hl.job({**ON, **extra})
+    params = p.extra_generation_params
+    assert fragment in params[infotext.WARNING] and infotext.ERROR not in params
+    assert fragment in processed.comments
+    assert all(ours(names) for _, names, _ in hl.samples)  # the image still has the identity
+
+
+def test_a_mix_names_its_parts_to_the_pipeline(hl):
+    save(hl, "alice", 3)
+    mix = [{"identity": "alice"}, {"images": ["b.png", "c.png"]}]
+    hl.job({"enabled": True, "model": "tiny", "mix": mix})
+    assert hl.pipeline.labels[-2] == ["mix part 2, image 1", "mix part 2, image 2"]
+    assert hl.pipeline.labels[-1] == ["alice", "photos of part 2"]
+    hl.job({**ON, "mix": "alice:1, @photos:1"})
+    assert hl.pipeline.labels[-1] == ["alice", "@photos"]
