@@ -42,7 +42,9 @@ class EncodeRequest(BaseModel):
         description='identities to mix, e.g. [{"identity": "alice", "weight": 0.7}, '
         '{"images": [...], "weight": 0.3}]',
     )
-    model: str = Field("", description="HyperLoRA model folder name; empty: the first installed")
+    model: str = Field(
+        "", description="HyperLoRA model folder name; empty: the default (fidelity when installed)"
+    )
     face: str = Field(
         "largest", description=f"which face of a group photo: {', '.join(FACE_CHOICES)}"
     )
@@ -64,6 +66,13 @@ class LikenessRequest(BaseModel):
     reference_images: list[str] | None = Field(
         None, description="photos of the person, instead of 'identity': " + PHOTOS
     )
+
+
+class RenameRequest(BaseModel):
+    """A new name for a saved identity (all its files move)."""
+
+    new_name: str = Field(..., description="the new name (the rules of save_as)")
+    overwrite: bool = Field(False, description="replace an identity of that name")
 
 
 def field_names(model: type[BaseModel]) -> tuple[str, ...]:
@@ -190,6 +199,13 @@ class IdentityRecord(BaseModel):
 
 class IdentityWithPreview(IdentityRecord):
     preview: str | None = Field(None, description="PNG, base64; with ?preview=true")
+    lora: str | None = Field(None, description="the .safetensors file, base64; with ?lora=true")
+    lora_filename: str | None = Field(None, description="NAME.safetensors; with ?lora=true")
+
+
+class RenameResponse(BaseModel):
+    renamed: str = Field(..., description="the old name")
+    identity: IdentityRecord
 
 
 class IdentityList(BaseModel):
