@@ -21,7 +21,7 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import infotext, ui_hints
+from hyperlora_ext.webui import infotext, ui_hints, ui_identities
 from hyperlora_ext.wording import counted
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
@@ -52,6 +52,7 @@ class Services:
     trigger_words_default: Callable[[], bool] = lambda: HyperLoRAArgs().trigger_words
     # Turning HyperLoRA on starts loading the encoders for this model in the background.
     preload: Callable[[str], None] = lambda model: None
+    identity_store: Callable[[], Any] | None = None  # the saved identities' gallery; None: none
 
 
 @dataclass
@@ -121,6 +122,9 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             elem_id=elem_id("identity"),
         )  # fmt: skip
         advanced = _advanced(gr, elem_id, services, defaults)
+        saved, lists = {}, [identity, *advanced[2:4]]  # "Saved identity", the slider's sides
+        if services.identity_store is not None:
+            saved = ui_identities.build(gr, elem_id, services.identity_store, lists)
         status = gr.Markdown("", elem_id=elem_id("status"))
         _status_boxes["img2img" if "img2img" in elem_id("status") else "txt2img"] = status
         with gr.Row():
@@ -137,13 +141,15 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
     by_field = dict(zip(HyperLoRAArgs.field_names(), inputs, strict=True))
     _wire(gr, services, inputs, by_field, gallery, status, save, [save_name, overwrite])
     _wire_setup(gr, services, setup, refresh, by_field, status)
+    if services.identity_store is not None:  # the panel's Refresh also re-reads the gallery
+        ui_identities.wire_refresh(gr, services.identity_store, saved, lists, refresh)
     return Panel(
         inputs=inputs,
         infotext_fields=[(by_field[f], key) for f, key in infotext.paste_rules()],
         paste_field_names=infotext.paste_field_names(),
         extras={
             "gallery": gallery, "status": status, "refresh": refresh, "save": save,
-            "overwrite": overwrite, **setup,
+            "overwrite": overwrite, **setup, **saved,
         },
     )  # fmt: skip
 
@@ -357,7 +363,7 @@ def _safe_list(lister: Callable[[], list[str]]) -> list[str]:
 # ------------------------------------------------------------------ default services
 def default_services() -> Services:
     from hyperlora_ext.webui import settings
-    from hyperlora_ext.webui.host import list_models, preload
+    from hyperlora_ext.webui.host import identity_store, list_models, preload
 
     return Services(
         list_models,
@@ -368,6 +374,7 @@ def default_services() -> Services:
         download=_download,
         trigger_words_default=lambda: settings.current().trigger_words,
         preload=preload,
+        identity_store=identity_store,
     )
 
 
