@@ -107,18 +107,24 @@ def build(
     (the first is "Saved identity", which "Use" sets)."""
     with gr.Accordion("Saved identities", open=False, elem_id=elem_id("identities")):
         gallery = gr.Gallery(
-            value=lambda: _safe_cards(store), label="Saved identities", columns=6, height=260,
-            allow_preview=False, elem_id=elem_id("identity_gallery"),
+            value=lambda: _safe_cards(store), label="Saved identities", show_label=False,
+            columns=6, height=190, allow_preview=False, elem_id=elem_id("identity_gallery"),
         )  # fmt: skip
         info = gr.Markdown(
             "Click an identity to see it and act on it.", elem_id=elem_id("identity_info")
         )
         with gr.Row():
             name = gr.Textbox(
-                label="Selected", interactive=False, elem_id=elem_id("identity_selected")
+                label="Selected",
+                interactive=False,
+                max_lines=1,
+                elem_id=elem_id("identity_selected"),
             )
             new_name = gr.Textbox(
-                label="New name", placeholder="for Rename", elem_id=elem_id("identity_new_name")
+                label="New name",
+                placeholder="for Rename",
+                max_lines=1,
+                elem_id=elem_id("identity_new_name"),
             )
             confirm = gr.Checkbox(
                 label="Confirm delete", value=False, elem_id=elem_id("identity_confirm")
@@ -128,7 +134,9 @@ def build(
                 action: gr.Button(action.capitalize(), elem_id=elem_id(f"identity_{action}"))
                 for action in ("use", "rename", "delete", "download", "refresh")
             }
-        download = gr.File(label="LoRA file", interactive=False, elem_id=elem_id("identity_file"))
+        download = gr.File(
+            label="LoRA file", interactive=False, visible=False, elem_id=elem_id("identity_file")
+        )  # shown once there is a file
     parts = {"identity_gallery": gallery, "identity_info": info, "identity_selected": name,
              "identity_new_name": new_name, "identity_confirm": confirm, "identity_file": download,
              **{f"identity_{action}": button for action, button in buttons.items()}}  # fmt: skip
@@ -189,10 +197,13 @@ def _wire(gr: Any, store: Callable[[], Any], parts: dict[str, Any], lists: list[
 
     def on_download(chosen: str) -> tuple[Any, str]:
         if not chosen:
-            return None, PICK_FIRST
+            return gr.update(value=None, visible=False), PICK_FIRST
         return _guarded(
-            lambda: (lora_download(store(), chosen), f"`{chosen}.safetensors` is ready below."),
-            (None, ""),
+            lambda: (
+                gr.update(value=lora_download(store(), chosen), visible=True),
+                f"{describe(store(), chosen)} · the LoRA file is ready below.",
+            ),
+            (gr.update(value=None, visible=False), ""),
         )
 
     changed = [gallery, name, info, *lists]

@@ -45,6 +45,10 @@ def _value(update):
     return update["value"] if isinstance(update, dict) else update.value
 
 
+def _visible(update):
+    return update["visible"] if isinstance(update, dict) else update.visible
+
+
 def _choices(update):
     choices = update["choices"] if isinstance(update, dict) else update.choices
     return [c[1] if isinstance(c, tuple | list) else c for c in choices]
@@ -114,14 +118,22 @@ def test_delete_needs_confirmation_and_clears_the_lists(store):
 def test_download_offers_a_copy_of_the_lora_file(store):
     demo, panel = _panel(store)
     download = _click(demo, panel.extras["identity_download"])
-    path, message = download("alice")
-    assert Path(path).name == "alice.safetensors" and "ready" in message
+    update, message = download("alice")
+    path = _value(update)
+    assert (
+        _visible(update) is True
+        and Path(path).name == "alice.safetensors"
+        and "**alice** · model fidelity" in message
+        and "ready below" in message
+    )
     assert Path(path).read_bytes() == store.lora_path("alice").read_bytes()
     assert Path(path).parent != store.folder  # a copy: gradio serves its temp folder
-    assert download("") == (None, ui_identities.PICK_FIRST)
+    hidden, message = download("")
+    assert _visible(hidden) is False and message == ui_identities.PICK_FIRST
     store.delete("alice")
-    none, message = download("alice")
-    assert none is None and "no saved identity named 'alice'" in message
+    hidden, message = download("alice")
+    assert _visible(hidden) is False and _value(hidden) is None
+    assert "no saved identity named 'alice'" in message
 
 
 def test_refresh_reads_the_store_again_and_drops_a_vanished_selection(store):
