@@ -52,7 +52,8 @@ const { chromium } = require("playwright-core");
     await info.getByText("likeness reference").waitFor({ timeout: 15000 });
     result.info = await info.innerText();
     await page.locator("#hl_identity_download").click();
-    await page.locator("#hl_identity_file").last().getByText("alice.safetensors").first().waitFor({ timeout: 15000 });
+    await page.waitForFunction(() => [...document.querySelectorAll("#hl_identity_file")]
+      .some((element) => /alice\s*\.safetensors/.test(element.innerText)), null, { timeout: 15000 });
     await page.locator("#hl_identities").screenshot({ path: identitiesPng });
   } finally {
     await browser.close();

@@ -1,4 +1,4 @@
-"""The accordion in a real browser: gradio 3.41 Blocks served locally, headless Chromium.
+"""The accordion in a real browser: gradio Blocks (3.41 or 4.x) served locally, headless Chromium.
 
 Needs node, Debian's chromium and playwright-core (see README "Tests"); skipped otherwise:
     apt-get install -y chromium nodejs npm
