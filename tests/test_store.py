@@ -660,3 +660,16 @@ def test_a_failed_rename_leaves_both_identities_as_they_were(store, monkeypatch)
     assert after == before
     assert [p for p in store.folder.iterdir() if p.is_dir()] == []
     assert store.load("bob").digest != store.load("alice").digest
+
+
+def test_a_lora_placed_by_hand_can_be_renamed_too(store):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    store.folder.mkdir(parents=True)
+    save_file(tiny_lora(), str(store.folder / "civitai.safetensors"), metadata={"note": "kept"})
+    record = store.rename("civitai", "mine")
+    assert store.names() == ["mine"] and _files_of(store, "mine") == ["mine.safetensors"]
+    assert record.name == "mine" and record.digest == ""  # still no record: none is invented
+    with safe_open(store.folder / "mine.safetensors", "pt") as handle:
+        assert handle.metadata() == {"note": "kept"}
