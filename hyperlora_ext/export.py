@@ -18,6 +18,7 @@ from .facts import RECOMMENDED_WEIGHT, TRIGGER_WORDS
 from .files import write_atomically
 from .lora_format import NameStyle, convert_key_style, lora_digest
 from .names import check_name
+from .wording import counted
 
 SIDE_FILES = (".json", ".preview.png")  # written beside NAME.safetensors
 
@@ -51,8 +52,10 @@ def lora_metadata(lora: dict[str, torch.Tensor], *, name: str, model: str, photo
     down = next(t for k, t in lora.items() if k.endswith(".lora_down.weight"))
     alpha = next(t for k, t in lora.items() if k.endswith(".alpha"))
     description = (
-        f"HyperLoRA identity from {photos} photo(s), model {model}. Start the prompt with "
-        f"'{TRIGGER_WORDS}, '; recommended weight {RECOMMENDED_WEIGHT}; CLIP skip 2."
+        f"HyperLoRA identity from {counted(photos, 'photo')}, model {model}. Start the prompt "
+        f"with '{TRIGGER_WORDS}, '; recommended weight {RECOMMENDED_WEIGHT}. Made for CLIP's "
+        "penultimate layer, which A1111 and Forge use for SDXL by default (ComfyUI: CLIP Set "
+        "Last Layer -2)."
     )
     return {
         "ss_base_model_version": "sdxl_base_v1-0",

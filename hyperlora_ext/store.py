@@ -10,9 +10,9 @@ Each identity ``NAME`` is these files in ``<Lora folder>/hyperlora/``:
   under a suffix no LoRA loader lists), what mixing identities needs. Identities saved before it
   existed lack it: they work as LoRAs, and a mix that names them says how to fix it.
 
-A save or delete holds ``.hyperlora.lock`` in the folder, so stores of several processes (two
-WebUIs on one folder, a script) never interleave their files; a read that meets a save half done
-reads again after it.
+A save, rename or delete holds ``.hyperlora.lock`` in the folder, so stores of several processes
+(two WebUIs on one folder, a script) never interleave their files; a read that meets a save half
+done reads again after it.
 
 Names are plain file stems: anything that could leave the folder is refused with
 :class:`InvalidNameError`. This module does not import the WebUI; the Lora folder is a parameter.
@@ -24,6 +24,8 @@ import builtins
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -38,6 +40,7 @@ from PIL import Image
 from hyperlora_ext import names
 from hyperlora_ext.cache import LruCache
 from hyperlora_ext.errors import (
+    ExportExistsError,
     HyperLoRAError,
     IdentityNotFoundError,
     InvalidNameError,
@@ -386,6 +389,39 @@ class IdentityStore:
         self._cache.clear()
         return removed
 
+    def rename(self, old: str, new: str, *, overwrite: bool = False) -> IdentityRecord:
+        """Give identity ``old`` the name ``new``; its new record.
+
+        Every file moves (LoRA, card, preview, record, tokens) or, on any failure, none does.
+        The LoRA's title metadata (``ss_output_name``, which A1111 also accepts as the prompt
+        name) is rewritten to the new name; its tensors, so its digest and tokens, stay as they
+        are. An existing ``new`` is replaced only with ``overwrite`` (else ExportExistsError).
+        """
+        check_name(old)
+        check_name(new)
+        with self._changing, _folder_lock(self.folder):
+            if not self.exists(old):
+                raise self._not_found(old)
+            if old != new:
+                self._check_rename_target(old, new, overwrite)
+                _Rename(self, old, new).run()
+                self._cache.clear()
+            return self.record(new)
+
+    def _check_rename_target(self, old: str, new: str, overwrite: bool) -> None:
+        if names.same_on_windows(old, new):
+            return  # a change of letter case: the target is the identity itself
+        twin = names.case_twin(new, self.names())
+        if twin and twin != old:
+            raise InvalidNameError(
+                f"an identity named {twin!r} exists; {new!r} differs only in letter case and "
+                "would be the same file on Windows and macOS. Use that name or another one"
+            )
+        if self.exists(new) and not overwrite:
+            raise ExportExistsError(
+                f"an identity named {new!r} exists; choose another name or allow overwriting"
+            )
+
     def _not_found(self, name: str) -> IdentityNotFoundError:
         known = ", ".join(self.names()[:20]) or "none"
         return IdentityNotFoundError(
@@ -402,6 +438,84 @@ def get_store(lora_dir: str | Path) -> IdentityStore:
     if key not in _stores:
         _stores[key] = IdentityStore(lora_dir)
     return _stores[key]
+
+
+class _Rename:
+    """One rename, undone on failure: the old files and any replaced identity's files wait in a
+    hidden staging folder (which no listing sees) until the new files are all written."""
+
+    def __init__(self, store: IdentityStore, old: str, new: str) -> None:
+        self.store, self.old, self.new = store, old, new
+        self.staging = Path(tempfile.mkdtemp(prefix=".rename-", dir=store.folder))
+        self.created: list[Path] = []
+        self.parked: list[tuple[Path, Path]] = []  # (where it was, where it waits)
+
+    def run(self) -> None:
+        try:
+            if not names.same_on_windows(self.old, self.new):
+                self._park(self.new)  # the identity it replaces: deleted with the staging folder
+            moved = dict(zip(FILE_SUFFIXES, self._park(self.old), strict=True))
+            self._write(moved)
+        except BaseException:
+            self._undo()
+            raise
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _park(self, name: str) -> list[Path | None]:
+        """Move ``name``'s files into the staging folder; where each went (None: absent)."""
+        parked: list[Path | None] = []
+        for index, path in enumerate(self.store._files(name)):
+            if not (path.is_file() or path.is_symlink()):
+                parked.append(None)
+                continue
+            spot = self.staging / f"{name}.{index}"
+            os.rename(path, spot)
+            self.parked.append((path, spot))
+            parked.append(spot)
+        return parked
+
+    def _write(self, moved: dict[str, Path | None]) -> None:
+        target = dict(zip(FILE_SUFFIXES, self.store._files(self.new), strict=True))
+        lora = moved.pop(".safetensors")
+        assert lora is not None  # the identity exists (checked under the lock)
+        self.created.append(target[".safetensors"])
+        _retitle_lora(lora, target[".safetensors"], self.new)
+        record = moved.pop(RECORD_SUFFIX)
+        for suffix, spot in moved.items():
+            if spot is not None:
+                self.created.append(target[suffix])
+                shutil.copy2(spot, target[suffix])  # a copy: the staged one stays for an undo
+        if record is not None:
+            data = read_json(record)
+            text = json.dumps(
+                {**(data if isinstance(data, dict) else {}), "name": self.new}, indent=2
+            )
+            self.created.append(target[RECORD_SUFFIX])
+            write_atomically(target[RECORD_SUFFIX], lambda tmp: Path(tmp).write_text(text, "utf-8"))
+
+    def _undo(self) -> None:
+        for path in self.created:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        for path, spot in reversed(self.parked):
+            with contextlib.suppress(OSError):
+                os.replace(spot, path)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _retitle_lora(source: Path, target: Path, name: str) -> None:
+    """Write the LoRA file ``source`` as ``target`` with its title metadata set to ``name``."""
+    from safetensors.torch import load_file, save_file
+
+    with safetensors_reader(source) as handle:
+        metadata = dict(handle.metadata() or {})
+    for key in ("ss_output_name", "modelspec.title"):
+        if key in metadata:
+            metadata[key] = name
+    tensors = load_file(str(source))
+    write_atomically(
+        target, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=False
+    )
 
 
 def _write_tokens(path: Path, tokens: torch.Tensor, *, model: str, digest: str) -> None:

@@ -7,7 +7,7 @@
         "enable": "Turn HyperLoRA on: the person in the reference photos becomes an identity LoRA applied to every image of this generation",
         "accordion": "Turn HyperLoRA on: the person in the reference photos becomes an identity LoRA applied to every image of this generation",
         "images": "One or more photos of the same person; several photos (other angles, other light) give a steadier likeness. Photos are not stored in the image's parameters",
-        "gallery": "The face crops actually used, with the number of faces found in each photo",
+        "gallery": "The face crops actually used, numbered like the photos; the status line below says why a photo was skipped or which photos show several faces",
         "model": "fidelity: closest likeness; edit: follows the prompt more (style, expression, age) with a little less likeness",
         "refresh": "Look at the model folders again: updates the model and saved identity lists and the setup checklist",
         "weight": "Strength of the identity LoRA; 0.75-0.85 suits most photoreal SDXL checkpoints",
@@ -30,6 +30,17 @@
         "slider_positive": "Slider: the identity applied at +strength on top of the identity, e.g. photos of older people saved as an identity",
         "slider_negative": "Slider: the identity applied at -strength on top of the identity, e.g. photos of younger people; the difference of the two is the direction (older - younger)",
         "slider_strength": "How far to move along the slider: positive identity at +strength, negative at -strength; negative values go the other way. 0 turns the slider off",
+        "identities": "Browse the saved identities: pick one to use, rename, delete or download its LoRA file",
+        "identity_gallery": "The saved identities (models/Lora/hyperlora); click one to select it",
+        "identity_selected": "The identity the buttons below act on: click it in the gallery",
+        "identity_new_name": "The new name for Rename: letters, digits, spaces, - _ . ( ) [ ]; an existing name is refused",
+        "identity_confirm": "Tick before Delete: deleting removes the identity's LoRA file, card, preview and record",
+        "identity_use": "Put the selected identity into 'Saved identity' above, so the next generation uses it",
+        "identity_rename": "Rename the selected identity: every file moves, and <lora:new name:0.8> works in prompts",
+        "identity_delete": "Delete the selected identity's files (tick 'Confirm delete' first)",
+        "identity_download": "Offer the selected identity's .safetensors file for download below",
+        "identity_refresh": "Read the saved identities again, e.g. after saving one or changing the folder by hand",
+        "identity_file": "The LoRA file to download: an ordinary SDXL LoRA for any WebUI, ComfyUI or kohya tool",
     };
 
     const idPattern = /^script_(?:txt2img|img2img)_hyperlora_(.+)$/;

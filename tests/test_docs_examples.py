@@ -215,6 +215,7 @@ def request_model(path: str) -> Any:
         "detect": api_models.DetectRequest,
         "encode": api_models.EncodeRequest,
         "likeness": api_models.LikenessRequest,
+        "rename": api_models.RenameRequest,
     }[path.rsplit("/", 1)[-1]]
 
 

@@ -102,3 +102,15 @@ def test_export_can_convert_the_matrices(tmp_path):
     path = export_lora(_lora(), tmp_path, "dan", model="m", photos=1, dtype=torch.float16)
     for key, tensor in load_file(path).items():
         assert tensor.dtype == (torch.float32 if key.endswith(".alpha") else torch.float16)
+
+
+@pytest.mark.parametrize(("photos", "words"), [(1, "from 1 photo,"), (3, "from 3 photos,")])
+def test_the_description_counts_photos_and_says_nothing_false_about_clip_skip(
+    tmp_path, photos, words
+):
+    path = export_lora(_lora(), tmp_path, "bob", model="m", photos=photos)
+    with safe_open(path, "pt") as handle:
+        description = handle.metadata()["modelspec.description"]
+    assert words in description and "photo(s)" not in description
+    # "CLIP skip 2" was false advice for SDXL in A1111 and Forge (they use the penultimate layer)
+    assert "CLIP skip 2" not in description and "penultimate layer" in description

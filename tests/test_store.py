@@ -584,3 +584,92 @@ def test_a_folder_that_refuses_the_lock_is_a_clear_error_not_a_hang(store, monke
     with pytest.raises(HyperLoRAError, match=r"cannot write into .*hyperlora.*Permission denied"):
         save_identity(store)
     assert not store.exists("alice")
+
+
+# ------------------------------------------------------------------------------ rename
+def _files_of(store, name):
+    return sorted(p.name for p in store.folder.iterdir() if p.name.split(".")[0] == name)
+
+
+def test_rename_moves_every_file_and_keeps_the_identity(store):
+    from safetensors import safe_open
+
+    preview = Image.new("RGB", (4, 4), (1, 2, 3))
+    before = save_identity(store, preview=preview, tokens=torch.ones(2, 3))
+    reference = store.load_tokens("alice")
+    record = store.rename("alice", "carol")
+    assert _files_of(store, "alice") == []
+    assert _files_of(store, "carol") == sorted(
+        f"carol{s}"
+        for s in (".safetensors", ".json", ".preview.png", RECORD_SUFFIX, ".hyperlora.tokens")
+    )
+    assert store.names() == ["carol"]
+    assert (record.name, record.digest, record.photos) == ("carol", before.digest, 3)
+    assert record.created == before.created
+    assert json.loads((store.folder / f"carol{RECORD_SUFFIX}").read_text())["name"] == "carol"
+    assert store.load("carol").digest == before.digest
+    assert torch.equal(store.load_tokens("carol"), reference)  # the tokens still belong to it
+    with safe_open(store.folder / "carol.safetensors", "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["ss_output_name"] == metadata["modelspec.title"] == "carol"
+    assert [p.name for p in store.folder.iterdir() if p.name.startswith(".rename")] == []
+    with pytest.raises(IdentityNotFoundError):
+        store.load("alice")
+
+
+def test_rename_refuses_an_existing_name_unless_overwriting(store):
+    save_identity(store, "alice", seed=0, tokens=torch.ones(2, 3))
+    bob = save_identity(store, "bob", seed=1)
+    with pytest.raises(ExportExistsError, match="'bob' exists"):
+        store.rename("alice", "bob")
+    assert store.names() == ["alice", "bob"] and store.record("bob").digest == bob.digest
+    alice = store.record("alice")
+    record = store.rename("alice", "bob", overwrite=True)
+    assert store.names() == ["bob"] and record.digest == alice.digest != bob.digest
+    assert store.load("bob").digest == alice.digest
+
+
+def test_rename_checks_names_and_existence(store):
+    save_identity(store)
+    save_identity(store, "Bob", seed=1)
+    with pytest.raises(InvalidNameError):
+        store.rename("alice", "../escape")
+    with pytest.raises(InvalidNameError, match="letter case"):
+        store.rename("alice", "bob")
+    with pytest.raises(IdentityNotFoundError):
+        store.rename("nobody", "carol")
+    assert store.rename("alice", "Alice").name == "Alice"  # a change of case is allowed
+    assert store.names() == ["Alice", "Bob"]
+    assert store.rename("Alice", "Alice").name == "Alice"
+
+
+def test_a_failed_rename_leaves_both_identities_as_they_were(store, monkeypatch):
+    from hyperlora_ext import store as store_module
+
+    save_identity(store, "alice", seed=0, preview=Image.new("RGB", (4, 4)))
+    save_identity(store, "bob", seed=1)
+    before = {p.name: p.read_bytes() for p in store.folder.iterdir() if p.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module.shutil, "copy2", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        store.rename("alice", "bob", overwrite=True)
+    after = {p.name: p.read_bytes() for p in store.folder.iterdir() if p.is_file()}
+    assert after == before
+    assert [p for p in store.folder.iterdir() if p.is_dir()] == []
+    assert store.load("bob").digest != store.load("alice").digest
+
+
+def test_a_lora_placed_by_hand_can_be_renamed_too(store):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    store.folder.mkdir(parents=True)
+    save_file(tiny_lora(), str(store.folder / "civitai.safetensors"), metadata={"note": "kept"})
+    record = store.rename("civitai", "mine")
+    assert store.names() == ["mine"] and _files_of(store, "mine") == ["mine.safetensors"]
+    assert record.name == "mine" and record.digest == ""  # still no record: none is invented
+    with safe_open(store.folder / "mine.safetensors", "pt") as handle:
+        assert handle.metadata() == {"note": "kept"}

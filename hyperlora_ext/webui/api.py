@@ -8,7 +8,8 @@ Routes, registered on the WebUI's FastAPI app by :func:`register_routes` (``on_a
 * ``POST /hyperlora/v1/encode``            photos -> identity digest; save it or return the file;
 * ``POST /hyperlora/v1/likeness``          likeness of posted images to an identity or photos;
 * ``GET  /hyperlora/v1/identities``        saved identities;
-* ``GET|DELETE /hyperlora/v1/identities/{name}``.
+* ``GET|DELETE /hyperlora/v1/identities/{name}`` (GET: ``?preview=true``, ``?lora=true``);
+* ``POST /hyperlora/v1/identities/{name}/rename``  ``{"new_name": ..., "overwrite": false}``.
 
 Photos are base64 strings or ``data:image/...;base64,`` URLs only: never server paths or URLs.
 Errors are JSON ``{"error": <type>, "detail": <message>, "field": <the request field at fault, or
@@ -39,8 +40,8 @@ from hyperlora_ext.errors import (
 from hyperlora_ext.facts import LORA_SUFFIX, MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
 from hyperlora_ext.files import parse_json
 from hyperlora_ext.identity_value import Identity
+from hyperlora_ext.webui import api_identities, fail_mode, studio
 from hyperlora_ext.webui import api_models as m
-from hyperlora_ext.webui import fail_mode, studio
 from hyperlora_ext.webui.api_errors import ApiError, error_response
 from hyperlora_ext.webui.fail_mode import install_fail_mode
 from hyperlora_ext.webui.services import Services
@@ -118,8 +119,19 @@ def register_routes(
     @router.get(
         "/identities/{name:path}", responses={200: {"model": m.IdentityWithPreview}, **m.ERRORS}
     )
-    async def identity(name: str, preview: str | None = None) -> Any:
-        return await _run(lambda: _identity(backend, name, preview))
+    async def identity(name: str, preview: str | None = None, lora: str | None = None) -> Any:
+        return await _run(lambda: _identity(backend, name, preview, lora))
+
+    @router.post(
+        "/identities/{name:path}/rename",
+        responses={200: {"model": m.RenameResponse}, **m.ERRORS},
+        openapi_extra=m.request_body(m.RenameRequest),
+    )
+    async def rename_identity(name: str, request: Request) -> Any:
+        store = backend.store
+        return await _post(
+            request, limits, lambda d: api_identities.rename_request(store(), name, d)
+        )
 
     @router.delete(
         "/identities/{name:path}", responses={200: {"model": m.DeleteResponse}, **m.ERRORS}
@@ -406,21 +418,21 @@ def _reference_photos(value: Any, limits: Limits) -> list[bytes]:
         ]
 
 
-def _record(record: Any) -> dict[str, Any]:
-    """The record for clients: the 512 numbers of the likeness reference only as a flag."""
-    data = record.to_dict()
-    data["likeness_reference"] = bool(data.pop("reference_embedding", ()))
-    return {**data, "prompt_tag": record.prompt_tag}
+_record = api_identities.record_dict
 
 
-def _identity(backend: Services, name: str, preview: str | None) -> dict[str, Any]:
-    want_preview = _query_flag("preview", preview)
+def _identity(
+    backend: Services, name: str, preview: str | None, lora: str | None = None
+) -> dict[str, Any]:
+    want_preview, want_lora = _query_flag("preview", preview), _query_flag("lora", lora)
     store = backend.store()
     with about("name", InvalidNameError):
         response = _record(store.record(name))
         path = store.preview_path(name) if want_preview else None
     if want_preview:
         response["preview"] = base64.b64encode(path.read_bytes()).decode() if path else None
+    if want_lora:
+        response.update(api_identities.lora_file(store, name))
     return response
 
 

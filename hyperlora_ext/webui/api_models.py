@@ -67,6 +67,13 @@ class LikenessRequest(BaseModel):
     )
 
 
+class RenameRequest(BaseModel):
+    """A new name for a saved identity (all its files move)."""
+
+    new_name: str = Field(..., description="the new name (the rules of save_as)")
+    overwrite: bool = Field(False, description="replace an identity of that name")
+
+
 def field_names(model: type[BaseModel]) -> tuple[str, ...]:
     """The request fields of ``model``, in declaration order (pydantic 1 and 2)."""
     return tuple(_fields(model))
@@ -191,6 +198,13 @@ class IdentityRecord(BaseModel):
 
 class IdentityWithPreview(IdentityRecord):
     preview: str | None = Field(None, description="PNG, base64; with ?preview=true")
+    lora: str | None = Field(None, description="the .safetensors file, base64; with ?lora=true")
+    lora_filename: str | None = Field(None, description="NAME.safetensors; with ?lora=true")
+
+
+class RenameResponse(BaseModel):
+    renamed: str = Field(..., description="the old name")
+    identity: IdentityRecord
 
 
 class IdentityList(BaseModel):

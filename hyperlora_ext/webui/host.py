@@ -231,14 +231,15 @@ def list_models() -> list[str]:
 
 
 def default_model() -> str:
-    """The model used when none is chosen (the first installed one)."""
+    """The model used when none is chosen: fidelity when installed (see default_hyperlora)."""
     from hyperlora_ext.models import default_hyperlora
 
     return default_hyperlora(model_roots())
 
 
 def preload(model: str = "") -> None:
-    """Start loading the encoders of ``model`` (default: the first installed) in the background.
+    """Start loading the encoders of ``model`` in the background (an unknown or empty one: the
+    default model, fidelity when installed, the first in ``list_models``' order).
 
     Nothing happens when no model is installed (the first-run checklist says what is missing).
     """

@@ -32,7 +32,7 @@ class Services:
     face_analyzer: Callable[[], Any] | None = None
 
     def default_model(self) -> str:
-        """The model used when none is chosen (the first installed one)."""
+        """The model used when none is chosen: fidelity when installed."""
         from hyperlora_ext.models import default_hyperlora
 
         return default_hyperlora(self.roots())

@@ -16,11 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from hyperlora_ext import advice
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import infotext
+from hyperlora_ext.webui import infotext, ui_hints, ui_identities
+from hyperlora_ext.wording import counted
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
 _status_boxes: dict[str, Any] = {}
@@ -50,6 +52,7 @@ class Services:
     trigger_words_default: Callable[[], bool] = lambda: HyperLoRAArgs().trigger_words
     # Turning HyperLoRA on starts loading the encoders for this model in the background.
     preload: Callable[[str], None] = lambda model: None
+    identity_store: Callable[[], Any] | None = None  # the saved identities' gallery; None: none
 
 
 @dataclass
@@ -79,13 +82,15 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             )
         with gr.Row():
             model = gr.Dropdown(
-                label="Model", choices=models, value=models[0] if models else "",
+                label="Model", choices=ui_hints.model_choices(gr, models),
+                value=models[0] if models else "", info=ui_hints.MODEL_INFO,
                 elem_id=elem_id("model"),
             )  # fmt: skip
             refresh = gr.Button("Refresh", elem_id=elem_id("refresh"), scale=0, min_width=80)
             weight = gr.Slider(
                 minimum=WEIGHT_RANGE[0], maximum=WEIGHT_RANGE[1], step=0.01,
-                value=defaults.weight, label="Weight", elem_id=elem_id("weight"),
+                value=defaults.weight, label="Weight", info=advice.weight_hint(),
+                elem_id=elem_id("weight"),
             )  # fmt: skip
         with gr.Row():
             face = gr.Radio(
@@ -94,6 +99,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             )  # fmt: skip
             face_index = gr.Number(
                 label="Face index", value=defaults.face_index, precision=0,
+                info=ui_hints.FACE_INDEX, visible=defaults.face == "index",
                 elem_id=elem_id("face_index"),
             )  # fmt: skip
         with gr.Row():
@@ -116,6 +122,9 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             elem_id=elem_id("identity"),
         )  # fmt: skip
         advanced = _advanced(gr, elem_id, services, defaults)
+        saved, lists = {}, [identity, *advanced[2:4]]  # "Saved identity", the slider's sides
+        if services.identity_store is not None:
+            saved = ui_identities.build(gr, elem_id, services.identity_store, lists)
         status = gr.Markdown("", elem_id=elem_id("status"))
         _status_boxes["img2img" if "img2img" in elem_id("status") else "txt2img"] = status
         with gr.Row():
@@ -133,13 +142,15 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
     by_field = dict(zip(HyperLoRAArgs.field_names(), inputs, strict=True))
     _wire(gr, services, inputs, by_field, gallery, status, save, [save_name, overwrite])
     _wire_setup(gr, services, setup, refresh, by_field, status)
+    if services.identity_store is not None:  # the panel's Refresh also re-reads the gallery
+        ui_identities.wire_refresh(gr, services.identity_store, saved, lists, refresh)
     return Panel(
         inputs=inputs,
         infotext_fields=[(by_field[f], key) for f, key in infotext.paste_rules()],
         paste_field_names=infotext.paste_field_names(),
         extras={
             "gallery": gallery, "status": status, "refresh": refresh, "save": save,
-            "overwrite": overwrite, **setup,
+            "overwrite": overwrite, **setup, **saved,
         },
     )  # fmt: skip
 
@@ -154,25 +165,25 @@ def _advanced(
         photo_weights = gr.Textbox(
             value="", label="Photo weights",
             placeholder="1, 1, 0.5 (one per photo, in order; empty: all 1)",
-            elem_id=elem_id("photo_weights"),
+            info=ui_hints.PHOTO_WEIGHTS, elem_id=elem_id("photo_weights"),
         )  # fmt: skip
         mix = gr.Textbox(
             value="", label="Mix identities", placeholder=f"alice:0.7, {PHOTOS}:0.3",
-            elem_id=elem_id("mix"),
+            info=ui_hints.MIX, elem_id=elem_id("mix"),
         )  # fmt: skip
         with gr.Row():
             slider_positive = gr.Dropdown(
                 label="Slider: positive identity", choices=identities, value="",
-                elem_id=elem_id("slider_positive"),
+                info=ui_hints.SLIDER_SIDE, elem_id=elem_id("slider_positive"),
             )  # fmt: skip
             slider_negative = gr.Dropdown(
                 label="Slider: negative identity", choices=identities, value="",
-                elem_id=elem_id("slider_negative"),
+                info=ui_hints.SLIDER_SIDE, elem_id=elem_id("slider_negative"),
             )  # fmt: skip
             slider_strength = gr.Slider(
                 minimum=SLIDER_RANGE[0], maximum=SLIDER_RANGE[1], step=0.05,
                 value=defaults.slider_strength, label="Slider strength",
-                elem_id=elem_id("slider_strength"),
+                info=ui_hints.SLIDER_STRENGTH, elem_id=elem_id("slider_strength"),
             )  # fmt: skip
     return [photo_weights, mix, slider_positive, slider_negative, slider_strength]
 
@@ -202,7 +213,7 @@ def _wire_setup(gr, services, setup, refresh, by_field, status) -> None:
         return (
             gr.update(visible=not is_ready),
             text,
-            gr.update(choices=models, value=chosen),
+            gr.update(choices=ui_hints.model_choices(gr, models), value=chosen),
             *[gr.update(choices=identities) for _ in lists],
         )
 
@@ -303,6 +314,7 @@ def _wire(gr, services, inputs, by_field, gallery, status, save, save_controls) 
                 traceback.print_exc()
 
     by_field["enabled"].change(preload, inputs=[by_field["enabled"], by_field["model"]])
+    ui_hints.wire(gr, by_field, status)
     for name in ("images", "model", "face", "face_index", "remove_background", "grayscale"):
         by_field[name].change(preview, inputs=inputs, outputs=[gallery, status])
     save.click(save_lora, inputs=[*save_controls, *inputs], outputs=[status])
@@ -352,7 +364,7 @@ def _safe_list(lister: Callable[[], list[str]]) -> list[str]:
 # ------------------------------------------------------------------ default services
 def default_services() -> Services:
     from hyperlora_ext.webui import settings
-    from hyperlora_ext.webui.host import list_models, preload
+    from hyperlora_ext.webui.host import identity_store, list_models, preload
 
     return Services(
         list_models,
@@ -363,6 +375,7 @@ def default_services() -> Services:
         download=_download,
         trigger_words_default=lambda: settings.current().trigger_words,
         preload=preload,
+        identity_store=identity_store,
     )
 
 
@@ -393,11 +406,11 @@ def _preview(args: HyperLoRAArgs) -> tuple[list[tuple[Any, str]], str]:
 
     identity = studio.resolve(args.replace(mix=(), identity=""), studio.Context(host.services()))
     gallery = [
-        (r.preview or r.thumbnail, _caption(r))
-        for r in identity.reports
+        (r.preview or r.thumbnail, _caption(number, r))
+        for number, r in enumerate(identity.reports, 1)
         if (r.preview or r.thumbnail) is not None
     ]
-    return gallery, status_line(identity)
+    return gallery, status_line(identity, args.weight)
 
 
 def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
@@ -415,19 +428,26 @@ def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
     )
 
 
-def _caption(report: Any) -> str:
-    faces = f"{report.faces_found} face{'s' if report.faces_found != 1 else ''}"
-    used = "" if report.used else f" (skipped: {report.reason})"
-    return f"{report.label}: {faces}{used}"
+def _caption(number: int, report: Any) -> str:
+    """Short enough for a thumbnail (the status line has the details): "1", "2: skipped"."""
+    if not report.used:
+        return f"{number}: skipped"
+    faces = "" if report.faces_found == 1 else f": {counted(report.faces_found, 'face')}"
+    return f"{number}{faces}"
 
 
-def status_line(identity: Identity) -> str:
-    parts = [f"{identity.photos} photo(s) encoded in {identity.seconds:.1f} s"]
+def status_line(identity: Identity, weight: float | None = None) -> str:
+    parts = [f"{counted(identity.photos, 'photo')} encoded in {identity.seconds:.1f} s"]
     if identity.cache_hit:
         parts[0] += " (cached)"
     parts += identity.warnings
+    parts += [
+        f"{r.label}: {counted(r.faces_found, 'face')} found, one used (see 'Face')"
+        for r in identity.reports
+        if r.used and r.faces_found > 1
+    ]
     parts += host_warnings()
-    return " · ".join(parts)
+    return ui_hints.with_weight_note(" · ".join(parts), weight)
 
 
 def host_warnings() -> list[str]:
@@ -436,10 +456,7 @@ def host_warnings() -> list[str]:
         from modules import shared
     except ImportError:
         return []
-    warnings = []
-    clip_skip = getattr(shared.opts, "CLIP_stop_at_last_layers", 1)
-    if clip_skip < 2:
-        warnings.append(f"CLIP skip is {clip_skip}; 2 is recommended")
+    warnings = [w for w in [ui_hints.clip_warning(shared.opts)] if w]
     ad_scripts = getattr(shared.opts, "ad_script_names", None)  # set when ADetailer is installed
     if ad_scripts is not None and "hyperlora" not in str(ad_scripts):
         warnings.append(

@@ -127,14 +127,23 @@ def build(webui, monkeypatch):
 
 def handler(demo, component):
     """The function a click on ``component`` runs, and its BlockFunction (gradio 3.41 and 4.x)."""
+    found = handlers(demo, component)
+    if not found:
+        raise AssertionError(f"nothing wired to {component}")
+    return found[0]
+
+
+def handlers(demo, component):
+    """Every (function, BlockFunction) an event of ``component`` runs, in wiring order."""
     functions = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns  # 4.x: a dict
+    found = []
     for function in functions:
         targets = getattr(function, "targets", None)
         if targets is None:  # gradio 3.41 keeps the targets in the parallel dependency list
             targets = demo.dependencies[demo.fns.index(function)]["targets"]
         if component._id in [t[0] if isinstance(t, list | tuple) else t for t in targets]:
-            return function.fn, function
-    raise AssertionError(f"nothing wired to {component}")
+            found.append((function.fn, function))
+    return found
 
 
 def build_panel(webui, monkeypatch):

@@ -281,7 +281,7 @@ def test_registering_twice_adds_the_routes_once(host):
     api.register_routes(app)
     api.register_routes(app)
     routes = [(r.path, *r.methods) for r in app.router.routes if r.path.startswith(api.PREFIX)]
-    assert len(routes) == len(set(routes)) == 8
+    assert len(routes) == len(set(routes)) == 9
 
 
 # ------------------------------------------------- generation requests (alwayson_scripts)
@@ -460,7 +460,7 @@ def test_openapi_lists_the_request_and_response_models(client):
     }
     identity = paths["/hyperlora/v1/identities/{name}"]
     assert _schema(identity["get"]).endswith("/IdentityWithPreview")
-    assert [p["name"] for p in identity["get"]["parameters"]] == ["name", "preview"]
+    assert [p["name"] for p in identity["get"]["parameters"]] == ["name", "preview", "lora"]
     assert _schema(identity["delete"]).endswith("/DeleteResponse")
     assert _schema(paths["/hyperlora/v1/status"]["get"]).endswith("/StatusResponse")
     assert {"EncodeResponse", "ModelsResponse", "IdentityList", "ErrorBody"} <= set(

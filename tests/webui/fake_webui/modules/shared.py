@@ -120,6 +120,8 @@ opts = Options(
         "lora_in_memory_limit": 0,
         "extra_networks_default_multiplier": 1.0,
         "samples_save": False,
+        "CLIP_stop_at_last_layers": 1,  # "Clip skip" at the top of the page
+        "sdxl_clip_l_skip": False,  # A1111 1.10: Settings > Stable Diffusion > "Clip skip SDXL"
     }
 )
 options_templates = {}
