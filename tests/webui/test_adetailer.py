@@ -3,7 +3,7 @@
 ``tests/webui/fake_webui/adetailer.py`` replays ADetailer v25.3.0's calls: on the main job
 ``postprocess(copy(p), dummy)`` at batch index 0, one inner img2img job per face box with the
 filtered script list, then ``before_process``/``process(copy(p))`` at the last batch index. The
-identity pipeline is stubbed (``test_script.Harness``). Tests marked ``xfail(strict=True)`` state
+identity pipeline is stubbed (``tests/webui/harness.py``). Tests marked ``xfail(strict=True)`` state
 what issue 22 asks for and today's code does not do; each turns into a failure (XPASS) once fixed.
 """
 
@@ -14,18 +14,17 @@ import importlib
 import pytest
 import torch
 
-from hyperlora_ext.webui import host, infotext
+from hyperlora_ext.webui import infotext
 from tests.webui.fake_webui import EXTENSION_ROOT
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
-from tests.webui.loras import make_lora
-from tests.webui.test_never_silent import _with_lora, unmatched
-from tests.webui.test_script import ON, Harness, ours
+from tests.webui.harness import ON, Harness, ours
+from tests.webui.loras import make_lora, unmatched, with_lora
 
 HYPERLORA_FILE = str(EXTENSION_ROOT / "scripts" / "hyperlora.py")
 
 
 class ADetailerHarness(Harness):
-    """test_script's harness with ADetailer installed beside HyperLoRA."""
+    """The harness with ADetailer installed beside HyperLoRA."""
 
     def __init__(self, webui, monkeypatch):
         super().__init__(webui, monkeypatch)
@@ -163,13 +162,13 @@ def test_a_face_pass_without_the_identity_is_a_warning(ad):
 def test_apply_time_warnings_survive_the_face_pass(ad, monkeypatch):
     """A LoRA that only partly matches the checkpoint: "only N of M layers matched", recorded
     while applying; the image keeps it after ADetailer's face pass."""
-    predict = ad._predict
+    predict = ad.pipeline.predict
 
     def partial(*args, **kwargs):
         extra = unmatched(make_lora(ad.model, seed=5, only=8))
-        return _with_lora(predict(*args, **kwargs), lambda lora: {**lora, **extra})
+        return with_lora(predict(*args, **kwargs), lambda lora: {**lora, **extra})
 
-    monkeypatch.setattr(host, "predict", partial)
+    monkeypatch.setattr(ad.pipeline, "predict", partial)
     ad.list_hyperlora(True)
     ad.adetailer.enabled = False  # what the main job records
     p, _ = ad.job(ON)
@@ -221,7 +220,7 @@ def test_api_input_rules_hold_in_the_face_pass(ad, tmp_path):
     reason="issue 22: /hyperlora/v1/status says nothing about ADetailer's script list",
 )
 def test_status_reports_the_adetailer_state(ad, tmp_path_factory, monkeypatch):
-    from tests.webui.test_api import make_client, point_webui_at, tiny_models
+    from tests.webui.tiny_host import make_client, point_webui_at, tiny_models
 
     point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
     status = make_client().get("/hyperlora/v1/status").json()
