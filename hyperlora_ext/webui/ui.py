@@ -20,7 +20,7 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import infotext
+from hyperlora_ext.webui import adetailer, infotext, ui_adetailer
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
 _status_boxes: dict[str, Any] = {}
@@ -116,6 +116,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             elem_id=elem_id("identity"),
         )  # fmt: skip
         advanced = _advanced(gr, elem_id, services, defaults)
+        ui_adetailer.build(gr, elem_id)
         status = gr.Markdown("", elem_id=elem_id("status"))
         _status_boxes["img2img" if "img2img" in elem_id("status") else "txt2img"] = status
         with gr.Row():
@@ -439,10 +440,7 @@ def host_warnings() -> list[str]:
     clip_skip = getattr(shared.opts, "CLIP_stop_at_last_layers", 1)
     if clip_skip < 2:
         warnings.append(f"CLIP skip is {clip_skip}; 2 is recommended")
-    ad_scripts = getattr(shared.opts, "ad_script_names", None)  # set when ADetailer is installed
-    if ad_scripts is not None and "hyperlora" not in str(ad_scripts):
-        warnings.append(
-            "ADetailer's face pass runs without the identity: add 'hyperlora' to Settings > "
-            "ADetailer > 'Script names to apply to ADetailer'"
-        )
+    ad_problem = adetailer.read().problem()
+    if ad_problem is not None:
+        warnings.append(ad_problem)
     return warnings

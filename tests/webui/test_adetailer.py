@@ -34,6 +34,7 @@ class ADetailerHarness(Harness):
             HYPERLORA_FILE: self.script_class,
             self.ad_module.FILENAME: self.ad_module.ADetailer,
         }
+        self.ad_module.register_settings()
         self.runner = self.ad_module.runner(files)
         self.adetailer = self.runner.scripts[1]
         self.list_hyperlora(False)
@@ -44,6 +45,13 @@ class ADetailerHarness(Harness):
         """ADetailer's setting "Script names to apply to ADetailer" (ad_script_names)."""
         names = self.ad_module.SCRIPT_DEFAULT + (",hyperlora" if listed else "")
         self.webui.shared.opts.data["ad_script_names"] = names
+
+    def job(self, args=None, **kwargs):
+        """A job with HyperLoRA's args in its slot and ADetailer's (``ADetailer.args()``) in
+        its own, as the WebUI's flat script-args list holds them."""
+        ours = args if isinstance(args, dict) else {"enabled": False}
+        padding = [None] * (self.adetailer.args_from - 2)
+        return super().job([ours, *padding, *self.adetailer.args()], **kwargs)
 
     def _record_inner(self, p, step):
         if getattr(p, "_ad_inner", False):
@@ -126,13 +134,44 @@ def test_face_pass_keeps_the_identity_when_hyperlora_is_listed(ad):
     assert ad.inner_samples and all(ad.inner_samples), ad.inner_samples
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: ADetailer's default script list drops HyperLoRA from the face pass",
-)
-def test_face_pass_keeps_the_identity_by_default(ad):
-    ad.job(ON)
+def test_by_default_the_face_pass_lacks_the_identity_and_the_image_says_so(ad):
+    p, _ = ad.job(ON)
+    assert ad.inner_samples and not any(ad.inner_samples), ad.inner_samples
+    warning = str(p.extra_generation_params.get(infotext.WARNING, ""))
+    assert "ADetailer" in warning and "'hyperlora'" in warning, p.extra_generation_params
+
+
+def test_one_click_fix_keeps_the_identity_and_is_a_saved_reversible_setting(ad):
+    import json
+    from pathlib import Path
+
+    from hyperlora_ext.webui import adetailer
+
+    setup = adetailer.set_listed(True)  # what the accordion's button does
+    assert setup.keeps_identity and setup.listed
+    saved = json.loads(Path(ad.webui.shared.config_filename).read_text(encoding="utf8"))
+    assert saved["ad_script_names"] == ad.ad_module.SCRIPT_DEFAULT + ",hyperlora"
+    p, _ = ad.job(ON)
     assert ad.inner_samples and all(ad.inner_samples), ad.inner_samples
+    assert "ADetailer" not in str(p.extra_generation_params.get(infotext.WARNING))
+    assert not adetailer.set_listed(False).listed  # the other button: back as it was
+    assert ad.webui.shared.opts.ad_script_names == ad.ad_module.SCRIPT_DEFAULT
+
+
+def test_the_accordion_offers_the_fix_and_the_undo(ad, monkeypatch):
+    from tests.webui.harness import build_panel, handler
+
+    demo, _ = build_panel(ad.webui, monkeypatch)
+    fix = next(
+        b
+        for b in demo.blocks.values()
+        if getattr(b, "value", None) == "Add HyperLoRA to ADetailer's scripts"
+    )
+    click, _ = handler(demo, fix)
+    note, fix_button, undo_button = click()
+    assert "keeps the identity" in note["value"], note
+    assert fix_button["visible"] is False and undo_button["visible"] is True
+    assert "hyperlora" in ad.webui.shared.opts.ad_script_names
 
 
 def test_unet_is_restored_bit_exactly_after_a_job_with_a_face_pass(ad):
@@ -143,22 +182,12 @@ def test_unet_is_restored_bit_exactly_after_a_job_with_a_face_pass(ad):
     assert all(torch.equal(before[k], v) for k, v in after.items())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: the image's parameters claim the identity while the face pass ran "
-    "without it, and no warning says so",
-)
 def test_a_face_pass_without_the_identity_is_a_warning(ad):
     p, _ = ad.job(ON)
     warning = str(p.extra_generation_params.get(infotext.WARNING, ""))
     assert "ADetailer" in warning, p.extra_generation_params
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: ADetailer re-runs process() on a shallow copy of the job, which wipes the "
-    "apply-time warnings recorded for the image (the dict is shared)",
-)
 def test_apply_time_warnings_survive_the_face_pass(ad, monkeypatch):
     """A LoRA that only partly matches the checkpoint: "only N of M layers matched", recorded
     while applying; the image keeps it after ADetailer's face pass."""
@@ -179,11 +208,6 @@ def test_apply_time_warnings_survive_the_face_pass(ad, monkeypatch):
     assert "layers matched" in warning, p.extra_generation_params
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: the identity is predicted again by the re-entered process() calls "
-    "(ADetailer's copy of the main job and its face pass) instead of reused",
-)
 def test_one_prediction_for_a_job_with_a_face_pass(ad):
     ad.list_hyperlora(True)
     ad.job(ON)
@@ -201,11 +225,6 @@ def test_trigger_words_reach_a_custom_face_prompt(ad):
 # ---------------------------------------------------------------------------------- API rules
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: the face pass is not an API job, so a server path refused by the API job "
-    "is read and applied there",
-)
 def test_api_input_rules_hold_in_the_face_pass(ad, tmp_path):
     ad.list_hyperlora(True)
     photo = tmp_path / "server_side.png"
@@ -215,14 +234,21 @@ def test_api_input_rules_hold_in_the_face_pass(ad, tmp_path):
     assert not any(ad.inner_samples), "a server path refused by the API was applied"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: /hyperlora/v1/status says nothing about ADetailer's script list",
-)
 def test_status_reports_the_adetailer_state(ad, tmp_path_factory, monkeypatch):
     from tests.webui.tiny_host import make_client, point_webui_at, tiny_models
 
+    monkeypatch.undo()  # the harness's stub pipeline: the status reads the real one's cache
     point_webui_at(*tiny_models(tmp_path_factory), monkeypatch)
-    status = make_client().get("/hyperlora/v1/status").json()
-    assert "adetailer" in status, status
-    assert "hyperlora" in str(status["adetailer"]), status
+    client = make_client()
+    state = client.get("/hyperlora/v1/status").json()["adetailer"]
+    assert state["installed"] and not state["listed"] and not state["keeps_identity"], state
+    assert "'hyperlora'" in state["problem"], state
+    assert state["fix"] == {"ad_script_names": ad.ad_module.SCRIPT_DEFAULT + ",hyperlora"}
+    ad.webui.shared.opts.set("ad_script_names", state["fix"]["ad_script_names"])  # the API fix
+    state = client.get("/hyperlora/v1/status").json()["adetailer"]
+    assert state["listed"] and state["keeps_identity"] and state["fix"] is None, state
+
+
+def test_status_without_adetailer(host, client):
+    state = client.get("/hyperlora/v1/status").json()["adetailer"]
+    assert state["installed"] is False and state["keeps_identity"] is True, state
