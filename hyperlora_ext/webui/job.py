@@ -151,13 +151,16 @@ def _prepare_face_pass(p: Any, args: tuple) -> None:
 def warn(p: Any, message: str) -> None:
     """Add ``message`` to the job's HyperLoRA warning (kept under the likeness notes)."""
     params, state = p.extra_generation_params, job_state.of(p)
-    parts = [str(params[infotext.WARNING])] if params.get(infotext.WARNING) else []
-    if message in parts:
-        return
-    params[infotext.WARNING] = "; ".join([*parts, message])
+    if message in str(params.get(infotext.WARNING) or ""):
+        return  # said already for this job (ADetailer re-enters once per batch)
+    params[infotext.WARNING] = _joined(params.get(infotext.WARNING), message)
     if state.base_warning is not job_state.UNSET:
-        state.base_warning = "; ".join(filter(None, [str(state.base_warning or ""), message]))
+        state.base_warning = _joined(state.base_warning, message)
     p.comment(f"HyperLoRA: {message}")
+
+
+def _joined(first: Any, second: str) -> str:
+    return f"{first}; {second}" if first else second
 
 
 def finish(p: Any) -> None:

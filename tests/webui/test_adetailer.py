@@ -39,6 +39,7 @@ class ADetailerHarness(Harness):
         self.adetailer = self.runner.scripts[1]
         self.list_hyperlora(False)
         self.inner_samples: list[list[str]] = []  # our networks at each step of a face pass
+        self.main_samples: list[list[str]] = []  # ... and at each step of the main job
         webui.processing.sampler_step_hooks.append(self._record_inner)
 
     def list_hyperlora(self, listed: bool) -> None:
@@ -54,8 +55,8 @@ class ADetailerHarness(Harness):
         return super().job([ours, *padding, *self.adetailer.args()], **kwargs)
 
     def _record_inner(self, p, step):
-        if getattr(p, "_ad_inner", False):
-            self.inner_samples.append(ours(n.name for n in self.webui.networks.loaded_networks))
+        names = ours(n.name for n in self.webui.networks.loaded_networks)
+        (self.inner_samples if getattr(p, "_ad_inner", False) else self.main_samples).append(names)
 
 
 def adetailer_module() -> str:
@@ -252,3 +253,96 @@ def test_status_reports_the_adetailer_state(ad, tmp_path_factory, monkeypatch):
 def test_status_without_adetailer(host, client):
     state = client.get("/hyperlora/v1/status").json()["adetailer"]
     assert state["installed"] is False and state["keeps_identity"] is True, state
+
+
+# ---------------------------------------------------------------------------------- the main job
+def test_later_batches_keep_the_identity_after_adetailers_reentry(ad):
+    """ADetailer re-enters before_process/process(copy(p)) at the last image of each batch; the
+    next batch of the same job is still sampled with the identity, and the UNet comes back."""
+    ad.list_hyperlora(True)
+    before = unet_fingerprint(ad.model)
+    ad.job(ON, n_iter=2, batch_size=2)
+    assert len(ad.predictions) == 1
+    assert len(ad.main_samples) == 2 * 3 and all(ad.main_samples), ad.main_samples
+    assert len(ad.inner_samples) == 4 * 3 and all(ad.inner_samples)  # 4 images x 3 steps
+    after = unet_fingerprint(ad.model)
+    assert all(torch.equal(before[k], v) for k, v in after.items())
+
+
+def test_the_warning_is_written_once_in_every_infotext(ad):
+    _, processed = ad.job(ON, n_iter=2, batch_size=2)
+    assert len(processed.infotexts) == 4
+    for text in processed.infotexts:
+        assert text.count("ADetailer's face pass runs without the identity") == 1, text
+
+
+def test_a_refused_api_job_keeps_its_error_after_adetailers_reentry(ad, tmp_path):
+    """The error recorded in process() is not erased by ADetailer's process(copy(p))."""
+    photo = tmp_path / "server_side.png"
+    photo.write_bytes(b"not read")
+    p, processed = ad.job({**ON, "images": [str(photo)]}, is_api=True, batch_size=2)
+    assert infotext.ERROR in p.extra_generation_params
+    assert all(infotext.ERROR in text for text in processed.infotexts), processed.infotexts
+
+
+# ---------------------------------------------------------------------- ADetailer's checkpoint
+def _checkpoint(ad, kind):
+    from tests.webui.fake_webui.tiny_sdxl import TinySDXL
+
+    model = TinySDXL(kind, seed=7)
+    ad.webui.networks.assign_network_names_to_compvis_modules(model)
+    ad.webui.shared.checkpoints[f"other_{kind}.safetensors"] = model
+    ad.adetailer.checkpoint = f"other_{kind}.safetensors"
+    return model
+
+
+def test_a_separate_sdxl_checkpoint_for_the_face_gets_the_identity_and_both_come_back(ad):
+    ad.list_hyperlora(True)
+    other = _checkpoint(ad, "sdxl")
+    main_before, other_before = unet_fingerprint(ad.model), unet_fingerprint(other)
+    p, _ = ad.job(ON)
+    assert ad.inner_samples and all(ad.inner_samples), ad.inner_samples
+    assert ad.webui.shared.sd_model is ad.model  # ADetailer's override is undone
+    for before, model in ((main_before, ad.model), (other_before, other)):
+        after = unet_fingerprint(model)
+        assert all(torch.equal(before[k], v) for k, v in after.items())
+    assert infotext.ERROR not in p.extra_generation_params
+
+
+def test_a_non_sdxl_face_checkpoint_is_a_warning_not_a_crash(ad):
+    ad.list_hyperlora(True)
+    _checkpoint(ad, "sd1")
+    before = unet_fingerprint(ad.model)
+    p, _ = ad.job(ON)
+    assert ad.inner_samples and not any(ad.inner_samples), ad.inner_samples
+    warning = str(p.extra_generation_params.get(infotext.WARNING))
+    assert "face pass ran without the identity" in warning, p.extra_generation_params
+    assert infotext.ERROR not in p.extra_generation_params
+    after = unet_fingerprint(ad.model)
+    assert all(torch.equal(before[k], v) for k, v in after.items())
+
+
+# ---------------------------------------------------------------------- Forge's ControlNet option
+def test_forge_adetailer_controlnet_model_is_reported(ad):
+    """On Forge an ADetailer ControlNet model leaves the face pass with ControlNet alone."""
+    from hyperlora_ext.webui import adetailer
+    from tests.webui.fake_webui import forge_backend
+
+    ad.list_hyperlora(True)
+    ad.adetailer.controlnet_model = "diffusers_xl_canny_mid [112a778d]"
+    p = ad.webui.processing.StableDiffusionProcessingTxt2Img(
+        sd_model=forge_backend.FakeForgeSDXL(forge_backend.TinySDXLUNet()),
+        scripts_runner=ad.runner,
+        prompt="x",
+    )
+    padding = [None] * (ad.adetailer.args_from - 1)
+    p.script_args = [None, *padding, *ad.adetailer.args()]
+    problem = adetailer.face_pass_problem(p)
+    assert problem is not None and "ControlNet alone" in problem and "None" in problem
+    ad.adetailer.controlnet_model = "None"
+    p.script_args = [None, *padding, *ad.adetailer.args()]
+    assert adetailer.face_pass_problem(p) is None
+    p.sd_model = ad.model  # A1111: the ControlNet option keeps the other scripts
+    ad.adetailer.controlnet_model = "diffusers_xl_canny_mid [112a778d]"
+    p.script_args = [None, *padding, *ad.adetailer.args()]
+    assert adetailer.face_pass_problem(p) is None
