@@ -15,6 +15,8 @@ main job refused (an API job's server paths).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ OUR_STEM = "hyperlora"  # scripts/hyperlora.py: ADetailer matches the file stem
 ADETAILER_STEM = "!adetailer"  # scripts/!adetailer.py
 NO_CONTROLNET = ("None", "Passthrough")  # ADetailer's values that keep the script list
 SETTING_LABEL = "Settings > ADetailer > Script names to apply to ADetailer"
+LORA_TAG = re.compile(r"<lora:([^:>]+)")  # A1111's extra network syntax: <lora:name:weight>
 
 # The main job in progress (the WebUI runs one job at a time): the face pass reuses its identity.
 _main: tuple[Any, job_state.JobState] | None = None
@@ -171,3 +174,10 @@ def _controlnet_models(p: Any) -> set[str]:
             NO_CONTROLNET
         )
     return set()
+
+
+def uses_saved_identity(prompts: Iterable[str] | None, saved: Sequence[str]) -> bool:
+    """A prompt uses a saved identity as a LoRA (``<lora:alice:0.85>``): the LoRA was trained
+    with the trigger words, so the prompt needs them too."""
+    names = set(saved)
+    return any(tag.strip() in names for text in prompts or () for tag in LORA_TAG.findall(text))

@@ -134,6 +134,9 @@ def _add_trigger_words(p: Any) -> None:
 def _prepare_face_pass(p: Any, args: tuple) -> None:
     """ADetailer's face pass: the main job's identity again, from its state (no prediction, and
     no photo the main job refused: its input rules hold here too)."""
+    options = _arguments(p, args)
+    if options.trigger_words and adetailer.uses_saved_identity(p.all_prompts, _saved_names()):
+        _add_trigger_words(p)  # a per-face prompt with <lora:alice:...>, a saved identity
     main = adetailer.main_job(p)
     if main is None or main[1].identity is None:
         return
@@ -144,8 +147,16 @@ def _prepare_face_pass(p: Any, args: tuple) -> None:
         return
     state = job_state.of(p)
     state.identity, state.patches = main_state.identity, main_state.patches
-    if _arguments(p, args).trigger_words:  # also into a custom ADetailer prompt
+    if options.trigger_words:  # also into a custom ADetailer prompt
         _add_trigger_words(p)
+
+
+def _saved_names() -> list[str]:
+    try:
+        return host.services().store().names()
+    except Exception as error:  # the trigger words are a help; the face pass goes on without
+        _log(f"reading the saved identities for the face pass: {error}", unexpected=False)
+        return []
 
 
 def warn(p: Any, message: str) -> None:

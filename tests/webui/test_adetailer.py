@@ -40,6 +40,7 @@ class ADetailerHarness(Harness):
         self.list_hyperlora(False)
         self.inner_samples: list[list[str]] = []  # our networks at each step of a face pass
         self.main_samples: list[list[str]] = []  # ... and at each step of the main job
+        self.inner_networks: list[list[str]] = []  # every network at each face-pass step
         webui.processing.sampler_step_hooks.append(self._record_inner)
 
     def list_hyperlora(self, listed: bool) -> None:
@@ -55,6 +56,8 @@ class ADetailerHarness(Harness):
         return super().job([ours, *padding, *self.adetailer.args()], **kwargs)
 
     def _record_inner(self, p, step):
+        if getattr(p, "_ad_inner", False):
+            self.inner_networks.append([n.name for n in self.webui.networks.loaded_networks])
         names = ours(n.name for n in self.webui.networks.loaded_networks)
         (self.inner_samples if getattr(p, "_ad_inner", False) else self.main_samples).append(names)
 
@@ -346,3 +349,41 @@ def test_forge_adetailer_controlnet_model_is_reported(ad):
     ad.adetailer.controlnet_model = "diffusers_xl_canny_mid [112a778d]"
     p.script_args = [None, *padding, *ad.adetailer.args()]
     assert adetailer.face_pass_problem(p) is None
+
+
+# ---------------------------------------------------------------------------------- two people
+def _save_identities(ad, *names):
+    from hyperlora_ext.webui import host
+
+    store = host.services().store()
+    for seed, name in enumerate(names, start=40):
+        store.save(name, make_lora(ad.model, seed=seed), model="tiny", photos=1)
+
+
+@pytest.mark.parametrize("accordion", [False, True], ids=["accordion_off", "accordion_on"])
+def test_two_saved_identities_on_two_face_boxes(ad, accordion):
+    """ADetailer's per-face prompts ([SEP], one part a box) with saved identities as LoRAs: each
+    box is repainted with its own identity, and its prompt gets the trigger words."""
+    _save_identities(ad, "alice", "bob")
+    ad.list_hyperlora(True)
+    ad.adetailer.boxes = ((0, 0, 8, 8), (8, 8, 16, 16))
+    ad.adetailer.ad_prompt = "a woman <lora:alice:0.85> [SEP] a man <lora:bob:0.85>"
+    p, _ = ad.job(ON if accordion else None)
+    first, second = ad.adetailer.inner_jobs
+    assert [n for n in ad.inner_networks[0] if not n.startswith("hyperlora_")] == ["alice"]
+    assert [n for n in ad.inner_networks[-1] if not n.startswith("hyperlora_")] == ["bob"]
+    for job in (first, second):
+        assert job.all_prompts[0].startswith("fcsks fxhks fhyks, "), job.all_prompts
+    assert all(bool(names) == accordion for names in ad.inner_samples), ad.inner_samples
+    assert infotext.ERROR not in p.extra_generation_params
+
+
+def test_a_lora_that_is_no_saved_identity_gets_no_trigger_words(ad):
+    from safetensors.torch import save_file
+
+    save_file(make_lora(ad.model, seed=3, only=8), str(ad.webui.lora_dir / "style.safetensors"))
+    ad.list_hyperlora(True)
+    ad.adetailer.ad_prompt = "a face <lora:style:0.5>"
+    ad.job(None)
+    [face] = ad.adetailer.inner_jobs
+    assert face.all_prompts == ["a face <lora:style:0.5>"], face.all_prompts
