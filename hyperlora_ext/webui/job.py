@@ -134,7 +134,10 @@ def _add_trigger_words(p: Any) -> None:
 def _prepare_face_pass(p: Any, args: tuple) -> None:
     """ADetailer's face pass: the main job's identity again, from its state (no prediction, and
     no photo the main job refused: its input rules hold here too)."""
-    options = _arguments(p, args)
+    try:
+        options = _arguments(p, args)
+    except HyperLoRAError:
+        return  # the main job's own arguments: it reported the error already
     if options.trigger_words and adetailer.uses_saved_identity(p.all_prompts, _saved_names()):
         _add_trigger_words(p)  # a per-face prompt with <lora:alice:...>, a saved identity
     main = adetailer.main_job(p)

@@ -387,3 +387,11 @@ def test_a_lora_that_is_no_saved_identity_gets_no_trigger_words(ad):
     ad.job(None)
     [face] = ad.adetailer.inner_jobs
     assert face.all_prompts == ["a face <lora:style:0.5>"], face.all_prompts
+
+
+def test_bad_arguments_are_reported_once_not_again_by_the_face_pass(ad):
+    ad.list_hyperlora(True)
+    p, _ = ad.job({**ON, "weight": "heavy"})
+    error = p.extra_generation_params[infotext.ERROR]
+    assert "weight" in error and "face pass" not in error, error
+    assert not any(ad.inner_samples)
