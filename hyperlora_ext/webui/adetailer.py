@@ -15,6 +15,7 @@ main job refused (an API job's server paths).
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ NO_CONTROLNET = ("None", "Passthrough")  # ADetailer's values that keep the scri
 SETTING_LABEL = "Settings > ADetailer > Script names to apply to ADetailer"
 LORA_TAG = re.compile(r"<lora:([^:>]+)")  # A1111's extra network syntax: <lora:name:weight>
 
+FORGE_CONTROLNET_NOTE = (
+    "on Forge, an ADetailer ControlNet model other than None runs the face pass with ControlNet "
+    "alone, without the identity (the image's HyperLoRA warning says so)"
+)
+
 # The main job in progress (the WebUI runs one job at a time): the face pass reuses its identity.
 _main: tuple[Any, job_state.JobState] | None = None
 
@@ -42,6 +48,7 @@ class Setup:
     installed: bool
     only_selected: bool = True
     script_names: str = ""
+    forge: bool = False  # Forge: ADetailer's ControlNet option drops every other script
 
     @property
     def listed(self) -> bool:
@@ -68,6 +75,7 @@ class Setup:
             "keeps_identity": self.keeps_identity,
             "problem": self.problem(),
             "fix": None if self.keeps_identity else fix_body(self),
+            "notes": [FORGE_CONTROLNET_NOTE] if self.installed and self.forge else [],
         }
 
 
@@ -96,7 +104,15 @@ def read() -> Setup:
         installed=True,
         only_selected=bool(data.get(ONLY_SELECTED, True)),
         script_names=str(data.get(SCRIPT_NAMES, "")),
+        forge=_forge_webui(),
     )
+
+
+def _forge_webui() -> bool:
+    try:
+        return importlib.util.find_spec("modules_forge") is not None
+    except ValueError:  # in sys.modules without a spec: it is there
+        return True
 
 
 def set_listed(listed: bool) -> Setup:

@@ -126,6 +126,7 @@ class ADetailerStatus(BaseModel):
     keeps_identity: bool
     problem: str | None
     fix: dict[str, str] | None
+    notes: list[str]
 
 
 class StatusResponse(BaseModel):

@@ -10,6 +10,9 @@ what issue 22 asks for and today's code does not do; each turns into a failure (
 from __future__ import annotations
 
 import importlib
+import sys
+import types
+from importlib.machinery import ModuleSpec
 
 import pytest
 import torch
@@ -251,6 +254,11 @@ def test_status_reports_the_adetailer_state(ad, tmp_path_factory, monkeypatch):
     ad.webui.shared.opts.set("ad_script_names", state["fix"]["ad_script_names"])  # the API fix
     state = client.get("/hyperlora/v1/status").json()["adetailer"]
     assert state["listed"] and state["keeps_identity"] and state["fix"] is None, state
+    assert state["notes"] == []  # A1111
+    monkeypatch.setitem(sys.modules, "modules_forge", types.ModuleType("modules_forge"))
+    monkeypatch.setattr(sys.modules["modules_forge"], "__spec__", ModuleSpec("modules_forge", None))
+    [note] = client.get("/hyperlora/v1/status").json()["adetailer"]["notes"]
+    assert "ControlNet" in note and "Forge" in note, note
 
 
 def test_status_without_adetailer(host, client):
@@ -395,3 +403,13 @@ def test_bad_arguments_are_reported_once_not_again_by_the_face_pass(ad):
     error = p.extra_generation_params[infotext.ERROR]
     assert "weight" in error and "face pass" not in error, error
     assert not any(ad.inner_samples)
+
+
+def test_the_accordion_has_no_adetailer_row_without_adetailer(webui, monkeypatch):
+    from tests.webui.harness import build_panel
+
+    demo, _ = build_panel(webui, monkeypatch)
+    labels = [getattr(b, "value", None) for b in demo.blocks.values()]
+    rows = [b for b in demo.blocks.values() if str(getattr(b, "elem_id", "")).endswith("adetailer")]
+    assert rows and all(row.visible is False for row in rows)
+    assert "Add HyperLoRA to ADetailer's scripts" in labels  # built, hidden: no layout change
