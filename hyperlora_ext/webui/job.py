@@ -7,6 +7,10 @@ Every hook runs inside :func:`boundary`: the WebUI logs and swallows exceptions 
 script hook, which would leave an image that looks fine but lacks the identity. Instead, any
 exception becomes a visible ``HyperLoRA error`` (infotext, comments, API ``info``, a 422 in fail
 mode), the HyperLoRA parameters of the image are removed, and the console gets the traceback once.
+
+ADetailer re-enters the hooks on copies of a job and runs face passes inside it; the rules for
+those calls are in :mod:`~hyperlora_ext.webui.adetailer` (the same job is not begun, prepared or
+restored twice; a face pass reuses the main job's identity).
 """
 
 from __future__ import annotations
