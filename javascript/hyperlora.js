@@ -24,6 +24,8 @@
         "checklist": "The models HyperLoRA needs and the folder each one goes to",
         "download": "Download the missing models from the Hugging Face Hub into the folders listed (several GB); progress shows here and in the console",
         "check": "Look for the models again, e.g. after copying them into the folders by hand",
+        "ad_fix": "ADetailer repaints faces with only the scripts in Settings > ADetailer > Script names to apply to ADetailer; this adds hyperlora there and saves it, so the face pass keeps the identity",
+        "ad_undo": "Take hyperlora out of ADetailer's script list again (Settings > ADetailer shows the list)",
         "advanced": "Per-photo weights, mixing identities and identity sliders; leave closed for the usual single identity",
         "photo_weights": "One relative weight per photo, in the order of the photos, e.g. '1, 1, 0.5': a photo of weight 2 counts twice as much as one of weight 1, 0 leaves it out. Empty: all photos count alike",
         "mix": "Mix identities like photos are fused: saved identities with weights, e.g. 'alice:0.7, bob:0.3'; '@photos:0.5' adds the photos above. Weights are relative. Used instead of the saved identity above",

@@ -48,7 +48,8 @@ class HyperLoRAScript(scripts.Script):
         return panel.inputs
 
     def before_process(self, p: Any, *args: Any) -> None:
-        job.begin(p)
+        if not job.begin(p):
+            return  # ADetailer's copy of a job in progress
         with job.boundary(p, "cleaning up after the previous job"):
             job.restore(p)  # a job that failed inside the sampler skipped postprocess
 
@@ -77,7 +78,7 @@ class HyperLoRAScript(scripts.Script):
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         with job.boundary(p, "restoring the checkpoint's weights", after_images=True):
-            job.restore(p)
+            job.finish(p)
 
 
 def _has_every_sampling_hook() -> bool:

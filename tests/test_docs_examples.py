@@ -152,7 +152,12 @@ def workflow_files() -> list[Path]:
     return sorted(WORKFLOWS.glob("*.json"))
 
 
-@pytest.mark.parametrize("path", workflow_files(), ids=lambda path: path.name)
+PER_FACE = "two_identities.json"  # the identities are LoRAs in ADetailer's per-face prompts
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in workflow_files() if p.name != PER_FACE], ids=lambda path: path.name
+)
 def test_workflow_bodies_parse(path: Path):
     body = json.loads(path.read_text(encoding="utf-8"))
     if "hyperlora" not in {title.lower() for title in body.get("alwayson_scripts", {})}:
@@ -161,6 +166,16 @@ def test_workflow_bodies_parse(path: Path):
         return
     args = hyperlora_script_args(with_photos(body), path.name)
     assert args.enabled and args.weight > 0, f"{path.name}: the identity is not applied"
+
+
+def test_two_identities_body_gives_each_face_a_saved_identity():
+    body = json.loads((WORKFLOWS / PER_FACE).read_text(encoding="utf-8"))
+    [enabled, _skip_img2img, tab] = body["alwayson_scripts"]["ADetailer"]["args"]
+    parts = [part.strip() for part in tab["ad_prompt"].split("[SEP]")]
+    assert enabled and tab["ad_mask_k"] == len(parts) == 2, tab
+    tags = [re.findall(r"<lora:(\w+):0\.85>", part) for part in parts]
+    assert tags == [["alice"], ["bob"]], parts
+    assert all(part.startswith("fcsks fxhks fhyks, ") for part in parts), parts
 
 
 def test_workflow_files_named_in_the_docs_exist():

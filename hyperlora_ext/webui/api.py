@@ -40,7 +40,7 @@ from hyperlora_ext.errors import (
 from hyperlora_ext.facts import LORA_SUFFIX, MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
 from hyperlora_ext.files import parse_json
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import api_identities, fail_mode, studio
+from hyperlora_ext.webui import adetailer, api_identities, fail_mode, studio
 from hyperlora_ext.webui import api_models as m
 from hyperlora_ext.webui.api_errors import ApiError, error_response
 from hyperlora_ext.webui.fail_mode import install_fail_mode
@@ -221,6 +221,7 @@ def _status(backend: Services) -> dict[str, Any]:
             "misses": stats.misses,
         },
         "identities": len(backend.store().names()),
+        "adetailer": adetailer.read().as_json(),
     }
 
 

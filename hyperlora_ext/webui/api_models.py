@@ -123,12 +123,27 @@ class CacheStats(BaseModel):
     misses: int
 
 
+class ADetailerStatus(BaseModel):
+    """ADetailer's settings as they matter to HyperLoRA: its face pass keeps the identity only
+    when ``hyperlora`` is in ``ad_script_names``; ``fix`` is the /sdapi/v1/options body."""
+
+    installed: bool
+    only_selected_scripts: bool
+    script_names: str
+    listed: bool
+    keeps_identity: bool
+    problem: str | None
+    fix: dict[str, str] | None
+    notes: list[str]
+
+
 class StatusResponse(BaseModel):
     version: str
     ready: bool
     device: str
     cache: CacheStats
     identities: int
+    adetailer: ADetailerStatus
 
 
 class ModelState(BaseModel):

@@ -7,6 +7,10 @@ Every hook runs inside :func:`boundary`: the WebUI logs and swallows exceptions 
 script hook, which would leave an image that looks fine but lacks the identity. Instead, any
 exception becomes a visible ``HyperLoRA error`` (infotext, comments, API ``info``, a 422 in fail
 mode), the HyperLoRA parameters of the image are removed, and the console gets the traceback once.
+
+ADetailer re-enters the hooks on copies of a job and runs face passes inside it; the rules for
+those calls are in :mod:`~hyperlora_ext.webui.adetailer` (the same job is not begun, prepared or
+restored twice; a face pass reuses the main job's identity).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from hyperlora_ext.errors import HyperLoRAError, UnexpectedError
 from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui import (
+    adetailer,
     fail_mode,
     host,
     infotext,
@@ -69,13 +74,24 @@ def fail(p: Any, error: Exception, *, after_images: bool = False) -> None:
     report(p, message, identity_applied=after_images)
 
 
-def begin(p: Any) -> None:
-    """``before_process()``, the job's first hook: a new job state, no error reported yet."""
-    job_state.begin(p)
+def begin(p: Any) -> bool:
+    """``before_process()``, the job's first hook: a new job state, no error reported yet.
+    False for ADetailer's copy of a job in progress: the same job, nothing to begin."""
+    if adetailer.is_reentry(p):
+        return False
+    state = job_state.begin(p)
+    if not adetailer.is_inner(p):
+        adetailer.begin_main(p, state)
+    return True
 
 
 def prepare(p: Any, args: tuple) -> None:
     """``process()``: parse the arguments and predict (or reuse) the identity of this job."""
+    if adetailer.is_reentry(p):
+        return  # ADetailer's copy of this job: prepared already, its warnings stay
+    if adetailer.is_inner(p):
+        _prepare_face_pass(p, args)
+        return
     job_state.of(p).drop_identity()
     likeness.reset(p)
     # X/Y/Z cells share this dict: take out the last cell's entries, keep this job's errors.
@@ -113,10 +129,78 @@ def _prepare(p: Any, options: HyperLoRAArgs) -> None:
     _warn(p, identity.notes)
     _write_errors(p)  # e.g. the clean-up of the previous job failed
     if options.trigger_words:
-        for name in ("all_prompts", "all_hr_prompts"):
-            prompts = getattr(p, name, None)
-            if prompts:
-                setattr(p, name, [add_trigger_words(prompt) for prompt in prompts])
+        _add_trigger_words(p)
+
+
+def _add_trigger_words(p: Any) -> None:
+    for name in ("all_prompts", "all_hr_prompts"):
+        prompts = getattr(p, name, None)
+        if prompts:
+            setattr(p, name, [add_trigger_words(prompt) for prompt in prompts])
+
+
+def _prepare_face_pass(p: Any, args: tuple) -> None:
+    """ADetailer's face pass: the main job's identity again, from its state (no prediction, and
+    no photo the main job refused: its input rules hold here too)."""
+    try:
+        options = _arguments(p, args)
+    except HyperLoRAError:
+        return  # the main job's own arguments: it reported the error already
+    if options.trigger_words and adetailer.uses_saved_identity(p.all_prompts, _saved_names()):
+        _add_trigger_words(p)  # a per-face prompt with <lora:alice:...>, a saved identity
+    main = adetailer.main_job(p)
+    if main is None or main[1].identity is None:
+        return
+    main_p, main_state = main
+    reason = host.unsupported_reason(p.sd_model)  # ADetailer's own checkpoint for the face
+    if reason is not None:
+        warn(main_p, f"the face pass ran without the identity: {reason}")
+        return
+    state = job_state.of(p)
+    state.identity, state.patches = main_state.identity, main_state.patches
+    if options.trigger_words:  # also into a custom ADetailer prompt
+        _add_trigger_words(p)
+
+
+def _saved_names() -> list[str]:
+    try:
+        return host.services().store().names()
+    except Exception as error:  # the trigger words are a help; the face pass goes on without
+        _log(f"reading the saved identities for the face pass: {error}", unexpected=False)
+        return []
+
+
+def warn(p: Any, message: str) -> None:
+    """Add ``message`` to the job's HyperLoRA warning (kept under the likeness notes)."""
+    params, state = p.extra_generation_params, job_state.of(p)
+    if message in str(params.get(infotext.WARNING) or ""):
+        return  # said already for this job (ADetailer re-enters once per batch)
+    params[infotext.WARNING] = _joined(params.get(infotext.WARNING), message)
+    if state.base_warning is not job_state.UNSET:
+        state.base_warning = _joined(state.base_warning, message)
+    p.comment(f"HyperLoRA: {message}")
+
+
+def _joined(first: Any, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
+def finish(p: Any) -> None:
+    """``postprocess()``: restore the UNet, the job is over. ADetailer's dummy postprocess on a
+    copy of the job (before its face pass) restores nothing: it is where the image learns
+    whether its face pass will carry the identity."""
+    if adetailer.is_reentry(p):
+        problem = adetailer.face_pass_problem(p)
+        if problem is not None and job_state.of(p).identity is not None:
+            warn(p, problem)
+        return
+    try:
+        restore(p)
+    finally:
+        state = job_state.peek(p)
+        if state is not None and state.owner == id(p):
+            state.finished = True
+        adetailer.end_main(p)
 
 
 def _identity(p: Any, options: HyperLoRAArgs) -> tuple[Identity, tuple[Patch, ...], HyperLoRAArgs]:
@@ -221,6 +305,9 @@ def report(p: Any, message: str, *, identity_applied: bool = False) -> None:
     Unless the identity was applied, the images do not carry it, so their HyperLoRA parameters
     (model, weight, identity digest, options) are removed: only the error remains.
     """
+    main = adetailer.main_job(p)
+    if main is not None:  # a face pass: the image of the main job carries it
+        p, message, identity_applied = main[0], f"face pass: {message}", True
     state = job_state.of(p)
     if message not in state.errors:
         state.errors = (*state.errors, message)

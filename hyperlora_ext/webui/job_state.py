@@ -31,6 +31,8 @@ class JobState:
     likeness: list[Any] = field(default_factory=list)  # likeness.Likeness per scored image
     base_warning: Any = UNSET  # the job's HyperLoRA warning, without the likeness notes
     overrides: dict[str, Any] = field(default_factory=dict)  # X/Y/Z axis values of this cell
+    owner: int | None = None  # id() of the p whose before_process began the job
+    finished: bool = False  # the owner's postprocess ran: a copy of p made now is a new job
 
     def drop_identity(self) -> None:
         self.identity, self.patches = None, ()
@@ -53,7 +55,7 @@ def peek(p: Any) -> JobState | None:
 def begin(p: Any) -> JobState:
     """``before_process()``: a new job, keeping only the X/Y/Z cell's overrides."""
     old = peek(p)
-    state = JobState(overrides=dict(old.overrides) if old is not None else {})
+    state = JobState(overrides=dict(old.overrides) if old is not None else {}, owner=id(p))
     setattr(p, ATTRIBUTE, state)
     return state
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from hyperlora_ext.webui import infotext, job_state, settings
+from hyperlora_ext.webui import adetailer, infotext, job_state, settings
 
 KEY = "HyperLoRA likeness"
 
@@ -26,6 +26,8 @@ def reset(p: Any) -> None:
 
 def score(p: Any, image: Any) -> None:
     """Score ``image`` against the job's identity and write the result for its infotext."""
+    if adetailer.is_inner(p):
+        return  # a face box of ADetailer: the main job scores the final image
     params = p.extra_generation_params
     params.pop(KEY, None)
     state = job_state.peek(p)

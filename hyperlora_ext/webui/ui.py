@@ -21,7 +21,7 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import infotext, ui_hints, ui_identities
+from hyperlora_ext.webui import adetailer, infotext, ui_adetailer, ui_hints, ui_identities
 from hyperlora_ext.wording import counted
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
@@ -125,6 +125,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
         saved, lists = {}, [identity, *advanced[2:4]]  # "Saved identity", the slider's sides
         if services.identity_store is not None:
             saved = ui_identities.build(gr, elem_id, services.identity_store, lists)
+        ui_adetailer.build(gr, elem_id)
         status = gr.Markdown("", elem_id=elem_id("status"))
         _status_boxes["img2img" if "img2img" in elem_id("status") else "txt2img"] = status
         with gr.Row():
@@ -457,10 +458,7 @@ def host_warnings() -> list[str]:
     except ImportError:
         return []
     warnings = [w for w in [ui_hints.clip_warning(shared.opts)] if w]
-    ad_scripts = getattr(shared.opts, "ad_script_names", None)  # set when ADetailer is installed
-    if ad_scripts is not None and "hyperlora" not in str(ad_scripts):
-        warnings.append(
-            "ADetailer's face pass runs without the identity: add 'hyperlora' to Settings > "
-            "ADetailer > 'Script names to apply to ADetailer'"
-        )
+    ad_problem = adetailer.read().problem()
+    if ad_problem is not None:
+        warnings.append(ad_problem)
     return warnings

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import torch
 
+from hyperlora_ext.identity_value import Identity
+from hyperlora_ext.lora_format import lora_digest
 from tests.webui.fake_webui.tiny_sdxl import SDXL_ATTENTION_BLOCKS
 
 # SGM block -> diffusers block, written out by hand (independent of hyperlora_ext.lora_format).
@@ -55,3 +60,14 @@ def expected_delta(lora, kohya, weight):
     down = lora[f"{kohya}.lora_down.weight"].to(torch.float16)
     alpha = float(lora[f"{kohya}.alpha"])
     return (up @ down) * (alpha / down.shape[0]) * weight
+
+
+def unmatched(lora):
+    """The same LoRA under layer names this checkpoint does not have."""
+    return {key.replace("lora_unet_", "lora_unet_nowhere_"): t for key, t in lora.items()}
+
+
+def with_lora(result: Identity, change: Callable[[dict], dict]) -> Identity:
+    """``result`` with its LoRA changed by ``change`` (and the digest that goes with it)."""
+    lora = change(result.lora)
+    return replace(result, lora=lora, digest=lora_digest(lora))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import types
 
@@ -13,8 +12,8 @@ from hyperlora_ext.errors import UnsupportedForgeError
 from hyperlora_ext.lora_format import lora_digest
 from hyperlora_ext.webui import forge, forge_vram
 from tests.webui.fake_webui import forge_backend as fb
+from tests.webui.forge_helpers import WEIGHT, fingerprint, hook, make_model, snapshot, unet_of
 
-WEIGHT = 0.8
 RANK, ALPHA = 2, 1.0
 
 
@@ -28,28 +27,6 @@ def adapter(memory) -> forge.ForgeAdapter:
     return forge.ForgeAdapter()
 
 
-def make_model(dtype=torch.float32, storage_dtype=None, seed=0) -> fb.FakeForgeSDXL:
-    torch.manual_seed(seed)
-    return fb.FakeForgeSDXL(fb.TinySDXLUNet().to(dtype), storage_dtype)
-
-
-def unet_of(sd_model: fb.FakeForgeSDXL) -> fb.TinySDXLUNet:
-    return sd_model.forge_objects_original.unet.model.diffusion_model
-
-
-def snapshot(sd_model) -> dict[str, torch.Tensor]:
-    kmodel = sd_model.forge_objects_original.unet.model
-    return {name: param.detach().clone() for name, param in kmodel.named_parameters()}
-
-
-def fingerprint(sd_model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in snapshot(sd_model).items():
-        digest.update(name.encode())
-        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def deltas(unet: fb.TinySDXLUNet, lora: dict, scale: float) -> dict[str, torch.Tensor]:
     """Expected ``{param key: strength * alpha / rank * up @ down}`` for an SGM-style LoRA."""
     out = {}
@@ -59,17 +36,6 @@ def deltas(unet: fb.TinySDXLUNet, lora: dict, scale: float) -> dict[str, torch.T
         rank_scale = lora[f"{stem}.alpha"].item() / down.shape[0]
         out[f"diffusion_model.{name}.weight"] = scale * rank_scale * (up.float() @ down.float())
     return out
-
-
-def hook(adapter, lora, weight=WEIGHT, reports=None):
-    digest = lora_digest(lora)
-
-    def process_before_every_sampling(p):
-        report = adapter.apply(p, lora, weight, digest)
-        if reports is not None:
-            reports.append(report)
-
-    return process_before_every_sampling
 
 
 def assert_weights(sd_model, before, expected_deltas, atol=1e-6):

@@ -16,27 +16,22 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageDraw
+
+from tests.webui.live_webui import ERROR, FACE, URL, Response, call, face, same
 
 pytestmark = pytest.mark.integration
-URL = os.environ.get("SD_WEBUI_URL", "").rstrip("/")
-FACE = os.environ.get("SD_WEBUI_FACE", "")
 NO_MATCH_MODEL = os.environ.get("SD_WEBUI_NO_MATCH_MODEL", "smoke_no_match")
 PROMPT = "portrait photo of a person, studio light"
 FAIL = {"X-HyperLoRA-On-Error": "fail"}
-ERROR = "HyperLoRA error"
 # Parameters that claim the identity was applied.
 APPLIED_KEYS = ("HyperLoRA model", "HyperLoRA weight", "HyperLoRA identity")
 
@@ -55,61 +50,6 @@ def _webui() -> None:
     if reason:
         print(f"SKIP integration test: {reason}")
         pytest.skip(reason)
-
-
-# ---------------------------------------------------------------------------------- HTTP
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any
-
-    @property
-    def info(self) -> dict[str, Any]:
-        assert self.status == 200, f"{self.status}: {self.body}"
-        return json.loads(self.body["info"])
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.info.get("extra_generation_params") or {}
-
-    @property
-    def infotext(self) -> str:
-        return (self.info.get("infotexts") or [""])[0]
-
-    def image(self, index: int = 0) -> Image.Image:
-        data = base64.b64decode(self.body["images"][index])
-        return Image.open(io.BytesIO(data)).convert("RGB")
-
-    @property
-    def detail(self) -> str:
-        return str(self.body.get("detail", self.body)) if isinstance(self.body, dict) else ""
-
-
-def call(
-    path: str,
-    payload: Any = None,
-    headers: dict[str, str] | None = None,
-    method: str | None = None,
-) -> Response:
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(
-        URL + path,
-        data=data,
-        headers={"Content-Type": "application/json", **(headers or {})},
-        method=method,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=900) as response:
-            return Response(response.status, json.loads(response.read()))
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        return Response(error.code, body)
 
 
 def generate(
@@ -134,11 +74,6 @@ def generate(
     return call("/sdapi/v1/txt2img", payload, FAIL if fail else None)
 
 
-@cache
-def face() -> str:
-    return base64.b64encode(Path(FACE).read_bytes()).decode()
-
-
 def identity(**changes: Any) -> dict[str, Any]:
     """HyperLoRA args with the test face and the trigger words off."""
     return {"enabled": True, "images": [face()], "weight": 0.8, "trigger_words": False, **changes}
@@ -147,10 +82,6 @@ def identity(**changes: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def plain() -> Image.Image:
     return generate(None).image()
-
-
-def same(a: Image.Image, b: Image.Image) -> bool:
-    return ImageChops.difference(a, b).getbbox() is None
 
 
 # ---------------------------------------------------------------------------------- outcomes

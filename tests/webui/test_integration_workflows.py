@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.webui.test_integration_webui import (
+from tests.webui.live_webui import (
     ERROR,
     Response,
     call,
@@ -240,24 +240,25 @@ def test_adetailer_face_pass_uses_the_identity_when_hyperlora_is_listed(restored
     assert not same(listed.image(), unlisted.image()), "the face pass ignores the script list"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: with ADetailer's default script list the face pass runs without the "
-    "identity (HyperLoRA is not re-applied inside ADetailer's inner img2img job)",
-)
-def test_adetailer_default_face_pass_keeps_the_identity(restored):
-    """The probe: the default face pass equals the face pass with `hyperlora` listed."""
+def test_the_status_fix_makes_the_face_pass_keep_the_identity(restored):
+    """/hyperlora/v1/status reports ADetailer's default list and the options body that fixes it
+    (what the accordion's button sets); with it the face pass equals the listed one."""
     requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
-    default = send(ad_body(AD_DEFAULT_SCRIPTS))
-    listed = send(ad_body(AD_DEFAULT_SCRIPTS + ",hyperlora"))
-    assert same(default.image(), listed.image()), "the default face pass lost the identity"
+    saved = call("/sdapi/v1/options").body["ad_script_names"]
+    try:
+        assert call("/sdapi/v1/options", {"ad_script_names": AD_DEFAULT_SCRIPTS}).status == 200
+        state = call("/hyperlora/v1/status").body["adetailer"]
+        assert state["installed"] and not state["keeps_identity"], state
+        assert call("/sdapi/v1/options", state["fix"]).status == 200
+        assert call("/hyperlora/v1/status").body["adetailer"]["keeps_identity"]
+        fixed = send(ad_body())
+        listed = send(ad_body(AD_DEFAULT_SCRIPTS + ",hyperlora"))
+        assert same(fixed.image(), listed.image()), "the fixed face pass lost the identity"
+        assert "ADetailer" not in str(fixed.params.get("HyperLoRA warning", "")), fixed.params
+    finally:
+        call("/sdapi/v1/options", {"ad_script_names": saved})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 22: nothing tells that the face pass ran without the identity (no warning "
-    "in the image's parameters)",
-)
 def test_adetailer_face_pass_without_the_identity_is_reported(restored):
     requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
     response = send(ad_body(AD_DEFAULT_SCRIPTS))

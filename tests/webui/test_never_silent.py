@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from dataclasses import replace
 
 import pytest
 import torch
@@ -25,7 +24,7 @@ from tests.factories import tiny_modules, write_tiny_hyperlora
 from tests.webui import fake_webui
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
 from tests.webui.harness import ON, Harness, ours
-from tests.webui.loras import make_lora
+from tests.webui.loras import make_lora, unmatched, with_lora
 from tests.webui.tiny_host import FACE, generation_app, point_webui_at, tiny_models
 
 IDENTITY_PARAMS = (infotext.MODEL, infotext.WEIGHT, infotext.DIGEST)
@@ -53,18 +52,13 @@ def assert_failed_visibly(p, processed, *fragments):
         assert "HyperLoRA error" in text and "HyperLoRA identity" not in text
 
 
-def unmatched(lora):
-    """The same LoRA under layer names this checkpoint does not have."""
-    return {key.replace("lora_unet_", "lora_unet_nowhere_"): t for key, t in lora.items()}
-
-
 # --------------------------------------------------------------- the script runner (stub)
 def test_a_lora_matching_no_layer_is_an_error_and_the_unet_is_untouched(hl, monkeypatch):
     before = unet_fingerprint(hl.model)
     plain = hl.image()
     predict = hl.pipeline.predict
     monkeypatch.setattr(
-        hl.pipeline, "predict", lambda *a, **k: _with_lora(predict(*a, **k), unmatched)
+        hl.pipeline, "predict", lambda *a, **k: with_lora(predict(*a, **k), unmatched)
     )
     p, processed = hl.job(ON)
     assert_failed_visibly(p, processed, "skipped", "in this checkpoint")
@@ -79,7 +73,7 @@ def test_a_partial_match_keeps_the_identity_and_warns(hl, monkeypatch):
 
     def half(result):
         extra = unmatched(make_lora(hl.model, seed=5, only=8))
-        return _with_lora(result, lambda lora: {**lora, **extra})
+        return with_lora(result, lambda lora: {**lora, **extra})
 
     monkeypatch.setattr(hl.pipeline, "predict", lambda *a, **k: half(predict(*a, **k)))
     p, _ = hl.job(ON)
@@ -87,13 +81,6 @@ def test_a_partial_match_keeps_the_identity_and_warns(hl, monkeypatch):
     assert "layers matched" in params[infotext.WARNING] and infotext.ERROR not in params
     assert all(key in params for key in IDENTITY_PARAMS)
     assert all(ours(names) for _, names, _ in hl.samples)
-
-
-def _with_lora(result, change):
-    from hyperlora_ext.lora_format import lora_digest
-
-    lora = change(result.lora)
-    return replace(result, lora=lora, digest=lora_digest(lora))
 
 
 @pytest.mark.parametrize(
@@ -407,7 +394,7 @@ def test_bad_values_from_the_issue_fail_visibly_through_the_api(tiny_host, field
 def test_a_model_fitting_no_layer_is_named_not_one_of_its_layers(hl, monkeypatch):
     predict = hl.pipeline.predict
     monkeypatch.setattr(
-        hl.pipeline, "predict", lambda *a, **k: _with_lora(predict(*a, **k), unmatched)
+        hl.pipeline, "predict", lambda *a, **k: with_lora(predict(*a, **k), unmatched)
     )
     p, _ = hl.job(ON)
     error = p.extra_generation_params[infotext.ERROR]

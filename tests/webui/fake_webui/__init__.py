@@ -77,6 +77,7 @@ def install(tmp_dir: Path, version: str = "1.10") -> FakeWebUI:
     lora_dir = tmp_dir / "models" / "Lora"
     lora_dir.mkdir(parents=True, exist_ok=True)
     shared.cmd_opts.lora_dir = str(lora_dir)
+    shared.config_filename = str(tmp_dir / "config.json")
 
     networks = importlib.import_module("networks")
     lora_patches = importlib.import_module("lora_patches")

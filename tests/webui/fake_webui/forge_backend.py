@@ -436,6 +436,53 @@ class UnetPatcher(ModelPatcher):
         )
         return other
 
+    def add_patched_controlnet(self, cnet: ControlNet) -> None:
+        cnet.set_previous_controlnet(self.controlnet_linked_list)
+        self.controlnet_linked_list = cnet
+
+    def list_controlnets(self) -> list[ControlNet]:
+        found, cnet = [], self.controlnet_linked_list
+        while cnet is not None:
+            found.append(cnet)
+            cnet = cnet.previous_controlnet
+        return found
+
+    def set_model_attn2_replace(self, patch: Any, block_name: str, number: int) -> None:
+        """Forge's IP-Adapter/InstantID face embedding: attn2 replaced per block, in the
+        patcher's ``model_options`` (a clone's own deep copy), never on the torch modules."""
+        replace = self.model_options["transformer_options"].setdefault("patches_replace", {})
+        replace.setdefault("attn2", {})[(block_name, number)] = patch
+
+
+class ControlNet:
+    """``backend.patcher.controlnet.ControlBase``: a linked list node with its hint and range."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.previous_controlnet: ControlNet | None = None
+        self.cond_hint: Any = None
+        self.strength, self.timestep_percent_range = 1.0, (0.0, 1.0)
+
+    def copy(self) -> ControlNet:
+        return ControlNet(self.name)
+
+    def set_cond_hint(self, hint: Any, strength: float, percent_range: tuple) -> ControlNet:
+        self.cond_hint, self.strength, self.timestep_percent_range = hint, strength, percent_range
+        return self
+
+    def set_previous_controlnet(self, cnet: ControlNet | None) -> ControlNet:
+        self.previous_controlnet = cnet
+        return self
+
+
+def apply_controlnet_advanced(unet, controlnet, image_bchw, strength, start_percent, end_percent):
+    """``backend.patcher.controlnet.apply_controlnet_advanced`` (without the advanced weightings):
+    a clone of ``unet`` with a copy of ``controlnet`` added; the given unet is left as it was."""
+    cnet = controlnet.copy().set_cond_hint(image_bchw, strength, (start_percent, end_percent))
+    m = unet.clone()
+    m.add_patched_controlnet(cnet)
+    return m
+
 
 # --------------------------------------------------------------------------- memory management
 

@@ -211,9 +211,21 @@ def create_infotext(p, all_prompts, index):
 
 
 def process_images(p):
+    """A1111's order: ``before_process``, then the override settings (a checkpoint named in
+    ``sd_model_checkpoint`` is loaded: ``shared.checkpoints`` stands for
+    ``sd_models.checkpoint_aliases``; ``p.sd_model`` is A1111's property over ``shared.sd_model``),
+    the job, and the previous checkpoint back afterwards."""
     if p.scripts is not None:
         p.scripts.before_process(p)
-    return process_images_inner(p)
+    previous = shared.sd_model
+    override = shared.checkpoints.get(p.override_settings.get("sd_model_checkpoint"))
+    if override is not None:
+        shared.sd_model = p.sd_model = override
+    try:
+        return process_images_inner(p)
+    finally:
+        if override is not None:
+            shared.sd_model = p.sd_model = previous
 
 
 def process_images_inner(p):

@@ -1,5 +1,6 @@
 """``modules.shared``: options, command-line options, job state and the loaded model."""
 
+import json
 import types
 
 
@@ -48,6 +49,11 @@ class Options:
                 self.data[key] = old
                 return False
         return True
+
+    def save(self, filename):
+        assert not cmd_opts.freeze_settings, "saving settings is disabled"
+        with open(filename, "w", encoding="utf8") as file:
+            json.dump(self.data, file, indent=4, ensure_ascii=False)
 
     def onchange(self, key, func, call=True):
         self.data_labels[key].onchange = func
@@ -135,7 +141,11 @@ cmd_opts = types.SimpleNamespace(
     nowebui=False,
     lora_dir="models/Lora",
     no_prompt_history=True,
+    ui_settings_file="config.json",
+    freeze_settings=False,
 )
+checkpoints = {}  # title -> loaded model: what sd_models.checkpoint_aliases would load
+config_filename = cmd_opts.ui_settings_file  # install() points it into the test's folder
 
 
 class State:
