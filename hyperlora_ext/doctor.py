@@ -7,6 +7,7 @@ Each check is a small function returning :class:`Check` records; :func:`doctor` 
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -178,7 +179,32 @@ def models_ready(roots: ModelRoots) -> bool:
 
 
 def model_checks(roots: ModelRoots) -> list[Check]:
+    unusable = _unusable_folders(roots)
+    if unusable:  # nothing below them can be looked at
+        return unusable
     return [*_hyperlora_checks(roots), *_clip_checks(roots), _antelopev2_check(roots)]
+
+
+def _unusable_folders(roots: ModelRoots) -> list[Check]:
+    """The model folders the operating system refuses to look at (a name too long for it, no
+    permission), as errors naming the folder; a folder that does not exist yet is fine here."""
+    checks = []
+    for folder in (roots.hyper_lora, roots.clip_vit, roots.insightface):
+        try:
+            os.stat(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (OSError, ValueError) as error:  # ValueError: a NUL character in the path
+            reason = getattr(error, "strerror", None) or str(error)
+            checks.append(
+                Check(
+                    "Model folder",
+                    ERROR,
+                    f"{folder} cannot be used: {reason}",
+                    "choose another models folder (--models-dir or HYPERLORA_MODELS_DIR)",
+                )
+            )
+    return checks
 
 
 def _hyperlora_checks(roots: ModelRoots) -> list[Check]:

@@ -97,6 +97,7 @@ def workdir():
 @example(argv=["lora", "--ref", "photo.png", "--device", "cuda:0"])
 @example(argv=["lora", "--ref", "photo.png", "--out", "not_an_image.txt/alice.safetensors"])
 @example(argv=["lora", "--ref", "", "--out", ""])
+@example(argv=["doctor", "--debug", "--models-dir", "x" * 300])  # a name too long for the OS
 def test_random_command_lines_fail_cleanly(workdir, argv):
     previous = Path.cwd()
     os.environ["HYPERLORA_MODELS_DIR"] = str(workdir / "models")
