@@ -18,7 +18,7 @@ from hyperlora_ext.errors import HyperLoRAError, about
 from hyperlora_ext.refine.crops import FacePhoto
 from hyperlora_ext.refine.kit import Kit, KitSettings, write_kit
 from hyperlora_ext.refine.photos import face_photos
-from hyperlora_ext.refine.save import REFINE_OPTION, refined_name
+from hyperlora_ext.refine.save import refined_name
 from hyperlora_ext.store import check_name
 from hyperlora_ext.webui.refine_host import (
     RefineOutcome,
@@ -111,12 +111,3 @@ def kit(
     name = check_name(kit_name or identity)
     found = faces(services, photos)
     return write_kit(kits_root() / name, name, dict(lora), found, settings, overwrite=overwrite)
-
-
-def refine_note(options: dict[str, Any]) -> str | None:
-    """``"50 steps"`` for a record refined by this extension (its ``options``), else None."""
-    run = options.get(REFINE_OPTION)
-    if not isinstance(run, dict):
-        return None
-    steps = run.get("steps")
-    return f"{steps} steps" if isinstance(steps, int) else "yes"
