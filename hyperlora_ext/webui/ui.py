@@ -20,7 +20,7 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import infotext
+from hyperlora_ext.webui import infotext, ui_refine
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
 _status_boxes: dict[str, Any] = {}
@@ -115,7 +115,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             choices=["", *_safe_list(services.list_identities)], value="",
             elem_id=elem_id("identity"),
         )  # fmt: skip
-        advanced = _advanced(gr, elem_id, services, defaults)
+        advanced, refine = _advanced(gr, elem_id, services, defaults)
         status = gr.Markdown("", elem_id=elem_id("status"))
         _status_boxes["img2img" if "img2img" in elem_id("status") else "txt2img"] = status
         with gr.Row():
@@ -132,6 +132,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
     by_field = dict(zip(HyperLoRAArgs.field_names(), inputs, strict=True))
     _wire(gr, services, inputs, by_field, gallery, status, save, [save_name, overwrite])
     _wire_setup(gr, services, setup, refresh, by_field, status)
+    ui_refine.wire(gr, refine, inputs, failure_text)
     return Panel(
         inputs=inputs,
         infotext_fields=[(by_field[f], key) for f, key in infotext.paste_rules()],
@@ -145,8 +146,9 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
 
 def _advanced(
     gr: Any, elem_id: Callable[[str], str], services: Services, defaults: HyperLoRAArgs
-) -> list[Any]:
-    """The collapsed "Advanced" section: photo weights, mix, slider (HyperLoRAArgs order)."""
+) -> tuple[list[Any], ui_refine.RefinePanel]:
+    """The collapsed "Advanced" section: photo weights, mix, slider (HyperLoRAArgs order), and
+    the Refine control."""
     identities = ["", *_safe_list(services.list_identities)]
     with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
         # value="": gradio 4's default is None, and pasting converts to the value's type.
@@ -173,7 +175,8 @@ def _advanced(
                 value=defaults.slider_strength, label="Slider strength",
                 elem_id=elem_id("slider_strength"),
             )  # fmt: skip
-    return [photo_weights, mix, slider_positive, slider_negative, slider_strength]
+        refine = ui_refine.build(gr, elem_id)
+    return [photo_weights, mix, slider_positive, slider_negative, slider_strength], refine
 
 
 def _setup_panel(gr: Any, elem_id: Callable[[str], str], services: Services) -> dict[str, Any]:

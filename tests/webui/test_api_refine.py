@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -149,7 +151,7 @@ def test_kit_is_written_inside_the_outputs_folder(client, alice, host):
     assert response.status_code == 200, response.text
     data = response.json()
     folder = paths.data_path + "/outputs/hyperlora-kits/alice kit"
-    assert data["folder"] == str(__import__("pathlib").Path(folder).resolve())
+    assert data["folder"] == str(Path(folder).resolve())
     lora = load_file(f"{folder}/alice kit.safetensors")
     assert len(lora) == 560 * 3 and all(k.startswith("lora_unet_") for k in lora)
     assert data["images"] == 2 * 3 and "--network_weights" in data["command"]
