@@ -17,7 +17,7 @@ from hyperlora_ext.refine.kit import KitSettings
 from hyperlora_ext.refine.trainer import RefineOutOfMemoryError
 from hyperlora_ext.store import check_name
 from hyperlora_ext.webui import api_models as m
-from hyperlora_ext.webui import refine_actions
+from hyperlora_ext.webui import refine_actions, refine_likeness
 from hyperlora_ext.webui.api_errors import ApiError
 from hyperlora_ext.webui.api_request import Limits, check_fields, flag, post, request_images
 from hyperlora_ext.webui.refine_host import RefineBusyError, WebUIRefineSettings
@@ -26,10 +26,6 @@ from hyperlora_ext.webui.services import Services
 MAX_STEPS = 1000
 MAX_LEARNING_RATE = 1e-2
 RESOLUTION = (64, 2048)  # pixels, a multiple of 8 (the VAE's factor)
-NOT_SCORED = (
-    "not scored: a before/after likeness needs a fixed-seed generation with each identity; "
-    "generate with both and score the images with /hyperlora/v1/likeness"
-)
 
 
 # ------------------------------------------------------------------------------ schema
@@ -61,6 +57,11 @@ class RefineRequest(_PhotosOf):
     """Refine a saved identity on the loaded checkpoint and save it as a new identity."""
 
     save_name: str | None = Field(None, description="the new identity's name; default NAME-refined")
+    score_likeness: bool = Field(
+        False,
+        description="afterwards, make one fixed-seed image with each identity and score both "
+        "against the identity's likeness reference (two extra generations)",
+    )
 
 
 class KitRequest(_PhotosOf):
@@ -81,7 +82,7 @@ class RefineResponse(BaseModel):
     prompt_tag: str | None = Field(None, description="e.g. <lora:alice-refined:1>")
     likeness_before: float | None = None
     likeness_after: float | None = None
-    likeness_note: str = Field("", description="why the likeness is not scored, if it is not")
+    likeness_note: str = Field("", description="how the likeness was measured, or why not")
 
 
 class KitResponse(BaseModel):
@@ -139,15 +140,11 @@ def _refine(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str
         raise ApiError(409, str(error)) from None
     except RefineOutOfMemoryError as error:
         raise ApiError(503, str(error)) from None
-    body = outcome.response()
     tag = f"<lora:{outcome.saved}:1>" if outcome.saved else None
-    return {
-        **body,
-        "prompt_tag": tag,
-        "likeness_before": None,
-        "likeness_after": None,
-        "likeness_note": NOT_SCORED,
-    }
+    pair = refine_likeness.after_refine(
+        backend, shared.sd_model, request["identity"], outcome.saved, request["score_likeness"]
+    )
+    return {**outcome.response(), "prompt_tag": tag, **pair.response()}
 
 
 def _kit(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +194,9 @@ def _parse(
     if not backend.store().exists(identity):
         raise ApiError(404, f"no saved identity named {identity!r}", "identity")
     images = request_images(request, limits)
-    flag(request, "overwrite")
+    for name in ("overwrite", "score_likeness"):
+        if name in request:
+            flag(request, name)
     for name, low, high in (
         ("steps", 1, MAX_STEPS),
         ("resolution", *RESOLUTION),

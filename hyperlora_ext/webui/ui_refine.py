@@ -19,17 +19,15 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.encoders.images import image_label
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.webui.refine_host import RefineOutcome, WebUIRefineSettings
+from hyperlora_ext.webui.refine_likeness import LikenessPair
 
 HINTS = {
     "steps": "Training steps of 4 face crops each; the authors' recipe is 50.",
     "learning_rate": "AdamW learning rate; 1e-4 is the recipe, higher learns faster but drifts.",
     "resolution": "Side of the square face crops in pixels (multiple of 8); 768 is the recipe.",
     "save_name": "Name of the new identity; empty: the saved identity's name + '-refined'.",
+    "score": "Afterwards, one fixed-seed image with each identity, scored (2 extra images).",
 }
-NOT_SCORED = (
-    "Likeness before/after: not scored here; generate one fixed-seed image with each identity "
-    "to compare (the status line shows each image's likeness)."
-)
 PLOT_SIZE = (360, 160)
 RESOLUTION = (64, 2048)  # pixels, a multiple of 8 (the VAE's factor)
 Failure = Callable[[Exception], str]
@@ -45,6 +43,7 @@ class RefinePanel:
     kit: Any
     status: Any
     plot: Any
+    score: Any
 
     def settings(self) -> list[Any]:
         return [self.steps, self.learning_rate, self.resolution, self.save_name]
@@ -87,6 +86,8 @@ def build(gr: Any, elem_id: Callable[[str], str]) -> RefinePanel:
             info=HINTS["save_name"],
             elem_id=elem_id("refine_save_name"),
         )
+        score = gr.Checkbox(False, label="Score likeness before/after", info=HINTS["score"],
+                            elem_id=elem_id("refine_score"))  # fmt: skip
         with gr.Row():
             refine = gr.Button("Refine", variant="primary", elem_id=elem_id("refine_run"))
             kit = gr.Button("Write training kit", elem_id=elem_id("refine_kit"))
@@ -98,7 +99,9 @@ def build(gr: Any, elem_id: Callable[[str], str]) -> RefinePanel:
             visible=False,
             elem_id=elem_id("refine_loss"),
         )
-    return RefinePanel(steps, learning_rate, resolution, save_name, refine, kit, status, plot)
+    return RefinePanel(
+        steps, learning_rate, resolution, save_name, refine, kit, status, plot, score
+    )
 
 
 def wire(gr: Any, panel: RefinePanel, inputs: Sequence[Any], failure: Failure) -> None:
@@ -113,16 +116,23 @@ def wire(gr: Any, panel: RefinePanel, inputs: Sequence[Any], failure: Failure) -
         return kit_click(failure, *values)
 
     controls = [*panel.settings(), *inputs]
-    panel.refine.click(on_refine, inputs=controls, outputs=[panel.status, panel.plot])
+    outputs = [panel.status, panel.plot]
+    panel.refine.click(on_refine, inputs=[panel.score, *controls], outputs=outputs)
     panel.kit.click(on_kit, inputs=controls, outputs=[panel.status])
 
 
 # -------------------------------------------------------------------------- handlers
 def refine_click(
-    failure: Failure, steps: Any, learning_rate: Any, resolution: Any, save_name: str, *values: Any
+    failure: Failure,
+    score: bool,
+    steps: Any,
+    learning_rate: Any,
+    resolution: Any,
+    save_name: str,
+    *values: Any,
 ) -> tuple[str, Image.Image | None]:
     """The Refine button: (status Markdown, loss plot or None). Never raises."""
-    from hyperlora_ext.webui import host, refine_actions
+    from hyperlora_ext.webui import host, refine_actions, refine_likeness
 
     try:
         args = HyperLoRAArgs.from_positional(list(values))
@@ -139,9 +149,12 @@ def refine_click(
             settings,
             save_name=(save_name or "").strip() or None,
         )
+        pair = refine_likeness.after_refine(
+            host.services(), _sd_model(), args.identity, outcome.saved, bool(score)
+        )
     except Exception as error:  # a button's edge: every failure in the status line
         return failure(error), None
-    return outcome_text(outcome), loss_plot(outcome.result.losses)
+    return outcome_text(outcome, pair), loss_plot(outcome.result.losses)
 
 
 def kit_click(
@@ -173,7 +186,7 @@ def kit_click(
     )
 
 
-def outcome_text(outcome: RefineOutcome) -> str:
+def outcome_text(outcome: RefineOutcome, pair: LikenessPair) -> str:
     result, losses = outcome.result, outcome.result.losses
     curve = f"loss {losses[0]:.4f} → {losses[-1]:.4f}" if losses else "no step done"
     run = f"{result.steps_done} steps in {result.seconds:.1f} s, {curve}"
@@ -181,8 +194,15 @@ def outcome_text(outcome: RefineOutcome) -> str:
         return f"Refine stopped after {run}; nothing was saved."
     return (
         f"Saved `{outcome.saved}` ({run}, micro-batch {result.micro_batch}): pick it under "
-        f"'Saved identity' (Refresh) or use `<lora:{outcome.saved}:1>`. {NOT_SCORED}"
+        f"'Saved identity' (Refresh) or use `<lora:{outcome.saved}:1>`. {likeness_text(pair)}"
     )
+
+
+def likeness_text(pair: LikenessPair) -> str:
+    if pair.before is None and pair.after is None:
+        return f"Likeness {pair.note}."
+    shown = ["no face" if v is None else f"{v:.3f}" for v in (pair.before, pair.after)]
+    return f"Likeness {shown[0]} before, {shown[1]} after ({pair.note})."
 
 
 def loss_plot(losses: Sequence[float], size: tuple[int, int] = PLOT_SIZE) -> Image.Image | None:

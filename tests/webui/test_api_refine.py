@@ -168,3 +168,44 @@ def test_routes_are_in_the_openapi_schema(client):
         schema["schema"]["properties"]
     )
     assert "/hyperlora/v1/refine/kit" in paths
+
+
+def test_likeness_is_scored_on_request(client, alice, monkeypatch):
+    from hyperlora_ext.webui import refine_likeness
+    from hyperlora_ext.webui.host import identity_store
+    from tests.encoders._photos import face_photo
+
+    reference = identity_store().record("alice")  # saved without a reference: say so
+    assert not reference.reference_embedding
+    data = client.post("/hyperlora/v1/refine", json=body(score_likeness=True)).json()
+    assert data["likeness_before"] is None and "has no likeness reference" in data["likeness_note"]
+
+    made = []
+
+    def generate(sd_model, name):  # the double's images are tensors; score real photos instead
+        made.append(name)
+        boxes = {"alice": (100, 40, 220, 200)}.get(name, (60, 30, 200, 220))
+        return face_photo((320, 240), (boxes,))
+
+    monkeypatch.setattr(refine_likeness, "generate", generate)
+    store = identity_store()
+    embedding = tuple(float(v) for v in torch.linspace(-1, 1, 512))
+    store.save("bob", store.load("alice").lora, model="tiny", photos=2,
+               reference_embedding=embedding)  # fmt: skip
+    data = client.post("/hyperlora/v1/refine", json=body(identity="bob", score_likeness=True))
+    data = data.json()
+    assert made == ["bob", "bob-refined"]
+    from hyperlora_ext.webui.host import pipeline
+
+    images = [generate(None, "bob"), generate(None, "bob-refined")]
+    expected = [round(s.score, 4) for s in pipeline().likeness(images, embedding)]
+    assert [data["likeness_before"], data["likeness_after"]] == expected
+    assert data["likeness_note"].startswith("seed ")
+
+
+def test_the_fixed_seed_image_uses_the_identity_as_a_lora_tag(alice, host):
+    from hyperlora_ext.webui import refine_likeness
+
+    first = refine_likeness.generate(alice, "alice")
+    assert torch.equal(first, refine_likeness.generate(alice, "alice"))  # fixed seed
+    assert not torch.equal(first, refine_likeness.generate(alice, "nobody"))

@@ -51,7 +51,8 @@ def args(files, identity="alice"):
 
 def test_the_control_sits_in_advanced_with_a_hint_for_each_setting(panel):
     demo, script, _, _ = panel
-    for name in ("refine_steps", "refine_lr", "refine_resolution", "refine_save_name"):
+    names = ("refine_steps", "refine_lr", "refine_resolution", "refine_save_name", "refine_score")
+    for name in names:
         assert len(component(demo, script, name).info) > 20
     assert component(demo, script, "refine_steps").value == 50
     assert component(demo, script, "refine_lr").value == 1e-4
@@ -66,7 +67,7 @@ def test_refine_button_saves_shows_the_loss_and_gives_the_unet_back(panel, host)
     demo, script, model, files = panel
     before = unet_fingerprint(model)
     click = handler(demo, component(demo, script, "refine_run"))[0]
-    status, plot = click(*FAST, *args(files))
+    status, plot = click(False, *FAST, *args(files))
     assert status.startswith("Saved `alice-refined` (2 steps in "), status
     assert "<lora:alice-refined:1>" in status and "not scored" in status
     assert plot["visible"] is True and plot["value"].size == ui_refine.PLOT_SIZE
@@ -91,7 +92,7 @@ def test_refine_button_saves_shows_the_loss_and_gives_the_unet_back(panel, host)
 def test_refine_failures_go_to_the_status_line(panel, host, settings, identity, photos, message):
     files = panel[3]
     status, plot = ui_refine.refine_click(
-        failure_text, *settings, *args(files if photos else None, identity)
+        failure_text, False, *settings, *args(files if photos else None, identity)
     )
     assert message in status and status.startswith("**") and plot is None
     assert host.shared.state.ended == 0  # nothing started
@@ -104,7 +105,7 @@ def test_an_unexpected_failure_is_named_not_raised(panel, monkeypatch):
         raise RuntimeError("CUDA error: device-side assert")
 
     monkeypatch.setattr(ui_refine.WebUIRefineSettings, "__init__", broken)
-    status, _ = ui_refine.refine_click(failure_text, *FAST, *args(files))
+    status, _ = ui_refine.refine_click(failure_text, False, *FAST, *args(files))
     assert status == f"**{ERROR_LABEL}: RuntimeError: CUDA error: device-side assert**"
 
 
@@ -129,3 +130,20 @@ def test_loss_plot_draws_the_curve_from_high_to_low():
     assert left < right  # higher loss is drawn higher up
     assert ui_refine.loss_plot([]) is None
     assert ui_refine.loss_plot([0.3]) is not None
+
+
+def test_likeness_before_and_after_in_the_status(panel, monkeypatch):
+    from hyperlora_ext.webui import refine_likeness
+
+    files = panel[3]
+    pair = refine_likeness.LikenessPair(0.41, 0.57, "seed 1")
+    seen = []
+
+    def after_refine(services, sd_model, source, saved, wanted):
+        seen.append((source, saved, wanted))
+        return pair
+
+    monkeypatch.setattr(refine_likeness, "after_refine", after_refine)
+    status, _ = ui_refine.refine_click(failure_text, True, *FAST, *args(files))
+    assert seen == [("alice", "alice-refined", True)]
+    assert "Likeness 0.410 before, 0.570 after (seed 1)." in status
