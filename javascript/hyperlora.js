@@ -30,6 +30,15 @@
         "slider_positive": "Slider: the identity applied at +strength on top of the identity, e.g. photos of older people saved as an identity",
         "slider_negative": "Slider: the identity applied at -strength on top of the identity, e.g. photos of younger people; the difference of the two is the direction (older - younger)",
         "slider_strength": "How far to move along the slider: positive identity at +strength, negative at -strength; negative values go the other way. 0 turns the slider off",
+        "refine": "Train the saved identity for a few steps on this checkpoint from its photos and save it as a new identity (SDXL only)",
+        "refine_steps": "Training steps of 4 face crops each; the authors' recipe is 50",
+        "refine_lr": "AdamW learning rate; 1e-4 is the recipe, higher learns faster but drifts from the prediction",
+        "refine_resolution": "Side of the square face crops in pixels, a multiple of 8; 768 is the recipe",
+        "refine_save_name": "Name of the refined identity; empty: the saved identity's name + '-refined'",
+        "refine_score": "After refining, make one fixed-seed image with each identity and show both likeness scores (2 extra images)",
+        "refine_run": "Refine the identity chosen under 'Saved identity' from the Reference photos; generations wait meanwhile and Interrupt stops it",
+        "refine_kit": "Write a kohya sd-scripts training kit (LoRA, face crops, masks, dataset.toml, train.sh) into outputs/hyperlora-kits",
+        "refine_loss": "The training loss of each step of the last refine",
     };
 
     const idPattern = /^script_(?:txt2img|img2img)_hyperlora_(.+)$/;
