@@ -19,6 +19,7 @@ from hyperlora_ext.webui.services import Services
 SEED = 20250101
 PROMPT = "{tag} " + TRIGGER_WORDS + ", a photo of a person, portrait, looking at the camera"
 STEPS = 20
+SAMPLER = "Euler a"  # in both WebUIs
 SIZE = 1024  # SDXL's native size
 NOT_ASKED = (
     "not scored (ask for it with score_likeness / the 'Score likeness' box: two fixed-seed "
@@ -46,6 +47,7 @@ def generate(sd_model: Any, name: str) -> Any:
         seed=SEED, steps=STEPS, width=SIZE, height=SIZE,
     )  # fmt: skip
     p.do_not_save_samples = p.do_not_save_grid = True
+    p.sampler_name = SAMPLER  # explicit, as an API request would give it
     processed = processing.process_images(p)
     if not processed.images:
         raise HyperLoRAError(f"the fixed-seed image with {name!r} was not made (interrupted?)")
