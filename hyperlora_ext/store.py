@@ -364,6 +364,13 @@ class IdentityStore:
                 f"{name!r} cannot be mixed: it is a LoRA file that was not made by HyperLoRA, "
                 "so it has no identity tokens. It still works as a LoRA in the prompt"
             )
+        source = self.record(name).options.get("refined_from")
+        if source:  # refine trains the LoRA itself: there are no tokens to mix
+            return (
+                f"saved identity {name!r} cannot be mixed: it was refined by training, so it "
+                f"has no identity tokens. Mix its source {source!r} instead, or use it as "
+                f"<lora:{name}:0.8> in the prompt"
+            )
         return (
             f"saved identity {name!r} cannot be mixed: it was saved before mixing existed "
             f"(no {path.name} beside it). It still works as a LoRA; to mix it, save it again "

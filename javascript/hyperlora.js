@@ -43,6 +43,15 @@
         "identity_download": "Offer the selected identity's .safetensors file for download below",
         "identity_refresh": "Read the saved identities again, e.g. after saving one or changing the folder by hand",
         "identity_file": "The LoRA file to download: an ordinary SDXL LoRA for any WebUI, ComfyUI or kohya tool",
+        "refine": "Train the saved identity for a few steps on this checkpoint from its photos and save it as a new identity (SDXL only)",
+        "refine_steps": "Training steps of 4 face crops each; the authors' recipe is 50",
+        "refine_lr": "AdamW learning rate; 1e-4 is the recipe, higher learns faster but drifts from the prediction",
+        "refine_resolution": "Side of the square face crops in pixels, a multiple of 8; 768 is the recipe",
+        "refine_save_name": "Name of the refined identity; empty: the saved identity's name + '-refined'",
+        "refine_score": "After refining, make one fixed-seed image with each identity and show both likeness scores (2 extra images)",
+        "refine_run": "Refine the identity chosen under 'Saved identity' from the Reference photos; generations wait meanwhile and Interrupt stops it",
+        "refine_kit": "Write a kohya sd-scripts training kit (LoRA, face crops, masks, dataset.toml, train.sh) into outputs/hyperlora-kits",
+        "refine_loss": "The training loss of each step of the last refine",
     };
 
     const idPattern = /^script_(?:txt2img|img2img)_hyperlora_(.+)$/;

@@ -224,13 +224,15 @@ def curl_request(argv: list[str]) -> tuple[str, str, Any]:
 
 
 def request_model(path: str) -> Any:
-    from hyperlora_ext.webui import api_models
+    from hyperlora_ext.webui import api_models, api_refine
 
     return {
         "detect": api_models.DetectRequest,
         "encode": api_models.EncodeRequest,
         "likeness": api_models.LikenessRequest,
         "rename": api_models.RenameRequest,
+        "refine": api_refine.RefineRequest,
+        "kit": api_refine.KitRequest,
     }[path.rsplit("/", 1)[-1]]
 
 

@@ -15,6 +15,7 @@ def face_photos(
     labels: Sequence[str],
     weights: Sequence[float] | None = None,
     face_choice: str = "largest",
+    face_index: int = 0,
 ) -> list[FacePhoto]:
     """Detect the chosen face in each image (PIL); photos without a face are an error."""
     from hyperlora_ext.encoders.faces import choose_face
@@ -26,7 +27,7 @@ def face_photos(
     for image, label, weight in zip(images, labels, weights, strict=True):
         faces = analyzer.detect(image)
         try:
-            face = faces[choose_face(faces, face_choice)]
+            face = faces[choose_face(faces, face_choice, face_index)]
         except NoFaceError as exc:
             hint = "Use a photo where the face is clearly visible."
             raise NoFaceError(f"{label}: {exc} {hint}") from None

@@ -10,6 +10,7 @@ Routes, registered on the WebUI's FastAPI app by :func:`register_routes` (``on_a
 * ``GET  /hyperlora/v1/identities``        saved identities;
 * ``GET|DELETE /hyperlora/v1/identities/{name}`` (GET: ``?preview=true``, ``?lora=true``);
 * ``POST /hyperlora/v1/identities/{name}/rename``  ``{"new_name": ..., "overwrite": false}``.
+* ``POST /hyperlora/v1/refine``, ``/refine/kit`` (:mod:`.api_refine`).
 
 Photos are base64 strings or ``data:image/...;base64,`` URLs only: never server paths or URLs.
 Errors are JSON ``{"error": <type>, "detail": <message>, "field": <the request field at fault, or
@@ -21,12 +22,11 @@ import base64
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from hyperlora_ext.args import HyperLoRAArgs
-from hyperlora_ext.encoders.images import api_images, decode_image_payload
+from hyperlora_ext.encoders.images import decode_image_payload
 from hyperlora_ext.errors import (
     HyperLoRAError,
     IdentityNotFoundError,
@@ -37,26 +37,21 @@ from hyperlora_ext.errors import (
     NoReferenceError,
     about,
 )
-from hyperlora_ext.facts import LORA_SUFFIX, MAX_IMAGE_BYTES, MAX_IMAGES, too_many_images
-from hyperlora_ext.files import parse_json
+from hyperlora_ext.facts import LORA_SUFFIX, too_many_images
 from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.webui import adetailer, api_identities, fail_mode, studio
 from hyperlora_ext.webui import api_models as m
-from hyperlora_ext.webui.api_errors import ApiError, error_response
+from hyperlora_ext.webui.api_errors import ApiError
+from hyperlora_ext.webui.api_request import Limits
+from hyperlora_ext.webui.api_request import check_fields as _check_fields
+from hyperlora_ext.webui.api_request import flag as _flag
+from hyperlora_ext.webui.api_request import post as _post
+from hyperlora_ext.webui.api_request import request_images as _images
+from hyperlora_ext.webui.api_request import run as _run
 from hyperlora_ext.webui.fail_mode import install_fail_mode
 from hyperlora_ext.webui.services import Services
 
 PREFIX = "/hyperlora/v1"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Input limits of the routes (requests over them get 413 or 422)."""
-
-    max_body_bytes: int = 96 * 2**20
-    max_images: int = MAX_IMAGES
-    max_image_bytes: int = MAX_IMAGE_BYTES  # decoded file size of one photo
-    max_crop_side: int = m.MAX_CROP_SIDE
 
 
 # ---------------------------------------------------------------------------------- routes
@@ -139,6 +134,9 @@ def register_routes(
     async def delete_identity(name: str) -> Any:
         return await _run(lambda: _delete(backend, name))
 
+    from hyperlora_ext.webui import api_refine  # POST /refine, /refine/kit
+
+    api_refine.add_routes(router, backend, limits)
     app.include_router(router)
     install_fail_mode(app)
 
@@ -161,46 +159,6 @@ def _once(preload: Callable[[], None]) -> Callable[[], None]:
 
 
 _first_use: Callable[[], None] = lambda: None  # noqa: E731 - set by register_routes
-
-
-async def _run(work: Callable[[], Any]) -> Any:
-    """Run blocking work off the event loop and turn our errors into JSON responses."""
-    from starlette.concurrency import run_in_threadpool
-
-    try:
-        return await run_in_threadpool(work)
-    except (ApiError, HyperLoRAError) as error:
-        return error_response(error)
-    except Exception as error:  # a bug: still our JSON shape, and the traceback in the console
-        traceback.print_exc()
-        return error_response(error)
-
-
-async def _post(request: Any, limits: Limits, work: Callable[[dict], Any]) -> Any:
-    try:
-        data = await _read_json(request, limits)
-    except ApiError as error:
-        return error_response(error)
-    return await _run(lambda: work(data))
-
-
-async def _read_json(request: Any, limits: Limits) -> dict[str, Any]:
-    too_big = ApiError(413, f"the request body is larger than {limits.max_body_bytes} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise too_big
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise too_big
-    try:
-        data = parse_json(bytes(body), "the request body")
-    except ValueError as error:
-        raise ApiError(400, str(error)) from None
-    if not isinstance(data, dict):
-        raise ApiError(422, "the request body must be a JSON object")
-    return data
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -248,28 +206,6 @@ def _model_status(status: Any) -> dict[str, Any]:
         "missing": list(status.missing),
         "problem": status.problem,
     }
-
-
-def _check_fields(data: Mapping[str, Any], known: Sequence[str]) -> None:
-    for key in data:
-        if key not in known:
-            raise ApiError(422, f"unknown field {key!r}; known fields: {', '.join(known)}", key)
-
-
-def _images(data: Mapping[str, Any], limits: Limits) -> list[bytes]:
-    images = data.get("images")
-    if not isinstance(images, list) or not images:
-        raise ApiError(422, "'images' must be a non-empty list of base64 images", "images")
-    if len(images) > limits.max_images:
-        raise ApiError(422, too_many_images(len(images), limits.max_images), "images")
-    return api_images(images, limits.max_image_bytes)
-
-
-def _flag(data: Mapping[str, Any], name: str) -> bool:
-    value = data[name]
-    if not isinstance(value, bool):
-        raise ApiError(422, f"'{name}' must be true or false, got {value!r}", name)
-    return value
 
 
 def _detect(backend: Services, limits: Limits, data: dict[str, Any]) -> dict[str, Any]:

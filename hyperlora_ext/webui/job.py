@@ -32,6 +32,7 @@ from hyperlora_ext.webui import (
     job_state,
     likeness,
     progress,
+    refine_info,
     studio,
     xyz,
 )
@@ -101,6 +102,7 @@ def prepare(p: Any, args: tuple) -> None:
     # Weight 0 and "Enabled: off" are the same: no encoding, no trigger words, no parameters.
     if options.enabled and options.weight != 0:
         _prepare(p, options)
+    refine_info.write_for_job(p, host.services().store(), options)
 
 
 def _arguments(p: Any, args: tuple) -> HyperLoRAArgs:

@@ -21,7 +21,14 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import adetailer, infotext, ui_adetailer, ui_hints, ui_identities
+from hyperlora_ext.webui import (
+    adetailer,
+    infotext,
+    ui_adetailer,
+    ui_hints,
+    ui_identities,
+    ui_refine,
+)
 from hyperlora_ext.wording import counted
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
@@ -121,7 +128,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             choices=["", *_safe_list(services.list_identities)], value="",
             elem_id=elem_id("identity"),
         )  # fmt: skip
-        advanced = _advanced(gr, elem_id, services, defaults)
+        advanced, refine = _advanced(gr, elem_id, services, defaults)
         saved, lists = {}, [identity, *advanced[2:4]]  # "Saved identity", the slider's sides
         if services.identity_store is not None:
             saved = ui_identities.build(gr, elem_id, services.identity_store, lists)
@@ -145,6 +152,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
     _wire_setup(gr, services, setup, refresh, by_field, status)
     if services.identity_store is not None:  # the panel's Refresh also re-reads the gallery
         ui_identities.wire_refresh(gr, services.identity_store, saved, lists, refresh)
+    ui_refine.wire(gr, refine, inputs, failure_text)
     return Panel(
         inputs=inputs,
         infotext_fields=[(by_field[f], key) for f, key in infotext.paste_rules()],
@@ -158,8 +166,9 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
 
 def _advanced(
     gr: Any, elem_id: Callable[[str], str], services: Services, defaults: HyperLoRAArgs
-) -> list[Any]:
-    """The collapsed "Advanced" section: photo weights, mix, slider (HyperLoRAArgs order)."""
+) -> tuple[list[Any], ui_refine.RefinePanel]:
+    """The collapsed "Advanced" section: photo weights, mix, slider (HyperLoRAArgs order), and
+    the Refine control."""
     identities = ["", *_safe_list(services.list_identities)]
     with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
         # value="": gradio 4's default is None, and pasting converts to the value's type.
@@ -186,7 +195,8 @@ def _advanced(
                 value=defaults.slider_strength, label="Slider strength",
                 info=ui_hints.SLIDER_STRENGTH, elem_id=elem_id("slider_strength"),
             )  # fmt: skip
-    return [photo_weights, mix, slider_positive, slider_negative, slider_strength]
+        refine = ui_refine.build(gr, elem_id)
+    return [photo_weights, mix, slider_positive, slider_negative, slider_strength], refine
 
 
 def _setup_panel(gr: Any, elem_id: Callable[[str], str], services: Services) -> dict[str, Any]:

@@ -281,7 +281,7 @@ def test_registering_twice_adds_the_routes_once(host):
     api.register_routes(app)
     api.register_routes(app)
     routes = [(r.path, *r.methods) for r in app.router.routes if r.path.startswith(api.PREFIX)]
-    assert len(routes) == len(set(routes)) == 9
+    assert len(routes) == len(set(routes)) == 11  # 9 + POST /refine, /refine/kit
 
 
 # ------------------------------------------------- generation requests (alwayson_scripts)
