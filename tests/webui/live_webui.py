@@ -21,6 +21,15 @@ FACE = os.environ.get("SD_WEBUI_FACE", "")
 ERROR = "HyperLoRA error"
 
 
+def skip_reason() -> str | None:
+    """Why the integration tests cannot run here, or None."""
+    if not URL:
+        return "SD_WEBUI_URL is not set (point it at a WebUI started with --api)"
+    if not FACE or not Path(FACE).is_file():
+        return "SD_WEBUI_FACE is not set to a photo of a face"
+    return None
+
+
 @dataclass
 class Response:
     status: int

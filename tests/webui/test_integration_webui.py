@@ -20,13 +20,12 @@ import os
 import threading
 import time
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.webui.live_webui import ERROR, FACE, URL, Response, call, face, same
+from tests.webui.live_webui import ERROR, FACE, Response, call, face, same, skip_reason
 
 pytestmark = pytest.mark.integration
 NO_MATCH_MODEL = os.environ.get("SD_WEBUI_NO_MATCH_MODEL", "smoke_no_match")
@@ -36,17 +35,9 @@ FAIL = {"X-HyperLoRA-On-Error": "fail"}
 APPLIED_KEYS = ("HyperLoRA model", "HyperLoRA weight", "HyperLoRA identity")
 
 
-def _skip_reason() -> str | None:
-    if not URL:
-        return "SD_WEBUI_URL is not set (point it at a WebUI started with --api)"
-    if not FACE or not Path(FACE).is_file():
-        return "SD_WEBUI_FACE is not set to a photo of a face"
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _webui() -> None:
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         print(f"SKIP integration test: {reason}")
         pytest.skip(reason)

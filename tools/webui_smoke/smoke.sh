@@ -5,10 +5,11 @@
 #
 # TEST_PYTHON is a Python with pytest and this repository's test requirements (default: the
 # repository's .venv); it is not the WebUI's venv. Starts the WebUI with the full API, runs
-# SMOKE_TESTS (default: tests/webui/test_integration_webui.py and test_integration_workflows.py),
-# restarts it API-only (--nowebui) for the X/Y/Z tests (the axes in script-info, the grids) and
-# the workflows, then stops it. Fails when a run failed, errored, or passed no test (nothing
-# collected, or all skipped: a smoke run that ran nothing is not a pass).
+# SMOKE_TESTS (default: tests/webui/test_integration_webui.py, test_integration_workflows.py and
+# test_integration_refine.py), restarts it API-only (--nowebui) for the X/Y/Z tests (the axes in
+# script-info, the grids), the workflows and the refine routes, then stops it. Fails when a run
+# failed, errored, or passed no test (nothing collected, or all skipped: a smoke run that ran
+# nothing is not a pass).
 # Logs: WEBUI_HOME/<webui>-pytest*.log.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -17,7 +18,9 @@ name="$1"
 shift
 PORT="${PORT:-7860}"
 TEST_PYTHON="${TEST_PYTHON:-$REPO_ROOT/.venv/bin/python}"
-read -r -a TESTS <<<"${SMOKE_TESTS:-tests/webui/test_integration_webui.py tests/webui/test_integration_workflows.py}"
+DEFAULT_TESTS="tests/webui/test_integration_webui.py tests/webui/test_integration_workflows.py"
+DEFAULT_TESTS+=" tests/webui/test_integration_refine.py"
+read -r -a TESTS <<<"${SMOKE_TESTS:-$DEFAULT_TESTS}"
 if ! "$TEST_PYTHON" -c "import pytest" 2>/dev/null; then
     echo "smoke.sh: TEST_PYTHON=$TEST_PYTHON is not a Python with pytest;" \
         "set TEST_PYTHON to the test environment's python (see tools/webui_smoke/README.md)" >&2
@@ -51,6 +54,6 @@ status=0
 run_pytest "$WEBUI_HOME/$name-pytest.log" "$@" || status=1
 
 "$SMOKE_DIR/launch.sh" "$name" --nowebui
-run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" -k "script_info or grid or workflows" "$@" \
-    || status=1
+run_pytest "$WEBUI_HOME/$name-pytest-nowebui.log" \
+    -k "script_info or grid or workflows or refine" "$@" || status=1
 exit "$status"
