@@ -1,14 +1,17 @@
 // What a new user sees of the HyperLoRA accordion in a real WebUI's txt2img tab (headless
 // Chromium, playwright-core): open it, read the model list and hints, upload a photo, flip the
-// face choice, screenshot it; then open "Saved identities" and screenshot that section.
+// face choice, screenshot it (and the tab before); then open "Saved identities" and screenshot
+// that section.
 // Prints one JSON object of what was seen.
-// Usage: node browser_webui.js URL ELEM_PREFIX ACCORDION_ID PHOTO ACCORDION_PNG IDENTITIES_PNG
+// Usage: node browser_webui.js URL ELEM_PREFIX ACCORDION_ID PHOTO PAGE_PNG ACCORDION_PNG
+//        IDENTITIES_PNG
 const { chromium } = require("playwright-core");
 
 const ENCODE_MS = 600000; // the first preview loads the encoders on a CPU
 
 (async () => {
-  const [url, prefix, accordionId, photo, accordionPng, identitiesPng] = process.argv.slice(2);
+  const [url, prefix, accordionId, photo, pagePng, accordionPng, identitiesPng] =
+    process.argv.slice(2);
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,6 +29,7 @@ const ENCODE_MS = 600000; // the first preview loads the encoders on a CPU
     await accordion.waitFor({ state: "visible", timeout: 120000 });
     await accordion.scrollIntoViewIfNeeded();
     result.closedText = await accordion.innerText();
+    await page.screenshot({ path: pagePng }); // the tab as it first looks, the accordion closed
     await accordion.locator(".label-wrap").first().click();
     const model = page.locator(id("model")).first();
     await model.waitFor({ state: "visible", timeout: 15000 });
@@ -58,12 +62,10 @@ const ENCODE_MS = 600000; // the first preview loads the encoders on a CPU
     result.faceIndexShown = await visible("face_index");
     await face.getByText("Largest", { exact: true }).click();
     await page.locator(id("face_index")).first().waitFor({ state: "hidden", timeout: 15000 });
-    // Each face change previews again: let the last one finish before the screenshot (its
-    // status may read the same as the first, so a timeout here is no failure).
-    await page.waitForFunction(([selector, before]) => [...document.querySelectorAll(selector)]
-      .some((element) => /encoded|error|fail/i.test(element.innerText)
-        && element.innerText !== before), [id("status"), result.status], { timeout: 30000 })
-      .catch(() => {});
+    // Each face change previews again: let the last one finish before the screenshot.
+    await page.waitForTimeout(1000);
+    await page.waitForFunction((selector) => !/processing \||queue:/
+      .test(document.querySelector(selector).innerText), `#${accordionId}`, { timeout: ENCODE_MS });
     result.statusAfterFace = await status.innerText();
 
     result.adetailerVisible = await visible("adetailer");

@@ -5,8 +5,9 @@
 Needs a WebUI with its UI (not ``--nowebui``: there is no page, and the tests skip) and the
 browser tools of tests/webui/test_ui_browser.py (node, Chromium, playwright-core). The page is
 checked against the server's own routes: the models and saved identities it lists, its CLIP
-options, whether ADetailer is installed. Screenshots: test-artifacts/webui-accordion-<webui>.png
-and webui-identities-<webui>.png (<webui> is SD_WEBUI_WEBUI, as tools/webui_smoke sets it).
+options, whether ADetailer is installed. Screenshots: test-artifacts/webui-txt2img-<webui>.png (the
+tab, accordion closed), webui-accordion-<webui>.png and webui-identities-<webui>.png (<webui> is
+SD_WEBUI_WEBUI, as tools/webui_smoke sets it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ WEBUI = os.environ.get("SD_WEBUI_WEBUI", "webui")
 PREFIX = "script_txt2img_hyperlora_"  # the WebUI's Script.elem_id for the txt2img tab
 ACCORDION = PREFIX + "enable"  # the InputAccordion, whose open state is "enabled"
 FIDELITY = HYPERLORA_MODELS[0]
-SHOTS = (ARTIFACTS / f"webui-accordion-{WEBUI}.png", ARTIFACTS / f"webui-identities-{WEBUI}.png")
+SHOTS = tuple(
+    ARTIFACTS / f"webui-{part}-{WEBUI}.png" for part in ("txt2img", "accordion", "identities")
+)
 
 
 def _skip_reason() -> str | None:
