@@ -5,14 +5,17 @@
 Needs a WebUI with its UI (not ``--nowebui``: there is no page, and the tests skip) and the
 browser tools of tests/webui/test_ui_browser.py (node, Chromium, playwright-core). The page is
 checked against the server's own routes: the models and saved identities it lists, its CLIP
-options, whether ADetailer is installed. Screenshots: test-artifacts/webui-txt2img-<webui>.png (the
-tab, accordion closed), webui-accordion-<webui>.png and webui-identities-<webui>.png (<webui> is
-SD_WEBUI_WEBUI, as tools/webui_smoke sets it).
+options, whether ADetailer is installed. The test saves one identity (``browser_test_person``,
+from the face photo) so that the gallery has a card to click, and deletes it afterwards.
+Screenshots: test-artifacts/webui-txt2img-<webui>.png (the tab, accordion closed),
+webui-accordion-<webui>.png and webui-identities-<webui>.png (<webui> is SD_WEBUI_WEBUI, as
+tools/webui_smoke sets it).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,13 +24,14 @@ import pytest
 from hyperlora_ext import advice
 from hyperlora_ext.facts import HYPERLORA_MODELS
 from tests.webui.browser_tools import ARTIFACTS, missing, run_script
-from tests.webui.live_webui import FACE, URL, call
+from tests.webui.live_webui import FACE, URL, call, face
 
 pytestmark = pytest.mark.integration
 WEBUI = os.environ.get("SD_WEBUI_WEBUI", "webui")
 PREFIX = "script_txt2img_hyperlora_"  # the WebUI's Script.elem_id for the txt2img tab
 ACCORDION = PREFIX + "enable"  # the InputAccordion, whose open state is "enabled"
 FIDELITY = HYPERLORA_MODELS[0]
+PERSON = "browser_test_person"  # saved for the test (a card in the gallery), deleted after it
 SHOTS = tuple(
     ARTIFACTS / f"webui-{part}-{WEBUI}.png" for part in ("txt2img", "accordion", "identities")
 )
@@ -44,7 +48,7 @@ def _skip_reason() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def seen() -> dict[str, Any]:
+def seen() -> Iterator[dict[str, Any]]:
     """What the browser saw, after opening the accordion and trying its controls."""
     reason = _skip_reason()
     if reason:
@@ -53,9 +57,14 @@ def seen() -> dict[str, Any]:
     ARTIFACTS.mkdir(exist_ok=True)
     for shot in SHOTS:
         shot.unlink(missing_ok=True)
-    return run_script(
-        "browser_webui.js", URL + "/", PREFIX, ACCORDION, FACE, *map(str, SHOTS), timeout=900
-    )
+    saved = call("/hyperlora/v1/encode", {"images": [face()], "save_as": PERSON, "overwrite": True})
+    assert saved.status == 200, saved.body
+    try:
+        yield run_script(
+            "browser_webui.js", URL + "/", PREFIX, ACCORDION, FACE, *map(str, SHOTS), timeout=900
+        )
+    finally:
+        call(f"/hyperlora/v1/identities/{PERSON}", method="DELETE")
 
 
 def test_opening_the_accordion_enables_it_and_shows_no_checklist_when_ready(seen):
@@ -97,15 +106,14 @@ def test_face_index_shows_only_for_the_index_choice(seen):
     assert seen["faceIndexShown"] is True
 
 
-def test_saved_identities_show_as_cards(seen):
+def test_saved_identities_show_as_cards_and_a_click_describes_one(seen):
     names = [i["name"] for i in call("/hyperlora/v1/identities").body["identities"]]
+    assert PERSON in names
     assert seen["cards"] == len(names), (names, seen["identityInfo"])
-    if names:  # the first card was clicked
-        assert "**" not in seen["identityInfo"]  # Markdown rendered, not raw
-        assert any(name in seen["identityInfo"] for name in names), seen["identityInfo"]
-        assert "likeness reference" in seen["identityInfo"]
-    else:
-        assert "Click an identity" in seen["identityInfo"]
+    info = seen["identityInfo"]  # after a click on the first card
+    assert "**" not in info  # Markdown rendered, not raw
+    assert any(f"{name} · model" in info for name in names), info
+    assert "likeness reference" in info
 
 
 def test_the_adetailer_row_shows_when_adetailer_is_installed(seen):
