@@ -10,11 +10,9 @@ with HYPERLORA_UPDATE_SCREENSHOTS=1 also as docs/images/*.png, the ones the READ
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,26 +23,10 @@ from hyperlora_ext.facts import HYPERLORA_MODELS
 from hyperlora_ext.store import IdentityStore
 from hyperlora_ext.webui.ui import Services, build_ui
 from tests.factories import save_identity
+from tests.webui.browser_tools import ARTIFACTS, REPO, missing, run_script
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-NODE_MODULES = Path(os.environ.get("PLAYWRIGHT_NODE_MODULES", ARTIFACTS / "node" / "node_modules"))
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 DOC_IMAGES = REPO / "docs" / "images"
 SCREENSHOTS = ("accordion.png", "saved-identities.png")
-
-
-def _missing() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed (apt-get install -y nodejs npm)"
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)"
-    if not (NODE_MODULES / "playwright-core").is_dir():
-        return (
-            f"playwright-core not in {NODE_MODULES} "
-            "(npm install --prefix test-artifacts/node playwright-core)"
-        )
-    return None
 
 
 def _free_port() -> int:
@@ -54,7 +36,7 @@ def _free_port() -> int:
 
 
 def test_accordion_in_headless_chromium(tmp_path):
-    reason = _missing()
+    reason = missing()
     if reason:
         print(f"SKIP browser test: {reason}")
         pytest.skip(reason)
@@ -80,16 +62,10 @@ def test_accordion_in_headless_chromium(tmp_path):
     port = _free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
     try:
-        run = subprocess.run(
-            ["node", str(Path(__file__).with_name("browser_accordion.js")),
-             f"http://127.0.0.1:{port}/", str(photo), *map(str, shots)],
-            env={**os.environ, "NODE_PATH": str(NODE_MODULES), "CHROMIUM": CHROMIUM},
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        result = run_script("browser_accordion.js", f"http://127.0.0.1:{port}/", str(photo),
+                            *map(str, shots), timeout=120)  # fmt: skip
     finally:
         demo.close()
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["status"].startswith("1 photo encoded")
     assert float(result["weight"]) == pytest.approx(1.2)
     assert "weight 1.2 is far above it" in result["weightStatus"]

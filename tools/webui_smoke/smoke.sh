@@ -6,10 +6,11 @@
 # TEST_PYTHON is a Python with pytest and this repository's test requirements (default: the
 # repository's .venv); it is not the WebUI's venv. Starts the WebUI with the full API, runs
 # SMOKE_TESTS (default: tests/webui/test_integration_webui.py, test_integration_workflows.py and
-# test_integration_refine.py), restarts it API-only (--nowebui) for the X/Y/Z tests (the axes in
-# script-info, the grids), the workflows and the refine routes, then stops it. Fails when a run
-# failed, errored, or passed no test (nothing collected, or all skipped: a smoke run that ran
-# nothing is not a pass).
+# test_integration_refine.py and test_integration_browser.py, the accordion in headless
+# Chromium), restarts it API-only (--nowebui) for the X/Y/Z tests (the axes in script-info, the
+# grids), the workflows and the refine routes, then stops it. Fails when a run failed, errored,
+# or passed no test (nothing collected, or all skipped: a smoke run that ran nothing is not a
+# pass).
 # Logs: WEBUI_HOME/<webui>-pytest*.log.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -20,6 +21,7 @@ PORT="${PORT:-7860}"
 TEST_PYTHON="${TEST_PYTHON:-$REPO_ROOT/.venv/bin/python}"
 DEFAULT_TESTS="tests/webui/test_integration_webui.py tests/webui/test_integration_workflows.py"
 DEFAULT_TESTS+=" tests/webui/test_integration_refine.py"
+DEFAULT_TESTS+=" tests/webui/test_integration_browser.py" # UI only: skips under --nowebui
 read -r -a TESTS <<<"${SMOKE_TESTS:-$DEFAULT_TESTS}"
 if ! "$TEST_PYTHON" -c "import pytest" 2>/dev/null; then
     echo "smoke.sh: TEST_PYTHON=$TEST_PYTHON is not a Python with pytest;" \
