@@ -228,8 +228,10 @@ def offloaded(modules: Sequence[Any], device: torch.device) -> Iterator[None]:
 
 # --------------------------------------------------------------- the WebUI's job state
 @contextmanager
-def exclusive(hold_queue_lock: bool = True, timeout: float = 600.0) -> Iterator[None]:
-    """One refine at a time; with ``hold_queue_lock`` generations wait until it is done.
+def exclusive(hold_queue_lock: bool = True) -> Iterator[None]:
+    """One refine at a time; with ``hold_queue_lock`` generations wait until it is done, and the
+    refine waits its turn behind generations already queued (the WebUI's ``FIFOLock`` has no
+    timeout: ``acquire(blocking=True)`` only).
 
     Callers already inside the queue (``wrap_gradio_gpu_call``) pass ``hold_queue_lock=False``:
     the lock is not re-entrant.
@@ -241,10 +243,7 @@ def exclusive(hold_queue_lock: bool = True, timeout: float = 600.0) -> Iterator[
         if hold_queue_lock:
             from modules import call_queue
 
-            if not call_queue.queue_lock.acquire(timeout=timeout):
-                raise RefineBusyError(
-                    f"the WebUI stayed busy with other jobs for {timeout:.0f} s; try again"
-                )
+            call_queue.queue_lock.acquire()
             stack.callback(call_queue.queue_lock.release)
         yield
 

@@ -111,7 +111,7 @@ def test_an_error_restores_networks_weights_state_and_locks(webui):
     assert webui.shared.state.ended == 1
     from modules import call_queue
 
-    assert not call_queue.queue_lock.locked() and not refine_host._running.locked()
+    assert _is_free(call_queue.queue_lock) and not refine_host._running.locked()
 
 
 def test_a_second_refine_is_refused_and_generation_waits_for_the_lock(webui):
@@ -148,19 +148,37 @@ def test_a_second_refine_is_refused_and_generation_waits_for_the_lock(webui):
         refine_in_webui(model, _identity(model), photos(), SMALL)
     finally:
         refine_host.Trainer.run = original
-    assert waited == [True] and not call_queue.queue_lock.locked()
+    assert waited == [True] and _is_free(call_queue.queue_lock)
 
 
-def test_busy_webui_is_a_clear_error(webui):
+def test_a_refine_waits_its_turn_behind_a_running_generation(webui):
+    """The WebUI's FIFOLock has no timeout: the refine starts once the generation is done."""
     from modules import call_queue
 
-    with (
-        call_queue.queue_lock,
-        pytest.raises(RefineBusyError, match="busy"),
-        refine_host.exclusive(timeout=0.05),
-    ):
-        pass
+    entered = threading.Event()
+
+    def refine() -> None:
+        with refine_host.exclusive():
+            entered.set()
+
+    call_queue.queue_lock.acquire()  # a generation is running
+    worker = threading.Thread(target=refine)
+    worker.start()
+    try:
+        assert not entered.wait(0.2)
+    finally:
+        call_queue.queue_lock.release()
+    worker.join(5)
+    assert entered.is_set() and _is_free(call_queue.queue_lock)
     assert not refine_host._running.locked()
+
+
+def _is_free(lock) -> bool:
+    """Whether nobody holds ``lock`` (FIFOLock has no ``locked()``)."""
+    if not lock.acquire(blocking=False):
+        return False
+    lock.release()
+    return True
 
 
 @pytest.mark.parametrize(("kind", "message"), [("sd1", "SD1.x"), ("refiner", "refiner")])

@@ -74,7 +74,9 @@ def test_refine_button_saves_shows_the_loss_and_gives_the_unet_back(panel, host)
     assert identity_store().record("alice-refined").options["refine"]["steps"] == 2
     after = unet_fingerprint(model)
     assert all(torch.equal(after[k], before[k]) for k in before)
-    assert not call_queue.queue_lock.locked() and host.shared.state.ended == 1
+    assert call_queue.queue_lock.acquire(blocking=False), "the queue lock was left held"
+    call_queue.queue_lock.release()
+    assert host.shared.state.ended == 1
 
 
 @pytest.mark.parametrize(
