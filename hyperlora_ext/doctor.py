@@ -21,10 +21,10 @@ from hyperlora_ext.facts import (
     ONNXRUNTIME_FLAVOURS,
     FileSpec,
 )
+from hyperlora_ext.model_files import check_file
 from hyperlora_ext.models import (
     ModelRoots,
     ModelStatus,
-    check_file,
     escaping_file,
     inspect_antelopev2,
     inspect_clip,

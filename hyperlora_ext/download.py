@@ -30,9 +30,9 @@ from hyperlora_ext.facts import (
     FileSpec,
 )
 from hyperlora_ext.files import write_atomically
+from hyperlora_ext.model_files import check_file
 from hyperlora_ext.models import (
     ModelRoots,
-    check_file,
     inspect_antelopev2,
     safe_child,
 )

@@ -37,8 +37,8 @@ from hyperlora_ext.facts import (
     HYPERLORA_MODELS,
     FileSpec,
 )
-from hyperlora_ext.files import read_json, safetensors_reader
-from hyperlora_ext.model_files import truncation
+from hyperlora_ext.files import safetensors_reader
+from hyperlora_ext.model_files import damaged_file, truncation
 
 _ROOT_OPTIONS = (
     ("--hyper-lora-dir", "hyper_lora"),
@@ -141,16 +141,6 @@ def escaping_file(folder: Path, specs: Sequence[FileSpec]) -> str:
     return ""
 
 
-def damaged_file(folder: Path, specs: Sequence[FileSpec]) -> str:
-    """Why a safetensors file of ``folder`` is unusable (shorter than its header says), or ""."""
-    for spec in specs:
-        if spec.name.endswith(".safetensors"):
-            problem = truncation(folder / spec.name)
-            if problem:
-                return problem
-    return ""
-
-
 # ----------------------------------------------------------------- file checks
 def missing_files(folder: Path, specs: Sequence[FileSpec]) -> tuple[str, ...]:
     """Names of the files that are absent, not regular files, or empty."""
@@ -159,66 +149,6 @@ def missing_files(folder: Path, specs: Sequence[FileSpec]) -> tuple[str, ...]:
         for spec in specs
         if not (folder / spec.name).is_file() or (folder / spec.name).stat().st_size == 0
     )
-
-
-def check_file(path: Path, spec: FileSpec, expected_size: int | None = None) -> str | None:
-    """What is wrong with one model file, or None. Reads only the safetensors header."""
-    if not path.is_file():
-        return f"{path} is missing"
-    size = path.stat().st_size
-    if expected_size is not None and size != expected_size:
-        return f"{path} has {size} bytes, the source lists {expected_size}"
-    if size < spec.min_bytes:
-        return f"{path} has only {size} bytes, expected at least {spec.min_bytes}"
-    if path.suffix == ".json":
-        return _check_json(path)
-    if path.suffix == ".safetensors":
-        return _check_safetensors(path, spec.tensors)
-    if path.suffix == ".onnx":
-        return _check_onnx(path)
-    return None
-
-
-def _check_onnx(path: Path) -> str | None:
-    """Parse the ONNX graph (no weights are run); None when fine or when onnx is not installed."""
-    try:
-        import onnx
-    except ImportError:
-        return None
-    try:
-        onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and onnx's own errors
-        return f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
-    return None
-
-
-def _check_json(path: Path) -> str | None:
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as exc:
-        return str(exc)
-    if not isinstance(data, dict) or not data:
-        return f"{path} should hold a non-empty JSON object"
-    return None
-
-
-def _check_safetensors(path: Path, tensors: Sequence[str]) -> str | None:
-    keys = safetensors_keys(path)
-    if keys is None:
-        return f"{path} is not a complete safetensors file (truncated or not safetensors)"
-    absent = [name for name in tensors if name not in keys]
-    if absent:
-        return f"{path} lacks the tensor(s) {', '.join(absent)}: it is not the expected model file"
-    return None
-
-
-def safetensors_keys(path: Path) -> set[str] | None:
-    """Tensor names from the header, or None when the file is not a complete safetensors file."""
-    try:
-        with safetensors_reader(path, framework="numpy") as handle:
-            return set(handle.keys())
-    except Exception:  # safetensors raises its own error types for truncated / foreign files
-        return None
 
 
 # ------------------------------------------------------------------- HyperLoRA

@@ -10,9 +10,10 @@ Each identity ``NAME`` is these files in ``<Lora folder>/hyperlora/``:
   under a suffix no LoRA loader lists), what mixing identities needs. Identities saved before it
   existed lack it: they work as LoRAs, and a mix that names them says how to fix it.
 
-A save, rename or delete holds ``.hyperlora.lock`` in the folder, so stores of several processes
-(two WebUIs on one folder, a script) never interleave their files; a read that meets a save half
-done reads again after it.
+A save, rename or delete holds ``.hyperlora.lock`` in the folder (:mod:`.folder_lock`), so stores
+of several processes (two WebUIs on one folder, a script) never interleave their files; a read
+that meets a save half done reads again after it. What the files and names are:
+:mod:`.store_record`; the rename transaction: :mod:`.store_rename`.
 
 Names are plain file stems: anything that could leave the folder is refused with
 :class:`InvalidNameError`. This module does not import the WebUI; the Lora folder is a parameter.
@@ -24,12 +25,8 @@ import builtins
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import threading
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,78 +44,25 @@ from hyperlora_ext.errors import (
     NoReferenceError,
     NoTokensError,
 )
-from hyperlora_ext.export import RECOMMENDED_WEIGHT, export_lora
+from hyperlora_ext.export import export_lora
 from hyperlora_ext.files import read_json, safetensors_reader, write_atomically
+from hyperlora_ext.folder_lock import folder_lock, wait_unlocked
 from hyperlora_ext.identity_value import Identity
 from hyperlora_ext.lora_format import lora_digest
+from hyperlora_ext.store_record import (
+    FILE_SUFFIXES,
+    RECORD_SUFFIX,
+    SUBFOLDER,
+    TOKENS_SUFFIX,
+    IdentityRecord,
+    check_name,
+    reference_tuple,
+)
+from hyperlora_ext.store_rename import Rename
 
-SUBFOLDER = "hyperlora"
-RECORD_SUFFIX = ".hyperlora.json"
-TOKENS_SUFFIX = ".hyperlora.tokens"
 TOKENS_KEY = "tokens"
-RECORD_VERSION = 1
-MAX_NAME_LENGTH = 100
-FILE_SUFFIXES = (".safetensors", ".json", ".preview.png", RECORD_SUFFIX, TOKENS_SUFFIX)
-# An identity named "x.hyperlora" or "x.preview" would share files with identity "x".
-RESERVED_SUFFIXES = (".hyperlora", ".preview")
-LOCK_NAME = ".hyperlora.lock"  # held by the store (of any process) saving or deleting
-STALE_LOCK_SECONDS = 30.0  # a save takes well under a second; older: left by a crashed process
+
 READS = 3  # a read meeting a save (of any process) between its files reads again after it
-
-
-@dataclass(frozen=True)
-class IdentityRecord:
-    """What we know about a saved identity without reading its tensors."""
-
-    name: str
-    model: str = ""
-    digest: str = ""  # lora_digest of the tensors as stored in the file
-    photos: int = 0
-    created: str = ""  # ISO 8601, UTC
-    options: dict[str, Any] = field(default_factory=dict)  # face choice, background, ...
-    version: int = RECORD_VERSION
-    # likeness reference: 512 floats; empty for identities saved before it was recorded
-    reference_embedding: tuple[float, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any]) -> IdentityRecord:
-        """Tolerant reader: unknown keys are ignored, wrong types fall back to defaults."""
-        options = data.get("options")
-        photos = data.get("photos")
-        return cls(
-            name=name,
-            model=str(data.get("model") or ""),
-            digest=str(data.get("digest") or ""),
-            photos=photos if isinstance(photos, int) and not isinstance(photos, bool) else 0,
-            created=str(data.get("created") or ""),
-            options=dict(options) if isinstance(options, Mapping) else {},
-            reference_embedding=_reference(data.get("reference_embedding")),
-        )
-
-    @property
-    def prompt_tag(self) -> str:
-        """How to use it in any prompt; A1111 and Forge find LoRAs by file stem, not path."""
-        return f"<lora:{self.name}:{RECOMMENDED_WEIGHT:g}>"
-
-
-def check_name(name: Any) -> str:
-    """Return ``name`` if it is a usable identity name, else raise InvalidNameError.
-
-    The one name check of :mod:`names` with the identity rules: at most 100 bytes, letters,
-    digits, spaces and ``-_.()[]`` only (the name goes into ``<lora:NAME:0.8>`` prompt tags),
-    and no ending that would make its files those of another identity (``x.hyperlora``'s card
-    ``x.hyperlora.json`` is ``x``'s record).
-    """
-    return names.check_name(
-        name,
-        "identity name",
-        max_bytes=MAX_NAME_LENGTH,
-        tag_safe=True,
-        reserved_suffixes=RESERVED_SUFFIXES,
-    )
 
 
 class IdentityStore:
@@ -233,7 +177,7 @@ class IdentityStore:
 
         ``reference_embedding`` (512 numbers) lets images be scored against the identity.
         """
-        with self._changing, _folder_lock(self.folder):
+        with self._changing, folder_lock(self.folder):
             record = self._save(
                 name, lora, model, photos, options, preview, overwrite, reference_embedding
             )
@@ -265,7 +209,7 @@ class IdentityStore:
             photos=photos,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             options=dict(options or {}),
-            reference_embedding=_reference(reference_embedding),
+            reference_embedding=reference_tuple(reference_embedding),
         )
         text = json.dumps(record.to_dict(), indent=2)
         write_atomically(
@@ -291,7 +235,7 @@ class IdentityStore:
             if recorded_digest == loaded.digest or attempt == READS:
                 self._cache.put(key, loaded)  # a record deleted or left stale by hand stays so
                 return loaded
-            _wait_unlocked(self.folder)
+            wait_unlocked(self.folder)
         raise AssertionError("unreachable")
 
     def _read_lora(self, name: str, path: Path) -> tuple[Identity, str]:
@@ -332,7 +276,7 @@ class IdentityStore:
             except NoTokensError:
                 if attempt == READS:
                     raise
-                _wait_unlocked(self.folder)
+                wait_unlocked(self.folder)
         raise AssertionError("unreachable")
 
     def _read_tokens(self, name: str) -> torch.Tensor:
@@ -381,7 +325,7 @@ class IdentityStore:
         """Remove the identity's files; returns those removed."""
         if not self.exists(name):
             raise self._not_found(name)
-        with self._changing, _folder_lock(self.folder):
+        with self._changing, folder_lock(self.folder):
             return self._delete(name)
 
     def _delete(self, name: str) -> builtins.list[Path]:
@@ -406,12 +350,12 @@ class IdentityStore:
         """
         check_name(old)
         check_name(new)
-        with self._changing, _folder_lock(self.folder):
+        with self._changing, folder_lock(self.folder):
             if not self.exists(old):
                 raise self._not_found(old)
             if old != new:
                 self._check_rename_target(old, new, overwrite)
-                _Rename(self, old, new).run()
+                Rename(self.folder, self._files, old, new).run()
                 self._cache.clear()
             return self.record(new)
 
@@ -447,84 +391,6 @@ def get_store(lora_dir: str | Path) -> IdentityStore:
     return _stores[key]
 
 
-class _Rename:
-    """One rename, undone on failure: the old files and any replaced identity's files wait in a
-    hidden staging folder (which no listing sees) until the new files are all written."""
-
-    def __init__(self, store: IdentityStore, old: str, new: str) -> None:
-        self.store, self.old, self.new = store, old, new
-        self.staging = Path(tempfile.mkdtemp(prefix=".rename-", dir=store.folder))
-        self.created: list[Path] = []
-        self.parked: list[tuple[Path, Path]] = []  # (where it was, where it waits)
-
-    def run(self) -> None:
-        try:
-            if not names.same_on_windows(self.old, self.new):
-                self._park(self.new)  # the identity it replaces: deleted with the staging folder
-            moved = dict(zip(FILE_SUFFIXES, self._park(self.old), strict=True))
-            self._write(moved)
-        except BaseException:
-            self._undo()
-            raise
-        shutil.rmtree(self.staging, ignore_errors=True)
-
-    def _park(self, name: str) -> list[Path | None]:
-        """Move ``name``'s files into the staging folder; where each went (None: absent)."""
-        parked: list[Path | None] = []
-        for index, path in enumerate(self.store._files(name)):
-            if not (path.is_file() or path.is_symlink()):
-                parked.append(None)
-                continue
-            spot = self.staging / f"{name}.{index}"
-            os.rename(path, spot)
-            self.parked.append((path, spot))
-            parked.append(spot)
-        return parked
-
-    def _write(self, moved: dict[str, Path | None]) -> None:
-        target = dict(zip(FILE_SUFFIXES, self.store._files(self.new), strict=True))
-        lora = moved.pop(".safetensors")
-        assert lora is not None  # the identity exists (checked under the lock)
-        self.created.append(target[".safetensors"])
-        _retitle_lora(lora, target[".safetensors"], self.new)
-        record = moved.pop(RECORD_SUFFIX)
-        for suffix, spot in moved.items():
-            if spot is not None:
-                self.created.append(target[suffix])
-                shutil.copy2(spot, target[suffix])  # a copy: the staged one stays for an undo
-        if record is not None:
-            data = read_json(record)
-            text = json.dumps(
-                {**(data if isinstance(data, dict) else {}), "name": self.new}, indent=2
-            )
-            self.created.append(target[RECORD_SUFFIX])
-            write_atomically(target[RECORD_SUFFIX], lambda tmp: Path(tmp).write_text(text, "utf-8"))
-
-    def _undo(self) -> None:
-        for path in self.created:
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
-        for path, spot in reversed(self.parked):
-            with contextlib.suppress(OSError):
-                os.replace(spot, path)
-        shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def _retitle_lora(source: Path, target: Path, name: str) -> None:
-    """Write the LoRA file ``source`` as ``target`` with its title metadata set to ``name``."""
-    from safetensors.torch import load_file, save_file
-
-    with safetensors_reader(source) as handle:
-        metadata = dict(handle.metadata() or {})
-    for key in ("ss_output_name", "modelspec.title"):
-        if key in metadata:
-            metadata[key] = name
-    tensors = load_file(str(source))
-    write_atomically(
-        target, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=False
-    )
-
-
 def _write_tokens(path: Path, tokens: torch.Tensor, *, model: str, digest: str) -> None:
     from safetensors.torch import save_file
 
@@ -533,65 +399,8 @@ def _write_tokens(path: Path, tokens: torch.Tensor, *, model: str, digest: str) 
     write_atomically(path, lambda tmp: save_file(data, tmp, metadata=metadata))
 
 
-def _reference(value: Any) -> tuple[float, ...]:
-    """A stored likeness reference as a tuple of floats; () when absent or malformed."""
-    from hyperlora_ext.likeness import check_reference
-
-    vector = check_reference(value) if value is not None else None
-    return () if vector is None else tuple(float(v) for v in vector)
-
-
 def _damaged(name: str, path: Path, problem: str) -> str:
     return (
         f"saved identity {name!r}: its tokens file {path.name} is damaged ({problem}); save the "
         "identity again from its photos to mix it (it still works as a LoRA)"
     )
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """Held while a save or delete changes several files, by every store of every process:
-    exclusive creation of a lock file works on every OS and file system. A lock older than
-    STALE_LOCK_SECONDS was left by a crashed process and is taken over."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HyperLoRAError(f"cannot create the folder {folder} ({exc})") from exc
-    path = folder / LOCK_NAME
-    refused_until = time.monotonic() + 1.0
-    while True:
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            break
-        except FileExistsError:
-            if _lock_age(path) > STALE_LOCK_SECONDS:
-                # Two processes taking over one stale lock at once could both hold it; that
-                # needs a crash first and a tie within microseconds after it.
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
-                continue
-        except PermissionError as exc:  # Windows, while another process deletes the lock
-            if time.monotonic() > refused_until:
-                raise HyperLoRAError(f"cannot write into {folder} ({exc})") from exc
-        except OSError as exc:
-            raise HyperLoRAError(f"cannot write into {folder} ({exc})") from exc
-        time.sleep(0.005)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _wait_unlocked(folder: Path) -> None:
-    """Return once no save or delete holds the folder's lock (or the lock is stale)."""
-    path = folder / LOCK_NAME
-    while path.exists() and _lock_age(path) <= STALE_LOCK_SECONDS:
-        time.sleep(0.005)
-
-
-def _lock_age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0  # released just now: try again

@@ -19,9 +19,9 @@ from hyperlora_ext.facts import (
     HYPERLORA_MODELS,
     FileSpec,
 )
+from hyperlora_ext.model_files import check_file
 from hyperlora_ext.models import (
     ModelRoots,
-    check_file,
     default_hyperlora,
     default_models_dir,
     describe_hyperlora,

@@ -438,7 +438,7 @@ def test_a_save_waits_for_a_held_lock_and_takes_over_a_stale_one(store):
     import threading
     import time
 
-    from hyperlora_ext.store import LOCK_NAME, STALE_LOCK_SECONDS
+    from hyperlora_ext.folder_lock import LOCK_NAME, STALE_LOCK_SECONDS
 
     store.folder.mkdir(parents=True)
     lock = store.folder / LOCK_NAME
@@ -571,7 +571,7 @@ def test_two_processes_sharing_a_folder_lose_nothing(tmp_path):
 def test_a_folder_that_refuses_the_lock_is_a_clear_error_not_a_hang(store, monkeypatch):
     import os
 
-    from hyperlora_ext.store import LOCK_NAME
+    from hyperlora_ext.folder_lock import LOCK_NAME
 
     real_open = os.open
 
@@ -644,7 +644,7 @@ def test_rename_checks_names_and_existence(store):
 
 
 def test_a_failed_rename_leaves_both_identities_as_they_were(store, monkeypatch):
-    from hyperlora_ext import store as store_module
+    from hyperlora_ext import store_rename
 
     save_identity(store, "alice", seed=0, preview=Image.new("RGB", (4, 4)))
     save_identity(store, "bob", seed=1)
@@ -653,7 +653,7 @@ def test_a_failed_rename_leaves_both_identities_as_they_were(store, monkeypatch)
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store_module.shutil, "copy2", full_disk)
+    monkeypatch.setattr(store_rename.shutil, "copy2", full_disk)
     with pytest.raises(OSError, match="No space"):
         store.rename("alice", "bob", overwrite=True)
     after = {p.name: p.read_bytes() for p in store.folder.iterdir() if p.is_file()}

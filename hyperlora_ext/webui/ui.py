@@ -3,14 +3,12 @@
 ``build_ui`` only creates components and wires events: no model loads, no file writes, so it is
 safe to run the several times the WebUI calls ``ui()`` (per tab, and twice for the API defaults).
 The returned ``inputs`` are in :class:`HyperLoRAArgs` field order: that order is the positional
-API. The preview, refresh and save actions call the identity pipeline only when the user acts.
+API. The preview, refresh and save actions (:mod:`.ui_actions`) call the identity pipeline only
+when the user acts.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,18 +16,16 @@ from typing import Any
 
 from hyperlora_ext import advice
 from hyperlora_ext.args import HyperLoRAArgs
-from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.facts import ERROR_LABEL, FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
-from hyperlora_ext.identity_value import Identity
+from hyperlora_ext.facts import FACE_LABELS, PHOTOS, SLIDER_RANGE, WEIGHT_RANGE
 from hyperlora_ext.webui import (
-    adetailer,
     infotext,
+    ui_actions,
     ui_adetailer,
     ui_hints,
     ui_identities,
     ui_refine,
 )
-from hyperlora_ext.wording import counted
+from hyperlora_ext.webui.ui_actions import Services
 
 # The status line of each tab's accordion (the last one built), for wire_likeness_status.
 _status_boxes: dict[str, Any] = {}
@@ -38,28 +34,6 @@ PHOTO_NOTE = (
     "Photos are not stored in the image's parameters: pasting them back restores the settings, "
     "upload the photos again (or pick a saved identity)."
 )
-
-
-DOWNLOAD_DESC = "Downloading HyperLoRA models"
-Progress = Callable[[int, int], None]  # (files done, files in total)
-Log = Callable[[str], None]
-
-
-@dataclass
-class Services:
-    """What the accordion's buttons do; tests and other hosts may substitute their own."""
-
-    list_models: Callable[[], list[str]]
-    list_identities: Callable[[], list[str]]
-    preview: Callable[[HyperLoRAArgs], tuple[list[tuple[Any, str]], str]]
-    save: Callable[[HyperLoRAArgs, str, bool], str]  # (arguments, name, overwrite) -> status
-    # First run: (models ready?, Markdown checklist) and the download of what is missing.
-    setup: Callable[[], tuple[bool, str]] = lambda: (True, "")
-    download: Callable[[Progress | None, Log], str] = lambda progress, log: ""
-    trigger_words_default: Callable[[], bool] = lambda: HyperLoRAArgs().trigger_words
-    # Turning HyperLoRA on starts loading the encoders for this model in the background.
-    preload: Callable[[str], None] = lambda model: None
-    identity_store: Callable[[], Any] | None = None  # the saved identities' gallery; None: none
 
 
 @dataclass
@@ -73,8 +47,8 @@ class Panel:
 def build_ui(elem_id: Callable[[str], str], services: Services | None = None) -> Panel:
     import gradio as gr
 
-    services = services or default_services()
-    models = _safe_list(services.list_models)
+    services = services or ui_actions.default_services()
+    models = ui_actions.safe_list(services.list_models)
     defaults = HyperLoRAArgs(trigger_words=services.trigger_words_default())
     with _enable_accordion(gr, elem_id) as enabled:
         setup = _setup_panel(gr, elem_id, services)
@@ -125,7 +99,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
             )
         identity = gr.Dropdown(
             label="Saved identity (used instead of photos)",
-            choices=["", *_safe_list(services.list_identities)], value="",
+            choices=["", *ui_actions.safe_list(services.list_identities)], value="",
             elem_id=elem_id("identity"),
         )  # fmt: skip
         advanced, refine = _advanced(gr, elem_id, services, defaults)
@@ -152,7 +126,7 @@ def build_ui(elem_id: Callable[[str], str], services: Services | None = None) ->
     _wire_setup(gr, services, setup, refresh, by_field, status)
     if services.identity_store is not None:  # the panel's Refresh also re-reads the gallery
         ui_identities.wire_refresh(gr, services.identity_store, saved, lists, refresh)
-    ui_refine.wire(gr, refine, inputs, failure_text)
+    ui_refine.wire(gr, refine, inputs, ui_actions.failure_text)
     return Panel(
         inputs=inputs,
         infotext_fields=[(by_field[f], key) for f, key in infotext.paste_rules()],
@@ -169,7 +143,7 @@ def _advanced(
 ) -> tuple[list[Any], ui_refine.RefinePanel]:
     """The collapsed "Advanced" section: photo weights, mix, slider (HyperLoRAArgs order), and
     the Refine control."""
-    identities = ["", *_safe_list(services.list_identities)]
+    identities = ["", *ui_actions.safe_list(services.list_identities)]
     with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
         # value="": gradio 4's default is None, and pasting converts to the value's type.
         photo_weights = gr.Textbox(
@@ -201,7 +175,7 @@ def _advanced(
 
 def _setup_panel(gr: Any, elem_id: Callable[[str], str], services: Services) -> dict[str, Any]:
     """The first-run checklist with its buttons, shown while models are missing."""
-    is_ready, text = _safe_setup(services)
+    is_ready, text = ui_actions.safe_setup(services)
     # A Group: ui-config.json does not record its visibility (it would pin the first run's).
     with gr.Group(visible=not is_ready, elem_id=elem_id("setup")) as group:
         checklist = gr.Markdown(text, elem_id=elem_id("checklist"))
@@ -216,20 +190,10 @@ def _wire_setup(gr, services, setup, refresh, by_field, status) -> None:
     lists = [by_field[name] for name in ("identity", "slider_positive", "slider_negative")]
 
     def check_again(current: str = "") -> tuple[Any, ...]:
-        """Re-read the folders: checklist, its visibility, and the model and identity lists."""
-        is_ready, text = _safe_setup(services)
-        models = _safe_list(services.list_models)
-        chosen = current if current in models else (models[0] if models else "")
-        identities = ["", *_safe_list(services.list_identities)]
-        return (
-            gr.update(visible=not is_ready),
-            text,
-            gr.update(choices=ui_hints.model_choices(gr, models), value=chosen),
-            *[gr.update(choices=identities) for _ in lists],
-        )
+        return ui_actions.check_again(gr, services, current, len(lists))
 
     def run(current: str, progress: Any) -> tuple[Any, ...]:
-        message = download_models(services, progress)
+        message = ui_actions.download_models(services, progress)
         return (*check_again(current), message)
 
     def download_with_progress(current: str, progress=gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
@@ -244,36 +208,6 @@ def _wire_setup(gr, services, setup, refresh, by_field, status) -> None:
     # gr.Progress needs the queue (the WebUI's default); --no-gradio-queue gets no bar.
     handler = download_with_progress if _queue_enabled() else download_plain
     setup["download"].click(handler, inputs=[model], outputs=[*panel, status])
-
-
-def download_models(services: Services, progress: Any = None) -> str:
-    """Run the download service, reporting each file and step to ``progress`` (a gr.Progress)."""
-    done = [0, None]  # files done, files in total (unknown until the first file is handled)
-
-    def show(text: str) -> None:
-        if progress is not None:
-            progress(tuple(done), desc=text)
-
-    def step(count: int, total: int) -> None:
-        done[:] = [count, total]
-        show(DOWNLOAD_DESC)
-
-    def log(line: str) -> None:
-        print(f"HyperLoRA: {line.strip()}")  # the console shows the same as the CLI
-        show(f"{DOWNLOAD_DESC}: {line.strip()}")
-
-    show(DOWNLOAD_DESC)
-    try:
-        return services.download(step, log)
-    except (HyperLoRAError, OSError) as error:  # e.g. no permission to write the folder
-        return f"**Download failed: {error}**"
-
-
-def _safe_setup(services: Services) -> tuple[bool, str]:
-    try:
-        return services.setup()
-    except Exception as error:  # checking folders must never break building the UI
-        return False, f"Could not check the HyperLoRA models: {error}"
 
 
 def _queue_enabled() -> bool:
@@ -300,29 +234,13 @@ def _enable_accordion(gr: Any, elem_id: Callable[[str], str]) -> Iterator[Any]:
 
 def _wire(gr, services, inputs, by_field, gallery, status, save, save_controls) -> None:
     def preview(*values: Any) -> tuple[Any, str]:
-        try:
-            args = HyperLoRAArgs.from_positional(list(values))
-        except HyperLoRAError as error:
-            return [], f"**{error}**"
-        if not args.images and not args.identity:
-            return [], ""
-        try:
-            return services.preview(args)
-        except Exception as error:  # a button's edge: show every failure in the status line
-            return [], failure_text(error)
+        return ui_actions.on_preview(services, values)
 
     def save_lora(name: str, overwrite: bool, *values: Any) -> str:
-        try:
-            return services.save(HyperLoRAArgs.from_positional(list(values)), name, overwrite)
-        except Exception as error:
-            return failure_text(error)
+        return ui_actions.on_save(services, name, overwrite, values)
 
     def preload(enabled: bool, model: str) -> None:
-        if enabled:
-            try:
-                services.preload(model)
-            except Exception:  # the next job reports what is wrong; the console has the trace
-                traceback.print_exc()
+        ui_actions.on_enable(services, enabled, model)
 
     by_field["enabled"].change(preload, inputs=[by_field["enabled"], by_field["model"]])
     ui_hints.wire(gr, by_field, status)
@@ -339,136 +257,4 @@ def wire_likeness_status(component: Any, **kwargs: Any) -> None:
     status = _status_boxes.get(tab)
     if not elem_id.startswith("generation_info_") or status is None:
         return
-    component.change(likeness_status, inputs=[component], outputs=[status])
-
-
-def likeness_status(generation_info: str) -> Any:
-    """The status line for a generation's info JSON; no change when nothing was scored."""
-    import gradio as gr
-
-    from hyperlora_ext.webui.likeness import KEY
-
-    try:
-        texts = json.loads(generation_info or "{}").get("infotexts") or []
-    except (ValueError, AttributeError):
-        return gr.update()
-    found = [re.search(rf"{KEY}: ([^,\n]+)", str(text)) for text in texts]
-    scores = [match.group(1) for match in found if match]
-    return f"Likeness: {', '.join(scores)}" if scores else gr.update()
-
-
-def failure_text(error: Exception) -> str:
-    """The status line for a failed action; unexpected errors also go to the console."""
-    if isinstance(error, HyperLoRAError):
-        return f"**{error}**"
-    traceback.print_exc()
-    return f"**{ERROR_LABEL}: {type(error).__name__}: {error}**"
-
-
-def _safe_list(lister: Callable[[], list[str]]) -> list[str]:
-    try:
-        return list(lister())
-    except Exception:  # a listing must never break building the UI
-        return []
-
-
-# ------------------------------------------------------------------ default services
-def default_services() -> Services:
-    from hyperlora_ext.webui import settings
-    from hyperlora_ext.webui.host import identity_store, list_models, preload
-
-    return Services(
-        list_models,
-        _list_identities,
-        _preview,
-        _save,
-        setup=_setup,
-        download=_download,
-        trigger_words_default=lambda: settings.current().trigger_words,
-        preload=preload,
-        identity_store=identity_store,
-    )
-
-
-def _setup() -> tuple[bool, str]:
-    from hyperlora_ext.webui import first_run
-    from hyperlora_ext.webui.host import model_roots
-
-    roots = model_roots()
-    items = first_run.checklist(roots)
-    return first_run.ready(roots), first_run.render(items, roots)
-
-
-def _download(progress: Progress | None, log: Log) -> str:
-    from hyperlora_ext.webui import first_run
-    from hyperlora_ext.webui.host import model_roots
-
-    return first_run.download_missing(model_roots(), progress, log=log)
-
-
-def _list_identities() -> list[str]:
-    from hyperlora_ext.webui.host import identity_store
-
-    return identity_store().names()
-
-
-def _preview(args: HyperLoRAArgs) -> tuple[list[tuple[Any, str]], str]:
-    from hyperlora_ext.webui import host, studio
-
-    identity = studio.resolve(args.replace(mix=(), identity=""), studio.Context(host.services()))
-    gallery = [
-        (r.preview or r.thumbnail, _caption(number, r))
-        for number, r in enumerate(identity.reports, 1)
-        if (r.preview or r.thumbnail) is not None
-    ]
-    return gallery, status_line(identity, args.weight)
-
-
-def _save(args: HyperLoRAArgs, name: str, overwrite: bool = False) -> str:
-    """Save through the studio, with the API's name rules: a name is refused, never rewritten,
-    and an existing identity is replaced only with "Overwrite" ticked."""
-    from hyperlora_ext.webui import host, studio
-
-    services = host.services()
-    studio.check_new_name(name, services.store(), overwrite)  # before the encoding
-    identity = studio.resolve(args, studio.Context(services))
-    record = studio.save(name, identity, args, services.store(), overwrite=overwrite)
-    return (
-        f"Saved `{record.name}.safetensors`: pick it under 'Saved identity', or use it as "
-        f"`<lora:{record.name}:{args.weight:g}>` (Lora tab, refresh)."
-    )
-
-
-def _caption(number: int, report: Any) -> str:
-    """Short enough for a thumbnail (the status line has the details): "1", "2: skipped"."""
-    if not report.used:
-        return f"{number}: skipped"
-    faces = "" if report.faces_found == 1 else f": {counted(report.faces_found, 'face')}"
-    return f"{number}{faces}"
-
-
-def status_line(identity: Identity, weight: float | None = None) -> str:
-    parts = [f"{counted(identity.photos, 'photo')} encoded in {identity.seconds:.1f} s"]
-    if identity.cache_hit:
-        parts[0] += " (cached)"
-    parts += identity.warnings
-    parts += [
-        f"{r.label}: {counted(r.faces_found, 'face')} found, one used (see 'Face')"
-        for r in identity.reports
-        if r.used and r.faces_found > 1
-    ]
-    parts += host_warnings()
-    return ui_hints.with_weight_note(" · ".join(parts), weight)
-
-
-def host_warnings() -> list[str]:
-    """Settings of the WebUI that work against HyperLoRA."""
-    try:
-        from modules import shared
-    except ImportError:
-        return []
-    warnings = [w for w in [ui_hints.clip_warning(shared.opts)] if w]
-    ad_problem = adetailer.read().problem()
-    if ad_problem is not None:
-        warnings.append(ad_problem)
-    return warnings
+    component.change(ui_actions.likeness_status, inputs=[component], outputs=[status])

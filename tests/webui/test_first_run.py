@@ -12,7 +12,7 @@ import pytest
 
 from hyperlora_ext.facts import CLIP_FILES, HYPERLORA_FILES, HYPERLORA_MODELS
 from hyperlora_ext.models import ModelRoots, list_hyperlora_models
-from hyperlora_ext.webui import first_run, host, ui
+from hyperlora_ext.webui import first_run, host, ui, ui_actions
 from hyperlora_ext.webui.services import Services
 from tests.fake_hub import FakeHub
 from tests.model_files import make_antelopev2, write_model_files
@@ -155,7 +155,7 @@ def test_accordion_shows_the_checklist_until_models_are_there(webui, monkeypatch
 
 
 def test_download_button_runs_the_download_with_progress(webui, monkeypatch, hub):
-    monkeypatch.setattr(ui, "_download", fake_download(host.model_roots(), hub))
+    monkeypatch.setattr(ui_actions, "_download", fake_download(host.model_roots(), hub))
     demo, script = build_panel(webui, monkeypatch)
     block = panel_extras(demo, script)
     download, function = handler(demo, block("download"))
@@ -214,8 +214,8 @@ def test_the_standalone_accordion_has_hints_too():
     assert {"accordion", "enable"} <= items and items <= js_hints().keys()
 
 
-def ui_services() -> ui.Services:
-    return ui.Services(
+def ui_services() -> ui_actions.Services:
+    return ui_actions.Services(
         lambda: [], lambda: [], lambda args: ([], ""), lambda args, name, overwrite: ""
     )
 

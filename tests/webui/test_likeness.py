@@ -200,7 +200,7 @@ def test_the_accordion_status_shows_the_last_generations_likeness(host, photo):
     import gradio as gr
     from modules import script_callbacks as callbacks
 
-    from hyperlora_ext.webui import ui
+    from hyperlora_ext.webui import ui_actions
 
     host.processing.image_decoder = decode_to([face_photo(faces=ROUND), face_photo(faces=())])
     _, processed = job(host, on(photo), batch_size=2)
@@ -212,8 +212,9 @@ def test_the_accordion_status_shows_the_last_generations_likeness(host, photo):
         callbacks.fire("after_component", info, elem_id="generation_info_txt2img")
     wired = [d for d in demo.config["dependencies"] if info._id in _trigger_ids(d)]
     assert wired and all(d["outputs"] == [status._id] for d in wired)
-    assert ui.likeness_status(processed.js()) == "Likeness: 1.00, no face"
-    assert ui.likeness_status(json.dumps({"infotexts": ["a cat\nSteps: 20"]})) == gr.update()
+    assert ui_actions.likeness_status(processed.js()) == "Likeness: 1.00, no face"
+    unscored = json.dumps({"infotexts": ["a cat\nSteps: 20"]})
+    assert ui_actions.likeness_status(unscored) == gr.update()
 
 
 def _trigger_ids(dependency: dict) -> list[int]:

@@ -338,14 +338,14 @@ def tiny_host(webui, tmp_path_factory, monkeypatch):
 def test_ui_save_goes_through_the_identity_store_with_the_api_rules(tiny_host, tmp_path):
     from hyperlora_ext.args import HyperLoRAArgs
     from hyperlora_ext.errors import ExportExistsError, InvalidNameError
-    from hyperlora_ext.webui import ui
+    from hyperlora_ext.webui import ui_actions
     from hyperlora_ext.webui.host import identity_store
     from tests.encoders._photos import face_photo
 
     photo = tmp_path / "face.png"
     face_photo((320, 240), ((100, 40, 220, 200),)).save(photo)
     args = HyperLoRAArgs(enabled=True, images=(str(photo),), model="tiny", grayscale=True)
-    message = ui.default_services().save(args, "bob", False)
+    message = ui_actions.default_services().save(args, "bob", False)
     assert "`bob.safetensors`" in message and "<lora:bob:0.8>" in message
     folder = tiny_host.lora_dir / "hyperlora"
     assert (folder / "bob.hyperlora.json").is_file()
@@ -354,13 +354,13 @@ def test_ui_save_goes_through_the_identity_store_with_the_api_rules(tiny_host, t
     assert record.digest == identity_store().load("bob").digest
 
     with pytest.raises(ExportExistsError, match="tick 'Overwrite' to replace it"):
-        ui.default_services().save(args, "bob", False)
-    assert "Saved" in ui.default_services().save(args.replace(grayscale=False), "bob", True)
+        ui_actions.default_services().save(args, "bob", False)
+    assert "Saved" in ui_actions.default_services().save(args.replace(grayscale=False), "bob", True)
     assert identity_store().record("bob").options["grayscale"] is False
 
     for name in ("bob/../x?", "../evil", "a/b", "x" * 101, ""):
         with pytest.raises(InvalidNameError):
-            ui.default_services().save(args, name, False)
+            ui_actions.default_services().save(args, name, False)
     assert sorted(p.name for p in folder.iterdir()) == [
         "bob.hyperlora.json", "bob.hyperlora.tokens", "bob.json", "bob.preview.png",
         "bob.safetensors",

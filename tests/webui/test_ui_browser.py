@@ -21,7 +21,8 @@ from PIL import Image
 from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.facts import HYPERLORA_MODELS
 from hyperlora_ext.store import IdentityStore
-from hyperlora_ext.webui.ui import Services, build_ui
+from hyperlora_ext.webui.ui import build_ui
+from hyperlora_ext.webui.ui_actions import Services
 from tests.factories import save_identity
 from tests.webui.browser_tools import ARTIFACTS, REPO, missing, run_script
 

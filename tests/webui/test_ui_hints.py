@@ -10,7 +10,7 @@ import pytest
 from hyperlora_ext import advice
 from hyperlora_ext.facts import HYPERLORA_MODELS
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import host, ui, ui_hints
+from hyperlora_ext.webui import host, ui, ui_actions, ui_hints
 from tests.webui.harness import handlers
 
 gr = pytest.importorskip("gradio")
@@ -19,7 +19,7 @@ GRADIO_4 = int(gr.__version__.split(".")[0]) >= 4
 
 
 def _panel():
-    services = ui.Services(lambda: [FIDELITY, EDIT], lambda: [], lambda a: ([], ""), None)
+    services = ui_actions.Services(lambda: [FIDELITY, EDIT], lambda: [], lambda a: ([], ""), None)
     with gr.Blocks() as demo:
         panel = ui.build_ui(lambda item: f"hl_{item}", services)
     by_id = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None)}
@@ -90,18 +90,18 @@ def _report(label, faces, used=True, reason=None):
 def test_status_line_counts_photos_in_words_and_gives_the_details():
     one = Identity(lora={}, digest="d", model="m", photos=1, seconds=0.25,
                    reports=(_report("image 1 (alice.jpg)", 1),))  # fmt: skip
-    assert ui.status_line(one) == "1 photo encoded in 0.2 s"
+    assert ui_actions.status_line(one) == "1 photo encoded in 0.2 s"
     reports = (
         _report("image 1 (a.jpg)", 1),
         _report("image 2 (b.jpg)", 3),
         _report("image 3 (c.jpg)", 0, used=False, reason="no face found"),
     )
     two = Identity(lora={}, digest="d", model="m", photos=2, seconds=1.0, reports=reports)
-    line = ui.status_line(two, weight=-0.5)
+    line = ui_actions.status_line(two, weight=-0.5)
     assert line.startswith("2 photos encoded in 1.0 s · image 3 (c.jpg): no face found")
     assert "image 2 (b.jpg): 3 faces found, one used (see 'Face')" in line
     assert "weight -0.5 is negative" in line and "photo(s)" not in line
-    captions = [ui._caption(i, r) for i, r in enumerate(reports, 1)]
+    captions = [ui_actions._caption(i, r) for i, r in enumerate(reports, 1)]
     assert captions == ["1", "2: 3 faces", "3: skipped"]  # the real UI cuts long captions
 
 
@@ -124,7 +124,7 @@ def test_the_clip_warning_appears_only_when_true(
     monkeypatch.setattr(host, "detect_host", lambda p=None: where)
     shared.opts.CLIP_stop_at_last_layers = clip_skip
     shared.opts.sdxl_clip_l_skip = sdxl_clip_l_skip
-    warnings = [w for w in ui.host_warnings() if "Clip skip" in w or "CLIP" in w]
+    warnings = [w for w in ui_actions.host_warnings() if "Clip skip" in w or "CLIP" in w]
     assert bool(warnings) is warned, warnings
     if warned:
         assert warnings == [advice.clip_layer_warning(where, clip_skip, sdxl_clip_l_skip)]
@@ -132,5 +132,5 @@ def test_the_clip_warning_appears_only_when_true(
 
 def test_the_default_a1111_options_give_no_clip_warning(webui):
     # The old accordion said "CLIP skip is 1; 2 is recommended" here, which changes nothing.
-    assert not any("clip" in w.lower() for w in ui.host_warnings())
+    assert not any("clip" in w.lower() for w in ui_actions.host_warnings())
     assert ui_hints.clip_warning(SimpleNamespace()) == ""  # options missing: their defaults

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hyperlora_ext.store import RECORD_SUFFIX, IdentityStore
-from hyperlora_ext.webui import ui, ui_identities
+from hyperlora_ext.webui import ui, ui_actions, ui_identities
 from tests.factories import save_identity
 from tests.webui.harness import handlers
 
@@ -27,7 +27,7 @@ def store(tmp_path):
 
 
 def _panel(store):
-    services = ui.Services(lambda: ["m"], store.names, lambda a: ([], ""), None,
+    services = ui_actions.Services(lambda: ["m"], store.names, lambda a: ([], ""), None,
                            identity_store=lambda: store)  # fmt: skip
     with gr.Blocks() as demo:
         panel = ui.build_ui(lambda item: f"hl_{item}", services)
@@ -152,7 +152,7 @@ def test_a_broken_store_never_breaks_the_section(tmp_path):
     def broken():
         raise OSError("the disk is gone")
 
-    services = ui.Services(
+    services = ui_actions.Services(
         lambda: ["m"], lambda: [], lambda a: ([], ""), None, identity_store=broken
     )
     with gr.Blocks() as demo:

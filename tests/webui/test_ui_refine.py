@@ -11,7 +11,7 @@ import torch
 from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.webui import host as host_module
 from hyperlora_ext.webui import ui_refine
-from hyperlora_ext.webui.ui import failure_text
+from hyperlora_ext.webui.ui_actions import failure_text
 from tests.encoders._photos import face_photo
 from tests.webui.fake_webui.tiny_sdxl import unet_fingerprint
 from tests.webui.harness import build_panel, handler
