@@ -16,7 +16,7 @@ from hyperlora_ext.args import HyperLoRAArgs
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.facts import ERROR_LABEL
 from hyperlora_ext.identity_value import Identity
-from hyperlora_ext.webui import adetailer, ui_hints
+from hyperlora_ext.webui import ui_hints
 from hyperlora_ext.wording import counted
 
 DOWNLOAD_DESC = "Downloading HyperLoRA models"
@@ -241,8 +241,5 @@ def host_warnings() -> list[str]:
         from modules import shared
     except ImportError:
         return []
-    warnings = [w for w in [ui_hints.clip_warning(shared.opts)] if w]
-    ad_problem = adetailer.read().problem()
-    if ad_problem is not None:
-        warnings.append(ad_problem)
-    return warnings
+    # ADetailer's script list is not repeated here: the accordion's ADetailer row says it.
+    return [w for w in [ui_hints.clip_warning(shared.opts)] if w]

@@ -108,11 +108,9 @@ def build(
     with gr.Accordion("Saved identities", open=False, elem_id=elem_id("identities")):
         gallery = gr.Gallery(
             value=lambda: _safe_cards(store), label="Saved identities", show_label=False,
-            columns=6, height=190, allow_preview=False, elem_id=elem_id("identity_gallery"),
+            columns=4, height=190, allow_preview=False, elem_id=elem_id("identity_gallery"),
         )  # fmt: skip
-        info = gr.Markdown(
-            "Click an identity to see it and act on it.", elem_id=elem_id("identity_info")
-        )
+        info = gr.Markdown(lambda: intro(_safe_names(store)), elem_id=elem_id("identity_info"))
         with gr.Row():
             name = gr.Textbox(
                 label="Selected",
@@ -230,6 +228,16 @@ def _guarded(action: Callable[[], tuple[Any, str]], fallback: tuple[Any, str]) -
     except Exception as error:  # a button's edge: show every failure in the section's line
         traceback.print_exc()
         return fallback[0], f"**{ERROR_LABEL}: {type(error).__name__}: {error}**"
+
+
+def intro(names: Sequence[str]) -> str:
+    """The section's first line: what to do, or how to get a first identity."""
+    if names:
+        return "Click an identity to see it and act on it."
+    return (
+        "No saved identities yet: encode photos above and press **Save as LoRA** (or send "
+        "`save_as` to `/hyperlora/v1/encode`); they appear here and as `<lora:NAME:0.8>`."
+    )
 
 
 def _safe_cards(store: Callable[[], Any]) -> list[tuple[Image.Image, str]]:

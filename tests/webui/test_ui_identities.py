@@ -173,3 +173,10 @@ def test_the_webui_accordion_has_the_gallery_of_its_lora_folder(webui, monkeypat
     gallery = next(c for c in demo.blocks.values() if str(c.elem_id).endswith("identity_gallery"))
     ((select, _),) = handlers(demo, gallery)
     assert select(SimpleNamespace(index=0))[0] == "dana"
+
+
+def test_the_section_says_how_to_get_a_first_identity(tmp_path):
+    empty = IdentityStore(tmp_path / "Empty")
+    assert "No saved identities yet" in ui_identities.intro(empty.names())
+    assert "Save as LoRA" in ui_identities.intro([])
+    assert ui_identities.intro(["alice"]).startswith("Click an identity")
