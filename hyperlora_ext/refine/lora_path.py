@@ -30,12 +30,20 @@ def group_layers(lora: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.
     return layers
 
 
+def is_linear(module: nn.Module) -> bool:
+    """A linear layer: torch's, or Forge 2's ``backend.operations`` Linear, which is a plain
+    ``nn.Module`` with ``in_features``/``out_features`` and a ``weight`` (not an ``nn.Linear``)."""
+    if isinstance(module, nn.Linear):
+        return True
+    return all(hasattr(module, name) for name in ("in_features", "out_features", "weight"))
+
+
 def find_layers(unet: nn.Module, layer_names: list[str]) -> dict[str, nn.Linear]:
     """The Linear of ``unet`` (SGM module tree, as A1111's and Forge's UNets are) per kohya name."""
     by_name = {
         KOHYA_PREFIX + path.replace(".", "_"): module
         for path, module in unet.named_modules()
-        if isinstance(module, nn.Linear)
+        if is_linear(module)
     }
     found, missing = {}, []
     for name in layer_names:

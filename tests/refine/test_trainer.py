@@ -331,3 +331,29 @@ def test_the_models_own_checkpoint_flags_are_off_while_training_and_back_after()
     assert all(b.checkpoint is True for b in blocks)
     assert model.unet.middle_block[1].use_checkpoint is True
     assert model.unet.input_blocks[4][1].checkpoint == 1
+
+
+class _ForgeLinear(torch.nn.Module):
+    """Forge 2's ``backend.operations`` Linear: an ``nn.Module`` (not an ``nn.Linear``) with
+    ``in_features``/``out_features`` and a ``weight``."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def test_forge_style_linear_layers_are_found():
+    sd_model, _ = tiny_model()
+    lora = identity(sd_model)
+    unet = sd_model.model.diffusion_model
+    for module in list(unet.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(module, child_name, _ForgeLinear(child))
+    layers = find_layers(unet, list(group_layers(lora)))
+    assert len(layers) == len(group_layers(lora))
+    assert all(isinstance(layer, _ForgeLinear) for layer in layers.values())
