@@ -144,6 +144,12 @@ def forge_model(sd_model: Any, size: int) -> RefineModel:
             f"refining needs a checkpoint stored in fp16, bf16 or fp32, not {kmodel.storage_dtype}"
             " (quantised fp8/NF4/GGUF weights cannot be trained around)"
         )
+    if any(p.is_inference() for p in unet.parameters()):
+        # Seen in Forge 2 (CPU, --always-cpu): autograd cannot save such weights for backward.
+        raise HyperLoRAError(
+            "this Forge loaded the UNet's weights as inference tensors, which cannot be trained "
+            "around; refining is not supported on this Forge yet: write a training kit instead"
+        )
     if any(p.device != device for p in unet.parameters()):
         raise HyperLoRAError(
             "Forge kept part of the UNet outside the GPU; raise 'GPU Weights' at the top of the "

@@ -65,3 +65,16 @@ def test_low_vram_mode_is_refused(memory, monkeypatch):
 def test_quantised_storage_is_refused(memory):
     with pytest.raises(HyperLoRAError, match="fp16, bf16 or fp32"):
         refine_host.refine_model(make_model(storage_dtype=torch.float8_e4m3fn), 768)
+
+
+def test_inference_tensor_weights_are_a_clear_refusal(memory):
+    """Forge 2 on a CPU loads the UNet under inference mode: autograd cannot train around it."""
+    sd_model = make_model()
+    unet = sd_model.forge_objects_original.unet.model.diffusion_model
+    with torch.inference_mode():
+        frozen = {name: p.detach().clone() for name, p in unet.named_parameters()}
+    for name, value in frozen.items():
+        module_path, _, attr = name.rpartition(".")
+        setattr(unet.get_submodule(module_path), attr, torch.nn.Parameter(value, False))
+    with pytest.raises(HyperLoRAError, match=r"inference tensors.*training kit"):
+        refine_host.refine_model(sd_model, 768)
