@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -114,3 +115,12 @@ def lora_digest(lora: dict[str, torch.Tensor], length: int = 12) -> str:
         digest.update(f"{key}|{data.dtype}|{tuple(data.shape)}".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:length]
+
+
+def group_layers(lora: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """``{"lora_unet_x.lora_up.weight": t}`` -> ``{"lora_unet_x": {"lora_up.weight": t}}``."""
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in lora.items():
+        layer, _, part = key.partition(".")
+        layers.setdefault(layer, {})[part] = tensor
+    return layers

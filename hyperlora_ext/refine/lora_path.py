@@ -15,19 +15,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.lora_format import to_sgm_name
+from hyperlora_ext.lora_format import group_layers, to_sgm_name
 
 DOWN, UP, ALPHA = "lora_down.weight", "lora_up.weight", "alpha"
 KOHYA_PREFIX = "lora_unet_"
-
-
-def group_layers(lora: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """``{"layer.lora_up.weight": t}`` -> ``{"layer": {"lora_up.weight": t}}`` (key order kept)."""
-    layers: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in lora.items():
-        layer, _, part = key.partition(".")
-        layers.setdefault(layer, {})[part] = tensor
-    return layers
 
 
 def is_linear(module: nn.Module) -> bool:

@@ -19,7 +19,12 @@ from typing import Any
 import torch
 
 from hyperlora_ext.errors import HyperLoRAError
-from hyperlora_ext.lora_format import LORA_PARTS, kohya_to_webui_layer, sdxl_attention_modules
+from hyperlora_ext.lora_format import (
+    LORA_PARTS,
+    group_layers,
+    kohya_to_webui_layer,
+    sdxl_attention_modules,
+)
 from hyperlora_ext.webui.adapter import NAME_PREFIX, ApplyReport, Patch, unsupported_reason
 
 UP, DOWN, ALPHA = "lora_up.weight", "lora_down.weight", "alpha"
@@ -37,15 +42,6 @@ def target_layer_names() -> tuple[str, ...]:
         for module in sdxl_attention_modules("sgm")
         for part in LORA_PARTS
     )
-
-
-def group_layers(lora: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """``{"lora_unet_x.lora_up.weight": t}`` -> ``{"lora_unet_x": {"lora_up.weight": t}}``."""
-    layers: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in lora.items():
-        layer, _, part = key.partition(".")
-        layers.setdefault(layer, {})[part] = tensor
-    return layers
 
 
 @dataclass
