@@ -6,7 +6,9 @@ block's forward is wrapped in non-reentrant activation checkpointing. sgm's SDXL
 ``use_checkpoint``; its checkpoint functions differentiate only the block's own (frozen)
 parameters and inputs, so they would fail on, or silently drop, the LoRA's gradients. On leaving
 (success, interrupt, error, out-of-memory) all of it is undone. No
-weight is ever written; the tensors' version counters prove it, and a change raises.
+weight is ever written; the tensors' version counters prove it, and a change raises. Weights that
+are inference tensors (Forge 2) are trained around through normal copies and the original tensors
+are put back (``inference_tensors``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.refine.inference_tensors import autograd_usable
 from hyperlora_ext.refine.lora_path import TrainableLoRA
 
 CHECKPOINT_FLAGS = ("checkpoint", "use_checkpoint")  # sgm/ldm blocks' own checkpointing switches
@@ -55,6 +58,21 @@ def training_session(
     gradient_checkpointing: bool = True,
 ) -> Iterator[None]:
     """Attach ``lora`` to ``layers`` of the frozen ``unet`` for the duration of the block."""
+    with (
+        autograd_usable(unet),
+        _attached(unet, lora, layers, gradient_checkpointing=gradient_checkpointing),
+    ):
+        yield
+
+
+@contextmanager
+def _attached(
+    unet: nn.Module,
+    lora: TrainableLoRA,
+    layers: Mapping[str, nn.Linear],
+    *,
+    gradient_checkpointing: bool,
+) -> Iterator[None]:
     flags = [(p, p.requires_grad) for p in unet.parameters()]
     versions = _versions(unet)
     handles: list[Any] = []

@@ -8,7 +8,8 @@
   merges again exactly as before.
 - Forge 2: a clone of ``forge_objects_original.unet`` (no LoRA patch) refreshed so Forge takes
   every merged LoRA out of the shared weights, loaded whole on the GPU; the raw UNet is called
-  with DDPM-scaled inputs and integer timesteps like sgm's.
+  with DDPM-scaled inputs and integer timesteps like sgm's. Forge loads the weights as inference
+  tensors: the training session trains around copies and puts Forge's own tensors back.
 
 While training the WebUI's ``queue_lock`` is held (generations wait), ``shared.state`` shows the
 steps in the progress bar and ``/sdapi/v1/progress``, and Interrupt stops after the current
@@ -143,12 +144,6 @@ def forge_model(sd_model: Any, size: int) -> RefineModel:
         raise HyperLoRAError(
             f"refining needs a checkpoint stored in fp16, bf16 or fp32, not {kmodel.storage_dtype}"
             " (quantised fp8/NF4/GGUF weights cannot be trained around)"
-        )
-    if any(p.is_inference() for p in unet.parameters()):
-        # Seen in Forge 2 (CPU, --always-cpu): autograd cannot save such weights for backward.
-        raise HyperLoRAError(
-            "this Forge loaded the UNet's weights as inference tensors, which cannot be trained "
-            "around; refining is not supported on this Forge yet: write a training kit instead"
         )
     if any(p.device != device for p in unet.parameters()):
         raise HyperLoRAError(
