@@ -8,7 +8,9 @@ parameters and inputs, so they would fail on, or silently drop, the LoRA's gradi
 (success, interrupt, error, out-of-memory) all of it is undone. No
 weight is ever written; the tensors' version counters prove it, and a change raises. Weights that
 are inference tensors (Forge 2) are trained around through normal copies and the original tensors
-are put back (``inference_tensors``).
+are put back (``inference_tensors``). Forge's transformer blocks add residuals in place into
+tensors autograd saved (a LayerNorm's input, the block's input); while training each LayerNorm
+and each checkpointed block works on a copy of its input.
 """
 
 from __future__ import annotations
@@ -38,10 +40,34 @@ def transformer_blocks(unet: nn.Module) -> list[nn.Module]:
     return [m for m in unet.modules() if hasattr(m, "attn1") and hasattr(m, "attn2")]
 
 
+def _copies(values: tuple) -> tuple:
+    return tuple(v.clone() if isinstance(v, torch.Tensor) else v for v in values)
+
+
+def _on_copies(forward: Any, *args: Any, **kwargs: Any) -> Any:
+    """Forge's blocks add residuals into their input in place: the block gets a copy, so the
+    checkpoint's recomputation in backward sees the input as it was."""
+    return forward(*_copies(args), **kwargs)
+
+
 def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
-    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return checkpoint(partial(_on_copies, forward), *args, use_reentrant=False, **kwargs)
+
+
+def _own_norm_input(module: nn.Module, args: tuple) -> tuple | None:
+    """A LayerNorm saves its input for backward, and Forge's blocks then add the residual into
+    that very tensor in place (``x += attn(norm(x))``): the norm reads a copy instead."""
+    return _copies(args) if torch.is_grad_enabled() else None
+
+
+def _attach_norm_copies(unet: nn.Module) -> list[Any]:
+    return [
+        module.register_forward_pre_hook(_own_norm_input)
+        for module in unet.modules()
+        if isinstance(module, nn.LayerNorm)
+    ]
 
 
 def _versions(unet: nn.Module) -> dict[str, int]:
@@ -86,7 +112,7 @@ def _attached(
                 if module.__dict__.get(flag) is True:
                     switched.append((module, flag))
                     setattr(module, flag, False)
-        handles = lora.attach(layers)
+        handles = lora.attach(layers) + _attach_norm_copies(unet)
         if gradient_checkpointing:
             for block in transformer_blocks(unet):
                 wrapped.append((block, block.__dict__.get("forward")))

@@ -101,3 +101,19 @@ def test_refine_trains_around_forges_inference_tensors_and_gives_them_back(memor
     backup = sd_model.forge_objects_original.unet.lora_loader.backup
     prefix = len("diffusion_model.")
     assert backup and all(tensor is loaded[key[prefix:]] for key, tensor in backup.items())
+
+
+def test_forges_in_place_residuals_train_alike_with_and_without_checkpointing(memory):
+    """Forge's blocks add into their input in place; the checkpoint's recomputation must still
+    see the input as it was, or the gradients (not the loss) silently differ."""
+    results = []
+    for checkpointing in (False, True):
+        sd_model = make_model()
+        model = refine_host.refine_model(sd_model, 32)
+        identity = fb.kohya_lora_for(model.unet, rank=8, alpha=4.0, seed=2)
+        settings = RefineSettings(steps=2, learning_rate=1e-3, gradient_checkpointing=checkpointing)
+        results.append(refine(model, identity, crops(), CAPTION, settings))
+    plain, checkpointed = results
+    assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-5)
+    for key, tensor in plain.lora.items():
+        torch.testing.assert_close(checkpointed.lora[key], tensor, rtol=1e-4, atol=1e-5)

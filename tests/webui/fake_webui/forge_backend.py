@@ -104,9 +104,14 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        """Forge's ``BasicTransformerBlock._forward``: each residual is added into ``x`` in place
+        (``x += n``), the block's input included, right after a LayerNorm read ``x``."""
+        x += self.attn1(self.norm1(x))
+        x += self.attn2(self.norm2(x), context)
+        skip = x
+        x = self.ff(self.norm3(x))
+        x += skip
+        return x
 
 
 class SpatialTransformer(nn.Module):
