@@ -168,6 +168,18 @@ def forge_model(sd_model: Any, size: int) -> RefineModel:
     )  # fmt: skip
 
 
+def loaded_model(sd_model: Any) -> Any:
+    """The checkpoint a generation would use now. Forge 2 loads it on the first generation
+    (until then ``shared.sd_model`` is a placeholder, not SDXL): load it the same way, with
+    ``forge_model_reload`` (a no-op once loaded). A1111 loads on access: ``sd_model`` as given."""
+    try:
+        from modules import sd_models
+    except ImportError:
+        return sd_model
+    reload = getattr(sd_models, "forge_model_reload", None)
+    return sd_model if reload is None else reload()[0]
+
+
 def refine_model(sd_model: Any, size: int) -> RefineModel:
     """The checkpoint loaded in this WebUI as refine's host; refuses what cannot be trained."""
     reason = unsupported_reason(sd_model)
@@ -293,6 +305,7 @@ def refine_in_webui(
     crops = [c for p in photos for c in make_crops(p, settings.resolution, settings.jitters,
                                                    settings.seed)]  # fmt: skip
     with exclusive(hold_queue_lock), webui_job(settings.steps) as (progress, should_stop):
+        sd_model = loaded_model(sd_model)
         model = refine_model(sd_model, settings.resolution)
         with networks_unmerged(sd_model):
             data = encode_crops(model, crops, settings.caption)

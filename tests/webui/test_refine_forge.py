@@ -12,7 +12,8 @@ from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.refine.lora_path import find_layers
 from hyperlora_ext.refine.trainer import RefineSettings, refine
 from hyperlora_ext.webui import refine_host
-from tests.refine.tiny import crops
+from hyperlora_ext.webui.refine_host import WebUIRefineSettings
+from tests.refine.tiny import crops, photos
 from tests.webui.fake_webui import forge_backend as fb
 
 CAPTION = "fcsks fxhks fhyks, a photo of a person"
@@ -117,3 +118,19 @@ def test_forges_in_place_residuals_train_alike_with_and_without_checkpointing(me
     assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-5)
     for key, tensor in plain.lora.items():
         torch.testing.assert_close(checkpointed.lora[key], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_a_refine_before_the_first_generation_loads_the_checkpoint_as_forge_does(
+    webui, memory, monkeypatch
+):
+    """Forge loads the checkpoint on the first generation; until then shared.sd_model is a
+    placeholder, so a refine right after start-up said 'the checkpoint is not SDXL'."""
+    sd_model = make_model()
+    models = fb.install_sd_models(monkeypatch, sd_model)
+    settings = WebUIRefineSettings(steps=1, resolution=32, jitters=0)
+    unet = sd_model.forge_objects_original.unet.model.diffusion_model
+    identity = fb.kohya_lora_for(unet, rank=8, alpha=4.0, seed=2)
+    result = refine_host.refine_in_webui(models.sd_model, identity, photos(), settings)
+    assert result.steps_done == 1 and models.loads == 1
+    refine_host.refine_in_webui(models.sd_model, identity, photos(), settings)
+    assert models.loads == 1  # loaded once, as generations share it

@@ -656,6 +656,39 @@ class FakeForgeSDXL:
         return x  # Forge: "legacy code", encode_first_stage already scaled
 
 
+class FakeInitialModel:
+    """``modules.sd_models.FakeInitialModel``: ``shared.sd_model`` until the first generation."""
+
+    cond_stage_model = None
+    chunk_length = 75
+
+
+class ModelData:
+    """``modules.sd_models``: ``model_data.sd_model`` is a placeholder until
+    ``forge_model_reload()`` (called by processing before each job) loads the checkpoint; it
+    returns ``(sd_model, reloaded)`` and does nothing once the checkpoint is loaded."""
+
+    def __init__(self, checkpoint: FakeForgeSDXL) -> None:
+        self.checkpoint = checkpoint
+        self.sd_model: Any = FakeInitialModel()
+        self.loads = 0
+
+    def forge_model_reload(self) -> tuple[Any, bool]:
+        if self.sd_model is self.checkpoint:
+            return self.sd_model, False
+        self.sd_model, self.loads = self.checkpoint, self.loads + 1
+        return self.sd_model, True
+
+
+def install_sd_models(monkeypatch, checkpoint: FakeForgeSDXL) -> ModelData:
+    """Register ``modules.sd_models`` (Forge's lazy checkpoint loading) for ``checkpoint``."""
+    data = ModelData(checkpoint)
+    module = types.ModuleType("modules.sd_models")
+    module.__dict__.update(model_data=data, forge_model_reload=data.forge_model_reload)
+    monkeypatch.setitem(sys.modules, "modules.sd_models", module)
+    return data
+
+
 def load_networks(sd_model: FakeForgeSDXL, loras: Iterable[tuple[str, dict, float]]) -> None:
     """``sd_forge_lora`` ``load_networks`` for ``(filename, state_dict, unet strength)`` triples."""
     loras = list(loras)
