@@ -40,6 +40,12 @@ def _inference_slots(model: nn.Module) -> list[_Slot]:
     return slots
 
 
+def inference_bytes(model: nn.Module) -> int:
+    """The memory the copies of ``model``'s inference tensors take (each tensor once)."""
+    tensors = {id(slot[3]): slot[3] for slot in _inference_slots(model)}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
 @contextmanager
 def autograd_usable(model: nn.Module) -> Iterator[int]:
     """Swap ``model``'s inference-tensor parameters and buffers for normal copies in the block;

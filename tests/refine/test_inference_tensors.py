@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from hyperlora_ext.refine import inference_tensors
 from hyperlora_ext.refine.inference_tensors import autograd_usable
 from hyperlora_ext.refine.trainer import RefineOutOfMemoryError, RefineSettings, refine
 from tests.refine.tiny import assert_restored, crops, identity, tiny_model, unet_state
@@ -75,6 +76,24 @@ def test_the_original_tensors_come_back_after_every_ending(ending, error):
     else:
         with pytest.raises(error):
             refine(model, identity(sd_model), crops(), CAPTION, settings)
+    _assert_given_back(model.unet, originals, before)
+
+
+def test_out_of_memory_while_copying_is_clear_and_what_was_swapped_goes_back(monkeypatch):
+    sd_model, model = tiny_model(inference=True)
+    originals, before = _tensors(model.unet), unet_state(model.unet)
+    copy, made = inference_tensors._copy, []
+
+    def scarce(tensor):
+        if len(made) == 10:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        made.append(tensor)
+        return copy(tensor)
+
+    monkeypatch.setattr(inference_tensors, "_copy", scarce)
+    with pytest.raises(RefineOutOfMemoryError, match=r"copying the UNet's weights.*second copy"):
+        refine(model, identity(sd_model), crops(), CAPTION, RefineSettings(steps=1))
+    assert len(made) == 10
     _assert_given_back(model.unet, originals, before)
 
 
