@@ -218,6 +218,15 @@ def networks_unmerged(sd_model: Any) -> Iterator[None]:
 
 
 @contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """sgm's and Forge's VAE encoders sample the latents with the global RNG: seed it for the
+    encoding, so one seed gives the same refine twice; the WebUI's RNG state is put back."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
 def offloaded(modules: Sequence[Any], device: torch.device) -> Iterator[None]:
     """Move the encoders to the CPU while training on a GPU (values are unchanged by moving)."""
     movable = [
@@ -308,7 +317,8 @@ def refine_in_webui(
         sd_model = loaded_model(sd_model)
         model = refine_model(sd_model, settings.resolution)
         with networks_unmerged(sd_model):
-            data = encode_crops(model, crops, settings.caption)
+            with seeded(settings.seed):
+                data = encode_crops(model, crops, settings.caption)
             encoders = [getattr(sd_model, "conditioner", None),
                         getattr(sd_model, "first_stage_model", None)]  # fmt: skip
             with offloaded(encoders, model.device):
