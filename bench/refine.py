@@ -6,7 +6,8 @@ but no ResNet/conv layers, so a step costs far less than on a real SDXL UNet. ``
 (8/16, context 12) is the CPU smoke size; ``--widths sdxl`` gives the attention Linears SDXL's
 real sizes (640/1280, context 2048: the 11.6 M trainable parameters of the real identity), the
 size for a GPU run. Each row runs in a fresh subprocess (peak RSS only grows). Latents are 1/8 of
-``--resolution``, like SDXL's VAE.
+``--resolution``, like SDXL's VAE. ``--inference-tensors`` builds the model under inference mode, as
+Forge 2 loads checkpoints: training then runs on a copy of those weights (the cost it measures).
 
     .venv/bin/python bench/refine.py                                  # CPU, tiny widths
     .venv/bin/python bench/refine.py --device cuda --dtype fp16 --widths sdxl --resolution 768
@@ -42,8 +43,9 @@ def run_row(args: argparse.Namespace, micro: int, checkpointing: bool) -> dict:
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, DTYPES[args.dtype])
     w640, w1280, ctx = WIDTHS[args.widths]
-    sd_model = TinySDXL(w640=w640, w1280=w1280, ctx=ctx)
-    unet = sd_model.model.diffusion_model.to(device, dtype)
+    with torch.inference_mode(args.inference_tensors):
+        sd_model = TinySDXL(w640=w640, w1280=w1280, ctx=ctx)
+        unet = sd_model.model.diffusion_model.to(device, dtype)
     lora = make_lora(sd_model, style="diffusers", rank=8, alpha=4.0, scale=0.02)
     model = RefineModel(
         unet=unet, denoise=sd_model.apply_model, encode_images=sd_model.encode_first_stage,
@@ -101,6 +103,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
     parser.add_argument("--micro-batches", default="4,1", help="comma-separated")
     parser.add_argument("--threads", type=int, default=1)
+    forge = "weights loaded as inference tensors, as Forge 2 loads them"
+    parser.add_argument("--inference-tensors", action="store_true", help=forge)
     parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
@@ -108,8 +112,9 @@ def main() -> None:
         print(json.dumps(run_row(args, int(micro), checkpointing == "1")))
         return
     print(f"machine: {machine(args.device)}; {args.threads} threads")
+    weights = "inference tensors (Forge 2)" if args.inference_tensors else "normal tensors"
     print(f"model: SDXL-shaped attention-only UNet, widths {args.widths}, {args.dtype}, "
-          f"{args.device}; effective batch 4, {args.steps} timed steps")  # fmt: skip
+          f"{args.device}, {weights}; effective batch 4, {args.steps} timed steps")  # fmt: skip
     header = ("resolution", "micro-batch", "checkpointing", "s/step", "peak RAM MB",
               "peak VRAM MB", "last loss")  # fmt: skip
     print(" | ".join(header), flush=True)

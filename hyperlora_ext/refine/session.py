@@ -6,7 +6,11 @@ block's forward is wrapped in non-reentrant activation checkpointing. sgm's SDXL
 ``use_checkpoint``; its checkpoint functions differentiate only the block's own (frozen)
 parameters and inputs, so they would fail on, or silently drop, the LoRA's gradients. On leaving
 (success, interrupt, error, out-of-memory) all of it is undone. No
-weight is ever written; the tensors' version counters prove it, and a change raises.
+weight is ever written; the tensors' version counters prove it, and a change raises. Weights that
+are inference tensors (Forge 2) are trained around through normal copies and the original tensors
+are put back (``inference_tensors``). Forge's transformer blocks add residuals in place into
+tensors autograd saved (a LayerNorm's input, the block's input); while training each LayerNorm
+and each checkpointed block works on a copy of its input.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hyperlora_ext.errors import HyperLoRAError
+from hyperlora_ext.refine.inference_tensors import autograd_usable
 from hyperlora_ext.refine.lora_path import TrainableLoRA
 
 CHECKPOINT_FLAGS = ("checkpoint", "use_checkpoint")  # sgm/ldm blocks' own checkpointing switches
@@ -35,10 +40,34 @@ def transformer_blocks(unet: nn.Module) -> list[nn.Module]:
     return [m for m in unet.modules() if hasattr(m, "attn1") and hasattr(m, "attn2")]
 
 
+def _copies(values: tuple) -> tuple:
+    return tuple(v.clone() if isinstance(v, torch.Tensor) else v for v in values)
+
+
+def _on_copies(forward: Any, *args: Any, **kwargs: Any) -> Any:
+    """Forge's blocks add residuals into their input in place: the block gets a copy, so the
+    checkpoint's recomputation in backward sees the input as it was."""
+    return forward(*_copies(args), **kwargs)
+
+
 def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
-    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return checkpoint(partial(_on_copies, forward), *args, use_reentrant=False, **kwargs)
+
+
+def _own_norm_input(module: nn.Module, args: tuple) -> tuple | None:
+    """A LayerNorm saves its input for backward, and Forge's blocks then add the residual into
+    that very tensor in place (``x += attn(norm(x))``): the norm reads a copy instead."""
+    return _copies(args) if torch.is_grad_enabled() else None
+
+
+def _attach_norm_copies(unet: nn.Module) -> list[Any]:
+    return [
+        module.register_forward_pre_hook(_own_norm_input)
+        for module in unet.modules()
+        if isinstance(module, nn.LayerNorm)
+    ]
 
 
 def _versions(unet: nn.Module) -> dict[str, int]:
@@ -55,6 +84,21 @@ def training_session(
     gradient_checkpointing: bool = True,
 ) -> Iterator[None]:
     """Attach ``lora`` to ``layers`` of the frozen ``unet`` for the duration of the block."""
+    with (
+        autograd_usable(unet),
+        _attached(unet, lora, layers, gradient_checkpointing=gradient_checkpointing),
+    ):
+        yield
+
+
+@contextmanager
+def _attached(
+    unet: nn.Module,
+    lora: TrainableLoRA,
+    layers: Mapping[str, nn.Linear],
+    *,
+    gradient_checkpointing: bool,
+) -> Iterator[None]:
     flags = [(p, p.requires_grad) for p in unet.parameters()]
     versions = _versions(unet)
     handles: list[Any] = []
@@ -68,7 +112,7 @@ def training_session(
                 if module.__dict__.get(flag) is True:
                     switched.append((module, flag))
                     setattr(module, flag, False)
-        handles = lora.attach(layers)
+        handles = lora.attach(layers) + _attach_norm_copies(unet)
         if gradient_checkpointing:
             for block in transformer_blocks(unet):
                 wrapped.append((block, block.__dict__.get("forward")))

@@ -13,6 +13,7 @@ import gc
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch.nn import functional as F
 from hyperlora_ext.errors import HyperLoRAError
 from hyperlora_ext.refine.crops import Crop
 from hyperlora_ext.refine.host import Cond, RefineModel
+from hyperlora_ext.refine.inference_tensors import inference_bytes
 from hyperlora_ext.refine.lora_path import TrainableLoRA, find_layers, group_layers
 from hyperlora_ext.refine.schedule import masked_mse, noisy_latents, training_target
 from hyperlora_ext.refine.session import training_session
@@ -155,13 +157,8 @@ class Trainer:
         interrupted = False
         checkpointing = self.settings.gradient_checkpointing
         # Callers may sit in no_grad or inference mode (WebUI request handlers do).
-        with (
-            torch.inference_mode(False),
-            torch.enable_grad(),
-            training_session(
-                self.model.unet, self.lora, self.layers, gradient_checkpointing=checkpointing
-            ),
-        ):
+        with torch.inference_mode(False), torch.enable_grad(), ExitStack() as session:
+            self._enter(session, checkpointing)
             for step in range(self.settings.steps):
                 try:
                     losses.append(self._step(self._draw(), stop))
@@ -175,6 +172,24 @@ class Trainer:
             self.lora.state(), losses, len(losses), interrupted, self.micro_batch,
             time.perf_counter() - start, self._metadata(losses),
         )  # fmt: skip
+
+    def _enter(self, stack: ExitStack, checkpointing: bool) -> None:
+        """Start the training session; out of memory while it copies the weights is clear."""
+        unet = self.model.unet
+        try:
+            stack.enter_context(
+                training_session(unet, self.lora, self.layers, gradient_checkpointing=checkpointing)
+            )
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            _free_memory(self.model.device)
+            size = inference_bytes(unet) / 2**30
+            raise RefineOutOfMemoryError(
+                f"out of memory copying the UNet's weights ({size:.1f} GiB) before refining: this "
+                "WebUI loaded them as inference tensors, so training needs a second copy of them; "
+                "free memory (close other programs, unload other models) and refine again"
+            ) from None
 
     def _draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This step's crops, timesteps and noise, from the run's own generator."""

@@ -8,7 +8,8 @@
   merges again exactly as before.
 - Forge 2: a clone of ``forge_objects_original.unet`` (no LoRA patch) refreshed so Forge takes
   every merged LoRA out of the shared weights, loaded whole on the GPU; the raw UNet is called
-  with DDPM-scaled inputs and integer timesteps like sgm's.
+  with DDPM-scaled inputs and integer timesteps like sgm's. Forge loads the weights as inference
+  tensors: the training session trains around copies and puts Forge's own tensors back.
 
 While training the WebUI's ``queue_lock`` is held (generations wait), ``shared.state`` shows the
 steps in the progress bar and ``/sdapi/v1/progress``, and Interrupt stops after the current
@@ -144,12 +145,6 @@ def forge_model(sd_model: Any, size: int) -> RefineModel:
             f"refining needs a checkpoint stored in fp16, bf16 or fp32, not {kmodel.storage_dtype}"
             " (quantised fp8/NF4/GGUF weights cannot be trained around)"
         )
-    if any(p.is_inference() for p in unet.parameters()):
-        # Seen in Forge 2 (CPU, --always-cpu): autograd cannot save such weights for backward.
-        raise HyperLoRAError(
-            "this Forge loaded the UNet's weights as inference tensors, which cannot be trained "
-            "around; refining is not supported on this Forge yet: write a training kit instead"
-        )
     if any(p.device != device for p in unet.parameters()):
         raise HyperLoRAError(
             "Forge kept part of the UNet outside the GPU; raise 'GPU Weights' at the top of the "
@@ -171,6 +166,18 @@ def forge_model(sd_model: Any, size: int) -> RefineModel:
         device=device, dtype=dtype, checkpoint_hash=_checkpoint_hash(sd_model),
         **_encoders(sd_model, size),
     )  # fmt: skip
+
+
+def loaded_model(sd_model: Any) -> Any:
+    """The checkpoint a generation would use now. Forge 2 loads it on the first generation
+    (until then ``shared.sd_model`` is a placeholder, not SDXL): load it the same way, with
+    ``forge_model_reload`` (a no-op once loaded). A1111 loads on access: ``sd_model`` as given."""
+    try:
+        from modules import sd_models
+    except ImportError:
+        return sd_model
+    reload = getattr(sd_models, "forge_model_reload", None)
+    return sd_model if reload is None else reload()[0]
 
 
 def refine_model(sd_model: Any, size: int) -> RefineModel:
@@ -208,6 +215,15 @@ def networks_unmerged(sd_model: Any) -> Iterator[None]:
         yield
     finally:
         networks.loaded_networks[:] = saved
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """sgm's and Forge's VAE encoders sample the latents with the global RNG: seed it for the
+    encoding, so one seed gives the same refine twice; the WebUI's RNG state is put back."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 @contextmanager
@@ -298,9 +314,11 @@ def refine_in_webui(
     crops = [c for p in photos for c in make_crops(p, settings.resolution, settings.jitters,
                                                    settings.seed)]  # fmt: skip
     with exclusive(hold_queue_lock), webui_job(settings.steps) as (progress, should_stop):
+        sd_model = loaded_model(sd_model)
         model = refine_model(sd_model, settings.resolution)
         with networks_unmerged(sd_model):
-            data = encode_crops(model, crops, settings.caption)
+            with seeded(settings.seed):
+                data = encode_crops(model, crops, settings.caption)
             encoders = [getattr(sd_model, "conditioner", None),
                         getattr(sd_model, "first_stage_model", None)]  # fmt: skip
             with offloaded(encoders, model.device):

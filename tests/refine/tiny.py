@@ -13,10 +13,12 @@ from tests.webui.fake_webui.tiny_sdxl import TinySDXL
 from tests.webui.loras import make_lora
 
 
-def tiny_model(prediction="eps", dtype=torch.float32, seed=0):
-    """(the tiny sd_model, a RefineModel on it)."""
-    sd_model = TinySDXL(seed=seed)
-    unet = sd_model.model.diffusion_model.to(dtype)
+def tiny_model(prediction="eps", dtype=torch.float32, seed=0, inference=False):
+    """(the tiny sd_model, a RefineModel on it). ``inference``: built under inference mode, as
+    Forge 2 loads checkpoints, so every weight is an inference tensor."""
+    with torch.inference_mode(inference):
+        sd_model = TinySDXL(seed=seed)
+        unet = sd_model.model.diffusion_model.to(dtype)
     model = RefineModel(
         unet=unet,
         denoise=sd_model.apply_model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -63,6 +64,27 @@ def test_refine_trains_on_the_unmerged_unet_and_gives_everything_back(webui):
     assert webui.networks.loaded_networks == loaded
     assert all(torch.equal(unet_fingerprint(model)[k], base[k]) for k in base)
     assert torch.equal(run_unet(model), merged_out)  # the next generation merges as before
+
+
+def test_the_vae_samples_the_latents_from_the_refine_seed(webui):
+    """sgm's and Forge's encode_first_stage sample the latents with the global RNG (seen in the
+    real Forge: two refines with one seed had different latents and losses)."""
+    model = webui.load_model()
+    encode = model.encode_first_stage
+    model.encode_first_stage = lambda x: encode(x) + 0.1 * torch.randn(encode(x).shape)
+    state = torch.get_rng_state()
+    first = refine_in_webui(model, _identity(model), photos(), SMALL)
+    torch.randn(3)  # the WebUI's generations move the global RNG on between refines
+    second = refine_in_webui(model, _identity(model), photos(), SMALL)
+    assert first.losses == second.losses
+    assert all(torch.equal(first.lora[k], second.lora[k]) for k in first.lora)
+    other = refine_in_webui(model, _identity(model), photos(), replace(SMALL, seed=1))
+    assert other.losses != first.losses
+    torch.randn(3)
+    expected = torch.get_rng_state()
+    torch.set_rng_state(state)
+    torch.randn(3), torch.randn(3)
+    assert torch.equal(torch.get_rng_state(), expected)  # refining left the WebUI's RNG alone
 
 
 def test_progress_and_interrupt_go_through_shared_state(webui):

@@ -55,6 +55,7 @@ SDXL_UNET_CONFIG: dict[str, Any] = {
 # Tiny widths: level width = TINY_CHANNELS * channel_mult; cross-attention context width.
 TINY_CHANNELS = 4
 TINY_CONTEXT_DIM = 12
+ADM_CHANNELS = 8  # the width of SDXL's ``vector`` conditioning (2816) in the double
 
 _ATTENTION_LINEARS = ("to_q", "to_k", "to_v", "to_out.0")
 _ATTENTION_NAME = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
@@ -72,6 +73,12 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(source, width, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(width, width), nn.Dropout(0.0)])
 
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        source = x if context is None else context
+        q, k, v = self.to_q(x), self.to_k(source), self.to_v(source)
+        attention = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
+        return self.to_out[1](self.to_out[0](attention @ v))
+
 
 class FeedForward(nn.Module):
     def __init__(self, width: int) -> None:
@@ -79,6 +86,11 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList(
             [nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width)]
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
 
 
 class TransformerBlock(nn.Module):
@@ -91,6 +103,16 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.norm3 = nn.LayerNorm(width)
 
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Forge's ``BasicTransformerBlock._forward``: each residual is added into ``x`` in place
+        (``x += n``), the block's input included, right after a LayerNorm read ``x``."""
+        x += self.attn1(self.norm1(x))
+        x += self.attn2(self.norm2(x), context)
+        skip = x
+        x = self.ff(self.norm3(x))
+        x += skip
+        return x
+
 
 class SpatialTransformer(nn.Module):
     def __init__(self, width: int, depth: int) -> None:
@@ -98,6 +120,12 @@ class SpatialTransformer(nn.Module):
         self.proj_in = nn.Linear(width, width)
         self.transformer_blocks = nn.ModuleList(TransformerBlock(width) for _ in range(depth))
         self.proj_out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = self.proj_in(x)
+        for block in self.transformer_blocks:
+            x = block(x, context)
+        return self.proj_out(x)
 
 
 def _stage(width: int, depth: int) -> nn.ModuleList:
@@ -137,6 +165,25 @@ class TinySDXLUNet(nn.Module):
             for _ in range(self.config["num_res_blocks"][level] + 1):
                 outputs.append(_stage(widths[level], depths_out.pop()))
         self.output_blocks = nn.ModuleList(outputs)
+
+    def forward(
+        self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, y: torch.Tensor,
+        **kwargs: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """Forge's call (``backend.nn.unet``): latents (B, 4, h, w), float timesteps (B,),
+        ``context`` (B, tokens, ctx), ``y`` (B, ADM_CHANNELS). Each latent pixel is a token;
+        every transformer sees the tokens widened to its width and adds to the output."""
+        b, c, h, w = x.shape
+        half = TINY_CHANNELS // 2
+        angles = timesteps.float()[:, None] * torch.exp(-torch.arange(half) / half)[None]
+        embedding = torch.cat([angles.sin(), angles.cos()], -1) + y[:, :TINY_CHANNELS]
+        tokens = x.flatten(2).transpose(1, 2) + embedding[:, None].to(x.dtype)
+        transformers = [m for m in self.modules() if isinstance(m, SpatialTransformer)]
+        out = torch.zeros_like(tokens)
+        for transformer in transformers:
+            widened = tokens.repeat(1, 1, transformer.proj_in.in_features // TINY_CHANNELS)
+            out = out + transformer(widened, context)[..., :TINY_CHANNELS]
+        return (out / len(transformers)).transpose(1, 2).reshape(b, c, h, w)
 
     def attention_linears(self) -> dict[str, nn.Linear]:
         """``{parameter prefix: Linear}`` of the 560 attention projections, SGM names."""
@@ -564,18 +611,82 @@ class ForgeObjects:
         return ForgeObjects(self.unet, self.clip, self.vae, self.clipvision)
 
 
+def as_loaded(model: nn.Module) -> nn.Module:
+    """``backend.loader.forge_loader`` runs under ``torch.inference_mode()``: every weight it
+    loads is an inference tensor (autograd can neither save it for backward nor version it)."""
+    with torch.inference_mode():
+        for module in model.modules():
+            for name, param in module._parameters.items():
+                if param is not None:
+                    module._parameters[name] = nn.Parameter(param.clone(), param.requires_grad)
+    return model
+
+
 class FakeForgeSDXL:
     """``p.sd_model`` of Forge 2 for an SDXL checkpoint (``backend.diffusion_engine.sdxl``)."""
 
     is_sdxl, is_sd1, is_sd2, is_sd3 = True, False, False, False
 
     def __init__(self, unet: nn.Module, storage_dtype: Any = None) -> None:
-        kmodel = KModel(unet, storage_dtype)
+        kmodel = KModel(as_loaded(unet), storage_dtype)
         patcher = UnetPatcher(kmodel, load_device=CPU, offload_device=CPU)
         self.forge_objects = ForgeObjects(unet=patcher)
         self.forge_objects_original = self.forge_objects.shallow_copy()
         self.forge_objects_after_applying_lora = self.forge_objects.shallow_copy()
         self.current_lora_hash = str([])
+
+    @torch.inference_mode()
+    def get_learned_conditioning(self, prompt: list[str]) -> dict[str, torch.Tensor]:
+        """SDXL's ``crossattn`` and ``vector`` rows, one per prompt (seeded by its text)."""
+        rows = []
+        for text in prompt:
+            generator = torch.Generator().manual_seed(sum(map(ord, text)))
+            rows.append(torch.randn(1, 4 * TINY_CONTEXT_DIM + ADM_CHANNELS, generator=generator))
+        flat = torch.cat(rows)
+        crossattn = flat[:, : 4 * TINY_CONTEXT_DIM].reshape(-1, 4, TINY_CONTEXT_DIM)
+        return {"crossattn": crossattn, "vector": flat[:, 4 * TINY_CONTEXT_DIM :]}
+
+    @torch.inference_mode()
+    def encode_first_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8), as ``x``'s dtype."""
+        z = torch.nn.functional.avg_pool2d(x.float(), 8)
+        return torch.cat([z, z.mean(1, keepdim=True)], 1).to(x)
+
+    def get_first_stage_encoding(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # Forge: "legacy code", encode_first_stage already scaled
+
+
+class FakeInitialModel:
+    """``modules.sd_models.FakeInitialModel``: ``shared.sd_model`` until the first generation."""
+
+    cond_stage_model = None
+    chunk_length = 75
+
+
+class ModelData:
+    """``modules.sd_models``: ``model_data.sd_model`` is a placeholder until
+    ``forge_model_reload()`` (called by processing before each job) loads the checkpoint; it
+    returns ``(sd_model, reloaded)`` and does nothing once the checkpoint is loaded."""
+
+    def __init__(self, checkpoint: FakeForgeSDXL) -> None:
+        self.checkpoint = checkpoint
+        self.sd_model: Any = FakeInitialModel()
+        self.loads = 0
+
+    def forge_model_reload(self) -> tuple[Any, bool]:
+        if self.sd_model is self.checkpoint:
+            return self.sd_model, False
+        self.sd_model, self.loads = self.checkpoint, self.loads + 1
+        return self.sd_model, True
+
+
+def install_sd_models(monkeypatch, checkpoint: FakeForgeSDXL) -> ModelData:
+    """Register ``modules.sd_models`` (Forge's lazy checkpoint loading) for ``checkpoint``."""
+    data = ModelData(checkpoint)
+    module = types.ModuleType("modules.sd_models")
+    module.__dict__.update(model_data=data, forge_model_reload=data.forge_model_reload)
+    monkeypatch.setitem(sys.modules, "modules.sd_models", module)
+    return data
 
 
 def load_networks(sd_model: FakeForgeSDXL, loras: Iterable[tuple[str, dict, float]]) -> None:
