@@ -320,3 +320,41 @@ def test_instantid_units(restored):
     assert not same(send(without(body, "ControlNet")).image(), response.image()), (
         "the InstantID units did nothing"
     )
+
+
+def passthrough_body(controlnet_model: str, scripts: str) -> dict[str, Any]:
+    """The ControlNet workflow with the FaceDetailer workflow's face pass, whose ADetailer
+    ControlNet model is ``controlnet_model`` and whose script list is ``scripts``."""
+    body = workflow("t2i_controlnet")
+    tab = {**ad_tabs(workflow("t2i_adetailer"))[0], "ad_controlnet_model": controlnet_model}
+    body["alwayson_scripts"]["ADetailer"] = {"args": [True, False, tab]}
+    body["override_settings"] = {"ad_script_names": scripts}
+    body["override_settings_restore_afterwards"] = True
+    return body
+
+
+def test_adetailer_passthrough_runs_the_controlnet_unit_and_the_identity_in_the_face_pass(
+    restored,
+):
+    """ADetailer's ControlNet model "Passthrough" keeps the ControlNet script and the main job's
+    units in the face pass; with `hyperlora` listed the identity is applied there too."""
+    requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
+    listed = AD_DEFAULT_SCRIPTS + ",hyperlora"
+    body = passthrough_body("Passthrough", listed)
+    requires_controlnet(body)
+    units = body["alwayson_scripts"]["ControlNet"]
+
+    def variant(controlnet_model: str, scripts: str) -> dict[str, Any]:
+        other = passthrough_body(controlnet_model, scripts)
+        other["alwayson_scripts"]["ControlNet"] = copy.deepcopy(units)
+        return other
+
+    response = send(body)
+    assert_identity(response)
+    assert "ControlNet 0" in response.params and "ADetailer model" in response.params, (
+        response.params
+    )
+    without_units = send(variant("None", listed)).image()
+    assert not same(response.image(), without_units), "the face pass ignored the ControlNet unit"
+    unlisted = send(variant("Passthrough", AD_DEFAULT_SCRIPTS)).image()
+    assert not same(response.image(), unlisted), "the face pass beside ControlNet lost the identity"
