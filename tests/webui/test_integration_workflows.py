@@ -312,13 +312,19 @@ def test_controlnet_openpose_unit(restored):
 
 
 def test_instantid_units(restored):
+    """InstantID's face-embedding unit (IP-Adapter, weight 0 as in the authors' workflow) and
+    its keypoints ControlNet, which must act: the image changes with the keypoints unit's weight.
+    (Comparing with no ControlNet at all is not enough: when the IP-Adapter's hook fails, the
+    WebUI logs the error, neither unit runs, and the half-hooked UNet still changes the image.)"""
     body = workflow("t2i_instantid")
     requires_controlnet(body)
     response = send(body)
     assert_identity(response)
     assert "ControlNet 1" in response.params, response.params
-    assert not same(send(without(body, "ControlNet")).image(), response.image()), (
-        "the InstantID units did nothing"
+    no_keypoints = copy.deepcopy(body)
+    no_keypoints["alwayson_scripts"]["ControlNet"]["args"][1]["weight"] = 0
+    assert not same(send(no_keypoints).image(), response.image()), (
+        "the keypoints unit did nothing (see the WebUI's log for a ControlNet error)"
     )
 
 
