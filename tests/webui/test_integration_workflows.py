@@ -311,6 +311,25 @@ def test_controlnet_openpose_unit(restored):
     )
 
 
+def test_controlnet_unit_with_hires_fix_and_a_batch(restored):
+    """The ControlNet workflow with a hires pass and two images: both images have the identity
+    and the unit's effect, and the UNet comes back bit-exactly afterwards (``restored``)."""
+    body = workflow("t2i_controlnet")
+    requires_controlnet(body)
+    size = body["width"]
+    body |= {"batch_size": 2, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent"}
+    body |= {"hr_second_pass_steps": body["steps"], "denoising_strength": 0.5}
+    response = send(body)
+    assert_identity(response)
+    assert "Hires upscale" in response.infotext, response.infotext
+    plain = send(without(body, "ControlNet"))
+    for index in (0, 1):
+        assert response.image(index).size == (size * 3 // 2, size * 3 // 2)
+        assert not same(plain.image(index), response.image(index)), (
+            f"the ControlNet unit did nothing to image {index}"
+        )
+
+
 def test_instantid_units(restored):
     """InstantID's face-embedding unit (IP-Adapter, weight 0 as in the authors' workflow) and
     its keypoints ControlNet, which must act: the image changes with the keypoints unit's weight.
