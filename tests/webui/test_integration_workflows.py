@@ -311,12 +311,75 @@ def test_controlnet_openpose_unit(restored):
     )
 
 
+def test_controlnet_unit_with_hires_fix_and_a_batch(restored):
+    """The ControlNet workflow with a hires pass and two images: both images have the identity
+    and the unit's effect, and the UNet comes back bit-exactly afterwards (``restored``)."""
+    body = workflow("t2i_controlnet")
+    requires_controlnet(body)
+    size = body["width"]
+    body |= {"batch_size": 2, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent"}
+    body |= {"hr_second_pass_steps": body["steps"], "denoising_strength": 0.5}
+    response = send(body)
+    assert_identity(response)
+    assert "Hires upscale" in response.infotext, response.infotext
+    plain = send(without(body, "ControlNet"))
+    for index in (0, 1):
+        assert response.image(index).size == (size * 3 // 2, size * 3 // 2)
+        assert not same(plain.image(index), response.image(index)), (
+            f"the ControlNet unit did nothing to image {index}"
+        )
+
+
 def test_instantid_units(restored):
+    """InstantID's face-embedding unit (IP-Adapter, weight 0 as in the authors' workflow) and
+    its keypoints ControlNet, which must act: the image changes with the keypoints unit's weight.
+    (Comparing with no ControlNet at all is not enough: when the IP-Adapter's hook fails, the
+    WebUI logs the error, neither unit runs, and the half-hooked UNet still changes the image.)"""
     body = workflow("t2i_instantid")
     requires_controlnet(body)
     response = send(body)
     assert_identity(response)
     assert "ControlNet 1" in response.params, response.params
-    assert not same(send(without(body, "ControlNet")).image(), response.image()), (
-        "the InstantID units did nothing"
+    no_keypoints = copy.deepcopy(body)
+    no_keypoints["alwayson_scripts"]["ControlNet"]["args"][1]["weight"] = 0
+    assert not same(send(no_keypoints).image(), response.image()), (
+        "the keypoints unit did nothing (see the WebUI's log for a ControlNet error)"
     )
+
+
+def passthrough_body(controlnet_model: str, scripts: str) -> dict[str, Any]:
+    """The ControlNet workflow with the FaceDetailer workflow's face pass, whose ADetailer
+    ControlNet model is ``controlnet_model`` and whose script list is ``scripts``."""
+    body = workflow("t2i_controlnet")
+    tab = {**ad_tabs(workflow("t2i_adetailer"))[0], "ad_controlnet_model": controlnet_model}
+    body["alwayson_scripts"]["ADetailer"] = {"args": [True, False, tab]}
+    body["override_settings"] = {"ad_script_names": scripts}
+    body["override_settings_restore_afterwards"] = True
+    return body
+
+
+def test_adetailer_passthrough_runs_the_controlnet_unit_and_the_identity_in_the_face_pass(
+    restored,
+):
+    """ADetailer's ControlNet model "Passthrough" keeps the ControlNet script and the main job's
+    units in the face pass; with `hyperlora` listed the identity is applied there too."""
+    requires_adetailer_model(MODEL_NAMES["face_yolov8m.pt"])
+    listed = AD_DEFAULT_SCRIPTS + ",hyperlora"
+    body = passthrough_body("Passthrough", listed)
+    requires_controlnet(body)
+    units = body["alwayson_scripts"]["ControlNet"]
+
+    def variant(controlnet_model: str, scripts: str) -> dict[str, Any]:
+        other = passthrough_body(controlnet_model, scripts)
+        other["alwayson_scripts"]["ControlNet"] = copy.deepcopy(units)
+        return other
+
+    response = send(body)
+    assert_identity(response)
+    assert "ControlNet 0" in response.params and "ADetailer model" in response.params, (
+        response.params
+    )
+    without_units = send(variant("None", listed)).image()
+    assert not same(response.image(), without_units), "the face pass ignored the ControlNet unit"
+    unlisted = send(variant("Passthrough", AD_DEFAULT_SCRIPTS)).image()
+    assert not same(response.image(), unlisted), "the face pass beside ControlNet lost the identity"

@@ -13,19 +13,22 @@ Run with the WebUI's venv (ultralytics installed). Writes, skipping what exists:
   anchors a square image has: 32 px -> one box (the middle quarter of the image), 64 px -> four
   boxes (one per quadrant; the two-faces workflow keeps two of them).
 * WEBUI/models/ControlNet/smoke_openpose_sdxl.safetensors and control_instant_id_sdxl.safetensors:
-  SDXL ControlNets in the ldm layout that Forge's loader reads (``input_hint_block``,
-  ``zero_convs``, ``middle_block_out`` and the UNet encoder's keys), with the checkpoint's own
-  encoder shapes, so they fit its UNet.
+  SDXL ControlNets in the ldm layout both WebUIs read (``input_hint_block``, ``zero_convs``,
+  ``middle_block_out``, ``label_emb`` and the UNet encoder's keys) with the checkpoint's own
+  encoder shapes, so they fit its UNet. Forge: the whole encoder. A1111: without the attention
+  blocks, which sd-webui-controlnet reads as its "small" SDXL ControlNet (SDXL's widths
+  320/640/1280, no attention: the A1111 smoke checkpoint has those widths).
 * WEBUI/models/ControlNet/ip-adapter_instant_id_sdxl.safetensors: InstantID's IP-Adapter, the
   ``image_proj.`` Resampler (dim 1280, 4 layers, 16 tokens from a 512-d face embedding) and
-  ``ip_adapter.{1,3,...}.to_{k,v}_ip`` for each cross-attention layer of the checkpoint.
-* WEBUI/models/insightface/models/antelopev2 (Forge): a copy of the synthetic antelopev2 pack
-  from DIR, for Forge's InstantID preprocessors (insightface, offline).
+  ``ip_adapter.{1,3,...}.to_{k,v}_ip`` for each cross-attention layer of the checkpoint, numbered
+  in the order each WebUI hooks them. sd-webui-controlnet (A1111) hooks SDXL's 70 layers by
+  fixed block and depth indices, so A1111 gets the two InstantID files only when the checkpoint
+  has SDXL's own depths (``make_models.py --full-depth``); otherwise they are removed and the
+  InstantID case skips ("no ControlNet model fits").
+* The synthetic antelopev2 pack from DIR, for the InstantID preprocessors (insightface, which
+  downloads the pack when a file is missing): Forge reads WEBUI/models/insightface/models,
+  sd-webui-controlnet its annotator/downloads/insightface/models.
 * DIR/pose.png (a stick figure, used as a ready pose map) and DIR/slider0.png, slider1.png.
-
-sd-webui-controlnet (A1111) builds every SDXL ControlNet at SDXL's widths (320/640/1280); the
-A1111 smoke checkpoint is 320 wide at every level, so no ControlNet file can fit it and none is
-written for A1111.
 """
 
 from __future__ import annotations
@@ -59,12 +62,9 @@ def main() -> None:
     write_detector(detectors / "face_smoke.pt", imgsz=32)
     write_detector(detectors / "faces2_smoke.pt", imgsz=64)
     if args.webui == "forge":
-        controlnets = args.root / "models" / "ControlNet"
-        unet = read_header(args.checkpoint)
-        for name in ("smoke_openpose_sdxl", "control_instant_id_sdxl"):
-            write_random(controlnets / f"{name}.safetensors", controlnet_shapes(unet))
-        write_random(controlnets / "ip-adapter_instant_id_sdxl.safetensors", instantid_shapes(unet))
-        copy_antelopev2(args.photos_dir, args.root / "models" / "insightface" / "models")
+        write_forge_controlnets(args.root, read_header(args.checkpoint), args.photos_dir)
+    else:
+        write_a1111_controlnets(args.root, read_header(args.checkpoint), args.photos_dir)
     write_photos(args.photos_dir)
     print("add-on models ready:", args.root / "models")
 
@@ -109,6 +109,50 @@ def _copy(module: torch.nn.Module) -> torch.nn.Module:
 
 # ---------------------------------------------------------------- ControlNet / InstantID
 
+OPENPOSE = "smoke_openpose_sdxl.safetensors"
+INSTANTID = ("control_instant_id_sdxl.safetensors", "ip-adapter_instant_id_sdxl.safetensors")
+# sd-webui-controlnet's IP-Adapter hook: SDXL's 70 cross-attention layers, numbered input,
+# output, middle blocks (its scripts/enums.py transformer_ids); Forge: input, middle, output.
+A1111_CROSS_ATTENTION_LAYERS = 70
+A1111_ORDER = {"input_blocks": 0, "output_blocks": 1, "middle_block": 2}
+FORGE_ORDER = {"input_blocks": 0, "middle_block": 1, "output_blocks": 2}
+
+
+def write_forge_controlnets(root: Path, unet: dict[str, list[int]], photos_dir: Path) -> None:
+    controlnets = root / "models" / "ControlNet"
+    for name in (OPENPOSE, INSTANTID[0]):
+        write_random(controlnets / name, controlnet_shapes(unet, with_attention=True))
+    write_random(controlnets / INSTANTID[1], instantid_shapes(unet, FORGE_ORDER))
+    copy_antelopev2(photos_dir, root / "models" / "insightface" / "models")
+
+
+def write_a1111_controlnets(root: Path, unet: dict[str, list[int]], photos_dir: Path) -> None:
+    """sd-webui-controlnet's "small" SDXL ControlNets; InstantID only on SDXL's own depths."""
+    widths = [unet[f"input_blocks.{b}.0.out_layers.3.weight"][0] for b in (1, 4, 7)]
+    if widths != [320, 640, 1280]:
+        raise SystemExit(
+            f"the A1111 checkpoint's UNet is {widths} wide, not SDXL's [320, 640, 1280]: "
+            "sd-webui-controlnet's SDXL ControlNets cannot fit it; re-run make_models.py a1111"
+        )
+    controlnets = root / "models" / "ControlNet"
+    write_random(controlnets / OPENPOSE, controlnet_shapes(unet, with_attention=False))
+    layers = sum(1 for key in unet if key.endswith("attn2.to_k.weight"))
+    if layers == A1111_CROSS_ATTENTION_LAYERS:
+        write_random(controlnets / INSTANTID[0], controlnet_shapes(unet, with_attention=False))
+        write_random(controlnets / INSTANTID[1], instantid_shapes(unet, A1111_ORDER))
+    else:
+        for name in INSTANTID:
+            if (controlnets / name).exists():
+                (controlnets / name).unlink()
+        print(
+            f"no InstantID files: the checkpoint has {layers} cross-attention layers and "
+            f"sd-webui-controlnet's IP-Adapter hooks SDXL's {A1111_CROSS_ATTENTION_LAYERS} "
+            "(make_models.py a1111 --full-depth makes one that has them)",
+            flush=True,
+        )
+    annotators = root / "extensions" / "sd-webui-controlnet" / "annotator" / "downloads"
+    copy_antelopev2(photos_dir, annotators / "insightface" / "models")
+
 
 def read_header(path: Path) -> dict[str, list[int]]:
     """Key -> shape of the checkpoint's UNet tensors (from the safetensors header alone)."""
@@ -118,10 +162,16 @@ def read_header(path: Path) -> dict[str, list[int]]:
     return {k[len(UNET) :]: v["shape"] for k, v in header.items() if k.startswith(UNET)}
 
 
-def controlnet_shapes(unet: dict[str, list[int]]) -> dict[str, list[int]]:
-    """An SDXL ControlNet: a copy of the UNet's encoder, the hint encoder and the zero convs."""
+def controlnet_shapes(unet: dict[str, list[int]], with_attention: bool) -> dict[str, list[int]]:
+    """An SDXL ControlNet: a copy of the UNet's encoder (``with_attention`` or without its
+    transformer blocks; the middle block keeps its norm and projections), the hint encoder and
+    the zero convs."""
     encoder = ("time_embed.", "label_emb.", "input_blocks.", "middle_block.")
-    shapes = {k: s for k, s in unet.items() if k.startswith(encoder)}
+    shapes = {
+        k: s
+        for k, s in unet.items()
+        if k.startswith(encoder) and (with_attention or not _in_attention(k))
+    }
     width = unet["input_blocks.0.0.weight"][0]
     for i, (cin, cout) in enumerate(HINT):
         shapes[f"input_hint_block.{2 * i}.weight"] = [cout or width, cin, 3, 3]
@@ -137,6 +187,13 @@ def controlnet_shapes(unet: dict[str, list[int]]) -> dict[str, list[int]]:
     return shapes
 
 
+def _in_attention(key: str) -> bool:
+    parts = key.split(".")
+    if parts[0] == "input_blocks":
+        return parts[2] == "1"
+    return parts[0] == "middle_block" and parts[2] == "transformer_blocks"
+
+
 def _block_channels(unet: dict[str, list[int]], block: int | None) -> int:
     """Output channels of input block ``block`` (None: the middle block)."""
     prefix = "middle_block." if block is None else f"input_blocks.{block}."
@@ -145,7 +202,7 @@ def _block_channels(unet: dict[str, list[int]], block: int | None) -> int:
     return unet[last][0]
 
 
-def instantid_shapes(unet: dict[str, list[int]]) -> dict[str, list[int]]:
+def instantid_shapes(unet: dict[str, list[int]], order: dict[str, int]) -> dict[str, list[int]]:
     dim, inner, ff = 1280, 20 * 64, 4 * 1280
     shapes: dict[str, list[int]] = {
         "image_proj.latents": [1, 16, dim],
@@ -165,19 +222,19 @@ def instantid_shapes(unet: dict[str, list[int]]) -> dict[str, list[int]]:
         shapes[f"{layer}0.to_out.weight"] = [dim, inner]
         shapes[f"{layer}1.1.weight"] = [ff, dim]
         shapes[f"{layer}1.3.weight"] = [dim, ff]
-    # One key/value pair per cross-attention layer, numbered 1, 3, 5, ... in the UNet's order.
+    # One key/value pair per cross-attention layer, numbered 1, 3, 5, ... in the WebUI's order.
     attn2 = [k for k in unet if k.endswith("attn2.to_k.weight")]
-    for n, key in enumerate(sorted(attn2, key=_unet_order)):
+    for n, key in enumerate(sorted(attn2, key=lambda k: _unet_order(k, order))):
         width = unet[key.replace("to_k", "to_q")][0]
         shapes[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = [width, CROSS_DIM]
         shapes[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = [width, CROSS_DIM]
     return shapes
 
 
-def _unet_order(key: str) -> tuple[int, int, int]:
+def _unet_order(key: str, order: dict[str, int]) -> tuple[int, int, int]:
     parts = key.split(".")
-    section = {"input_blocks": 0, "middle_block": 1, "output_blocks": 2}[parts[0]]
-    block = int(parts[1]) if section != 1 else 0
+    section = order[parts[0]]
+    block = int(parts[1]) if parts[0] != "middle_block" else 0
     return section, block, int(parts[parts.index("transformer_blocks") + 1])
 
 
@@ -201,8 +258,8 @@ def write_random(out: Path, shapes: dict[str, list[int]]) -> None:
 
 
 def copy_antelopev2(models_dir: Path, insightface_models: Path) -> None:
-    """Forge's InstantID preprocessor runs insightface's antelopev2 from models/insightface (and
-    downloads it when missing): give it the synthetic pack make_models.py wrote for HyperLoRA."""
+    """The InstantID preprocessors run insightface's antelopev2 from INSIGHTFACE_MODELS (and
+    download it when missing): give them the synthetic pack make_models.py wrote for HyperLoRA."""
     import shutil
 
     from hyperlora_ext.models import ModelRoots

@@ -1,19 +1,24 @@
-"""Small random models for a smoke test of a real WebUI on a CPU (fits in ~8 GB of RAM).
+"""Small random models for a smoke test of a real WebUI on a CPU.
 
     python make_models.py {a1111,forge} --checkpoint OUT.safetensors --models-dir DIR --sgm SGM
+        [--full-depth]
 
 Run with the WebUI's venv; SGM is a checkout of Stability-AI/generative-models (45c443b), used
-only to read the SDXL key layout. Writes, skipping what exists:
+only to read the SDXL key layout. Writes what is missing or was made for another layout:
 
-* OUT.safetensors: a random SDXL base checkpoint (fp16, sd_xl_base key layout) whose UNet is
-  320 wide at every level. Any other base width is taken for the refiner. Both text encoders and
-  the VAE keep their real sizes (Forge builds them from its bundled configs).
-  - a1111: transformer depth 1 per level, and OUT.yaml beside it (A1111 reads that config).
-  - forge: the real depths (2 and 10), which huggingface_guess needs to recognise SDXL.
+* OUT.safetensors: a random SDXL base checkpoint (fp16, sd_xl_base key layout). Both text
+  encoders and the VAE keep their real sizes (Forge builds them from its bundled configs).
+  - a1111: SDXL's widths (320/640/1280, attention at the 640 and 1280 levels), which
+    sd-webui-controlnet's SDXL ControlNets add to, with transformer depth 1 at both attention
+    levels and in the middle block (22 attention modules); ``--full-depth``: SDXL's own depths
+    (2 and 10; 140 modules), which sd-webui-controlnet's IP-Adapter (InstantID) hook indexes.
+    OUT.yaml beside it (A1111 reads that config; a different one makes the checkpoint again).
+  - forge: 320 wide at every level (any other base width is taken for the refiner) with the
+    real depths (2 and 10), which huggingface_guess needs to recognise SDXL.
 * DIR: HyperLoRA models (full-size resampler; its module JSON lists exactly the checkpoint's
-  140 or 22 attention modules at width 320), a random CLIP ViT-L/14, the synthetic antelopev2
-  pack of the tests, and ``smoke_no_match``: the same model with module names that no
-  checkpoint has (a model that can never apply).
+  attention modules with their widths), a random CLIP ViT-L/14, the synthetic antelopev2 pack
+  of the tests, and ``smoke_no_match``: the same model with module names that no checkpoint
+  has (a model that can never apply).
 * DIR/face.png: a photo the synthetic face detector sees one face in.
 """
 
@@ -35,10 +40,13 @@ sys.path.insert(0, str(REPO))
 from hyperlora_ext.lora_format import sdxl_attention_modules  # noqa: E402
 from hyperlora_ext.models import ModelRoots  # noqa: E402
 
-WIDTH = 320
-# Transformer depth per level (real SDXL: 0, 2, 10) and the depth cap of the two attention levels.
-DEPTHS = {"a1111": [1, 1, 1], "forge": [0, 2, 10]}
-DEPTH_CAP = {"a1111": {2: 1, 10: 1}, "forge": {2: 2, 10: 10}}
+# UNet layout per smoke WebUI: channel multipliers and transformer depth per level (the middle
+# block takes the last level's depth). Real SDXL: [1, 2, 4] and [0, 2, 10].
+LAYOUTS = {
+    "a1111": ([1, 2, 4], [0, 1, 1]),
+    "a1111-full": ([1, 2, 4], [0, 2, 10]),
+    "forge": ([1, 1, 1], [0, 2, 10]),
+}
 MODEL = "sdxl_hyper_id_lora_v1_fidelity"  # an official folder name: the checklist counts it
 NO_MATCH = "smoke_no_match"
 # The released resampler sizes (the CLIP ViT-L/14 width is the resampler's input width).
@@ -49,14 +57,17 @@ SIZES = dict(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("webui", choices=sorted(DEPTHS))
+    parser.add_argument("webui", choices=["a1111", "forge"])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--sgm", type=Path, required=True)
+    parser.add_argument("--full-depth", action="store_true", help="a1111: SDXL's own depths")
     args = parser.parse_args()
-    if not args.checkpoint.exists():
-        write_checkpoint(args.webui, args.checkpoint, args.sgm)
-    write_hyperlora_models(args.webui, args.models_dir)
+    layout = "a1111-full" if args.webui == "a1111" and args.full_depth else args.webui
+    config = sdxl_config(layout, args.sgm)
+    if not checkpoint_current(layout, args.checkpoint, config):
+        write_checkpoint(layout, args.checkpoint, config, args.sgm)
+    write_hyperlora_models(layout, args.models_dir)
     face = args.models_dir / "face.png"
     if not face.exists():
         from tests.encoders._photos import face_photo
@@ -68,15 +79,26 @@ def main() -> None:
 # ---------------------------------------------------------------- SDXL checkpoint
 
 
-def sdxl_config(webui: str, sgm: Path):
+def sdxl_config(layout: str, sgm: Path):
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(sgm / "configs/inference/sd_xl_base.yaml")
     unet = config.model.params.network_config.params
-    unet.channel_mult = [1, 1, 1]
-    unet.transformer_depth = DEPTHS[webui]
+    unet.channel_mult, unet.transformer_depth = LAYOUTS[layout]
     unet.spatial_transformer_attn_type = "softmax"
     return config
+
+
+def checkpoint_current(layout: str, out: Path, config) -> bool:
+    """The checkpoint exists and (A1111) the config beside it is this layout's."""
+    if layout == "forge" or not out.exists():
+        return out.exists()
+    from omegaconf import OmegaConf
+
+    yaml = out.with_suffix(".yaml")
+    return yaml.exists() and OmegaConf.to_container(OmegaConf.load(yaml)) == (
+        OmegaConf.to_container(config)
+    )
 
 
 def checkpoint_shapes(config, sgm: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -131,9 +153,8 @@ def random_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, gen) -> 
     return (torch.randn(shape, generator=gen) * 0.02).half()
 
 
-def write_checkpoint(webui: str, out: Path, sgm: Path) -> None:
+def write_checkpoint(layout: str, out: Path, config, sgm: Path) -> None:
     """Stream the random tensors to a safetensors file, one at a time (bounded memory)."""
-    config = sdxl_config(webui, sgm)
     shapes = checkpoint_shapes(config, sgm)
     header, offset = {}, 0
     for key in sorted(shapes):
@@ -142,7 +163,7 @@ def write_checkpoint(webui: str, out: Path, sgm: Path) -> None:
         kind = "I64" if dtype == torch.int64 else "F16"
         header[key] = {"dtype": kind, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
-    header["__metadata__"] = {"format": "pt", "note": f"random small SDXL base ({webui} smoke)"}
+    header["__metadata__"] = {"format": "pt", "note": f"random small SDXL base ({layout} smoke)"}
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
     print(f"writing {out} ({len(shapes)} tensors, {offset / 1e9:.2f} GB)", flush=True)
@@ -154,7 +175,7 @@ def write_checkpoint(webui: str, out: Path, sgm: Path) -> None:
         for key in sorted(shapes):
             handle.write(random_tensor(key, *shapes[key], gen).numpy().tobytes())
     partial.replace(out)
-    if webui == "a1111":
+    if layout != "forge":
         from omegaconf import OmegaConf
 
         OmegaConf.save(config, out.with_suffix(".yaml"))
@@ -163,20 +184,23 @@ def write_checkpoint(webui: str, out: Path, sgm: Path) -> None:
 # ---------------------------------------------------------------- HyperLoRA models
 
 
-def checkpoint_modules(webui: str) -> dict[str, dict[str, int | None]]:
-    """The checkpoint's attention modules as a HyperLoRA module JSON lists them."""
+def checkpoint_modules(layout: str) -> dict[str, dict[str, int | None]]:
+    """The checkpoint's attention modules as a HyperLoRA module JSON lists them: SDXL's modules
+    up to the layout's depth per level, with the layout's widths."""
+    channel_mult, depths = LAYOUTS[layout]
+    real = dict(zip((2, 10), depths[1:], strict=True))  # SDXL depth -> this layout's depth
     modules = {}
-    real_depths = {"down_blocks_1": 2, "up_blocks_1": 2}
     for name, info in sdxl_attention_modules("diffusers").items():
-        block = name.removeprefix("lora_unet_")
-        real = next((d for b, d in real_depths.items() if block.startswith(b)), 10)
+        width = info["hidden_size"]
+        assert width is not None
         index = int(name.split("_transformer_blocks_")[1].split("_")[0])
-        if index < DEPTH_CAP[webui][real]:
-            modules[name] = {**info, "hidden_size": WIDTH}
+        if index < real[2 if width == 640 else 10]:
+            level = {640: 1, 1280: 2}[width]
+            modules[name] = {**info, "hidden_size": 320 * channel_mult[level]}
     return modules
 
 
-def write_hyperlora_models(webui: str, models_dir: Path) -> None:
+def write_hyperlora_models(layout: str, models_dir: Path) -> None:
     from safetensors.torch import save_file
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -186,8 +210,8 @@ def write_hyperlora_models(webui: str, models_dir: Path) -> None:
 
     roots = ModelRoots.from_models_dir(models_dir)
     folder = roots.hyper_lora / MODEL
-    if not (folder / "resampler.safetensors").exists():
-        modules = checkpoint_modules(webui)
+    modules = checkpoint_modules(layout)
+    if _read_json(folder / "hyper_lora_modules.json") != modules:
         print(f"writing HyperLoRA for {len(modules)} modules to {folder}", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "hyper_lora_modules.json").write_text(json.dumps(modules, indent=1))
@@ -195,10 +219,9 @@ def write_hyperlora_models(webui: str, models_dir: Path) -> None:
         for name in list(state):
             save_file(state.pop(name), str(folder / name))
     no_match = roots.hyper_lora / NO_MATCH
-    if not (no_match / "hyper_lora_modules.json").exists():
+    renamed = {n.replace("lora_unet_", "lora_unet_nomatch_"): v for n, v in modules.items()}
+    if _read_json(no_match / "hyper_lora_modules.json") != renamed:
         shutil.copytree(folder, no_match, dirs_exist_ok=True)
-        modules = json.loads((folder / "hyper_lora_modules.json").read_text())
-        renamed = {n.replace("lora_unet_", "lora_unet_nomatch_"): v for n, v in modules.items()}
         (no_match / "hyper_lora_modules.json").write_text(json.dumps(renamed, indent=1))
     clip_dir = roots.clip_vit / "clip_vit_large_14"
     if not (clip_dir / "model.safetensors").exists():
@@ -208,6 +231,10 @@ def write_hyperlora_models(webui: str, models_dir: Path) -> None:
         model.save_pretrained(clip_dir, safe_serialization=True)
     if not roots.antelopev2.exists():
         fake_antelopev2.build(roots.antelopev2)
+
+
+def _read_json(path: Path) -> object:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 # Leaves WEBUI_HOME/a1111 (WebUI + venv + extension), WEBUI_HOME/hf (offline CLIP tokenizer)
 # and WEBUI_HOME/models (HyperLoRA models); launch with `launch.sh a1111`. Re-running is cheap:
 # finished steps are skipped, the extension is always re-copied from this repository's HEAD.
+# A1111_FULL_DEPTH=1 makes the checkpoint with SDXL's own transformer depths (6.9 GB, ~14 GB of
+# RAM in fp32), which sd-webui-controlnet's InstantID (IP-Adapter) needs; the default is depth 1.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 WEBUI="$WEBUI_HOME/a1111"
@@ -31,7 +33,9 @@ install_extension "$WEBUI"
 # A1111 builds CLIP-L from the Hugging Face config + tokenizer of openai/clip-vit-large-patch14.
 [ -d "$WEBUI_HOME/hf/hub" ] || "$WEBUI/venv/bin/python" "$SMOKE_DIR/make_hf_cache.py" "$WEBUI_HOME/hf"
 
-"$WEBUI/venv/bin/python" "$SMOKE_DIR/make_models.py" a1111 \
+depth=()
+[ "${A1111_FULL_DEPTH:-0}" = 1 ] && depth=(--full-depth)
+"$WEBUI/venv/bin/python" "$SMOKE_DIR/make_models.py" a1111 "${depth[@]}" \
     --checkpoint "$WEBUI/models/Stable-diffusion/smoke_sdxl_base.safetensors" \
     --models-dir "$WEBUI_HOME/models/a1111" --sgm "$REPOS/generative-models"
 install_adetailer "$WEBUI"
