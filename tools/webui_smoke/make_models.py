@@ -11,7 +11,9 @@ only to read the SDXL key layout. Writes what is missing or was made for another
   - a1111: SDXL's widths (320/640/1280, attention at the 640 and 1280 levels), which
     sd-webui-controlnet's SDXL ControlNets add to, with transformer depth 1 at both attention
     levels and in the middle block (22 attention modules); ``--full-depth``: SDXL's own depths
-    (2 and 10; 140 modules), which sd-webui-controlnet's IP-Adapter (InstantID) hook indexes.
+    (2 and 10), which sd-webui-controlnet's IP-Adapter (InstantID) hook indexes; its HyperLoRA
+    model still lists the first block's 22 modules (A1111 keeps an fp32 backup of every patched
+    weight, and 140 modules' backups beside the fp32 UNet did not fit in 24 GB).
     OUT.yaml beside it (A1111 reads that config; a different one makes the checkpoint again).
   - forge: 320 wide at every level (any other base width is taken for the refiner) with the
     real depths (2 and 10), which huggingface_guess needs to recognise SDXL.
@@ -189,6 +191,8 @@ def checkpoint_modules(layout: str) -> dict[str, dict[str, int | None]]:
     up to the layout's depth per level, with the layout's widths."""
     channel_mult, depths = LAYOUTS[layout]
     real = dict(zip((2, 10), depths[1:], strict=True))  # SDXL depth -> this layout's depth
+    if layout == "a1111-full":  # the first block per level only: A1111 backs up every patched
+        real = {2: 1, 10: 1}  # weight in fp32, and 140 modules' backups do not fit in 24 GB
     modules = {}
     for name, info in sdxl_attention_modules("diffusers").items():
         width = info["hidden_size"]
