@@ -17,6 +17,8 @@ import base64
 import copy
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -320,3 +322,71 @@ def test_instantid_units(restored):
     assert not same(send(without(body, "ControlNet")).image(), response.image()), (
         "the InstantID units did nothing"
     )
+
+
+CONTROLNET_WORKFLOWS = ("t2i_controlnet", "t2i_instantid")
+
+
+def controlnet_body(name: str) -> dict[str, Any]:
+    body = workflow(name)
+    requires_controlnet(body)
+    return body
+
+
+@pytest.mark.parametrize("name", CONTROLNET_WORKFLOWS)
+def test_controlnet_units_with_hires_fix_and_a_batch(name, restored):
+    """Every image of a batch, through the hires pass, carries the identity beside the units."""
+    body = controlnet_body(name) | {
+        "batch_size": 2, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent",
+        "hr_second_pass_steps": 1, "denoising_strength": 0.5,
+    }  # fmt: skip
+    response = send(body)
+    assert_identity(response)
+    assert "Hires upscale" in response.params, response.params
+    infotexts = response.info["infotexts"][: body["batch_size"]]
+    assert len(infotexts) == 2, response.info["infotexts"]
+    for text in infotexts:
+        assert "HyperLoRA model:" in text and "ControlNet 0" in text, text
+
+
+@pytest.mark.parametrize("name", CONTROLNET_WORKFLOWS)
+def test_a_failed_job_with_units_leaves_no_hook_behind(name, restored):
+    """HyperLoRA fails after ControlNet hooked the UNet (422 with the fail header); the same good
+    job before and after gives the same image: no ControlNet hook or identity left over."""
+    body = controlnet_body(name)
+    before = send(body).image()
+    broken = copy.deepcopy(body)
+    broken["alwayson_scripts"]["HyperLoRA"]["args"][0]["model"] = "no_such_hyperlora_model"
+    failed = call("/sdapi/v1/txt2img", broken, {"X-HyperLoRA-On-Error": "fail"})
+    assert failed.status == 422, f"{failed.status}: {failed.body}"
+    assert "no_such_hyperlora_model" in failed.detail, failed.body
+    assert same(before, send(body).image()), "the failed job changed the next identical job"
+
+
+@pytest.mark.parametrize("name", CONTROLNET_WORKFLOWS)
+def test_an_interrupted_job_with_units_leaves_no_hook_behind(name, restored):
+    """Interrupt while sampling a ControlNet + HyperLoRA job; the same good job afterwards gives
+    the image it gave before."""
+    body = controlnet_body(name)
+    before = send(body).image()
+    long = {**body, "steps": 40}
+    result: list[Response] = []
+    job = threading.Thread(target=lambda: result.append(call("/sdapi/v1/txt2img", long)))
+    job.start()
+    sampling = _wait_for_sampling(job)
+    call("/sdapi/v1/interrupt", {})
+    job.join()
+    assert result[0].status == 200, result[0].body
+    if not sampling:
+        pytest.skip("the job ended before its sampling could be interrupted")
+    assert same(before, send(body).image()), "the interrupted job changed the next identical job"
+
+
+def _wait_for_sampling(job: threading.Thread) -> bool:
+    """True once the WebUI reports a sampling step of ``job``; False if it ended first."""
+    while job.is_alive():
+        state = call("/sdapi/v1/progress?skip_current_image=true").body.get("state") or {}
+        if state.get("sampling_step", 0) > 0:
+            return True
+        time.sleep(0.02)
+    return False
