@@ -17,6 +17,8 @@ import base64
 import copy
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -300,6 +302,9 @@ def test_two_identities_on_two_faces(restored):
 # ---------------------------------------------------------------------------------- ControlNet
 
 
+CONTROLNET_WORKFLOWS = ("t2i_controlnet", "t2i_instantid")
+
+
 def test_controlnet_openpose_unit(restored):
     body = workflow("t2i_controlnet")
     requires_controlnet(body)
@@ -311,11 +316,11 @@ def test_controlnet_openpose_unit(restored):
     )
 
 
-def test_controlnet_unit_with_hires_fix_and_a_batch(restored):
-    """The ControlNet workflow with a hires pass and two images: both images have the identity
-    and the unit's effect, and the UNet comes back bit-exactly afterwards (``restored``)."""
-    body = workflow("t2i_controlnet")
-    requires_controlnet(body)
+@pytest.mark.parametrize("name", CONTROLNET_WORKFLOWS)
+def test_controlnet_units_with_hires_fix_and_a_batch(name, restored):
+    """A ControlNet workflow with a hires pass and two images: both images have the identity
+    and the units' effect, and the UNet comes back bit-exactly afterwards (``restored``)."""
+    body = controlnet_body(name)
     size = body["width"]
     body |= {"batch_size": 2, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent"}
     body |= {"hr_second_pass_steps": body["steps"], "denoising_strength": 0.5}
@@ -324,9 +329,11 @@ def test_controlnet_unit_with_hires_fix_and_a_batch(restored):
     assert "Hires upscale" in response.infotext, response.infotext
     plain = send(without(body, "ControlNet"))
     for index in (0, 1):
+        text = response.info["infotexts"][index]
+        assert "HyperLoRA model:" in text and "ControlNet 0" in text, text
         assert response.image(index).size == (size * 3 // 2, size * 3 // 2)
         assert not same(plain.image(index), response.image(index)), (
-            f"the ControlNet unit did nothing to image {index}"
+            f"the ControlNet units did nothing to image {index}"
         )
 
 
@@ -383,3 +390,52 @@ def test_adetailer_passthrough_runs_the_controlnet_unit_and_the_identity_in_the_
     assert not same(response.image(), without_units), "the face pass ignored the ControlNet unit"
     unlisted = send(variant("Passthrough", AD_DEFAULT_SCRIPTS)).image()
     assert not same(response.image(), unlisted), "the face pass beside ControlNet lost the identity"
+
+
+def controlnet_body(name: str) -> dict[str, Any]:
+    body = workflow(name)
+    requires_controlnet(body)
+    return body
+
+
+@pytest.mark.parametrize("name", CONTROLNET_WORKFLOWS)
+def test_a_failed_job_with_units_leaves_no_hook_behind(name, restored):
+    """HyperLoRA fails after ControlNet hooked the UNet (422 with the fail header); the same good
+    job before and after gives the same image: no ControlNet hook or identity left over."""
+    body = controlnet_body(name)
+    before = send(body).image()
+    broken = copy.deepcopy(body)
+    broken["alwayson_scripts"]["HyperLoRA"]["args"][0]["model"] = "no_such_hyperlora_model"
+    failed = call("/sdapi/v1/txt2img", broken, {"X-HyperLoRA-On-Error": "fail"})
+    assert failed.status == 422, f"{failed.status}: {failed.body}"
+    assert "no_such_hyperlora_model" in failed.detail, failed.body
+    assert same(before, send(body).image()), "the failed job changed the next identical job"
+
+
+@pytest.mark.parametrize("name", CONTROLNET_WORKFLOWS)
+def test_an_interrupted_job_with_units_leaves_no_hook_behind(name, restored):
+    """Interrupt while sampling a ControlNet + HyperLoRA job; the same good job afterwards gives
+    the image it gave before."""
+    body = controlnet_body(name)
+    before = send(body).image()
+    long = {**body, "steps": 40}
+    result: list[Response] = []
+    job = threading.Thread(target=lambda: result.append(call("/sdapi/v1/txt2img", long)))
+    job.start()
+    sampling = _wait_for_sampling(job)
+    call("/sdapi/v1/interrupt", {})
+    job.join()
+    assert result[0].status == 200, result[0].body
+    if not sampling:
+        pytest.skip("the job ended before its sampling could be interrupted")
+    assert same(before, send(body).image()), "the interrupted job changed the next identical job"
+
+
+def _wait_for_sampling(job: threading.Thread) -> bool:
+    """True once the WebUI reports a sampling step of ``job``; False if it ended first."""
+    while job.is_alive():
+        state = call("/sdapi/v1/progress?skip_current_image=true").body.get("state") or {}
+        if state.get("sampling_step", 0) > 0:
+            return True
+        time.sleep(0.02)
+    return False
