@@ -324,6 +324,8 @@ def test_controlnet_units_with_hires_fix_and_a_batch(name, restored):
     size = body["width"]
     body |= {"batch_size": 2, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent"}
     body |= {"hr_second_pass_steps": body["steps"], "denoising_strength": 0.5}
+    if is_forge():  # Forge 2's API fails hires fix with a TypeError without it (its default: None)
+        body["hr_additional_modules"] = ["Use same choices"]
     response = send(body)
     assert_identity(response)
     assert "Hires upscale" in response.infotext, response.infotext
